@@ -32,7 +32,7 @@ if ((${#missing[@]})); then
     printf '#!/bin/sh\nexit 101\n' >"$POLICY" && chmod +x "$POLICY" && added_policy=1
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$aptlog" 2>&1 \
-    || { cat "$aptlog" >&2; rm -f "$POLICY"; exit 1; }
+    || { cat "$aptlog" >&2; ((added_policy)) && rm -f "$POLICY"; exit 1; }
   rm -f "$aptlog"
   if ((added_policy)); then rm -f "$POLICY"; fi
 fi
