@@ -1,0 +1,256 @@
+"""Example MCP server: the workload of every e2e test and of the demo.
+
+It is deliberately small but exercises what the operator cares about:
+
+* both MCP eras on one streamable-HTTP endpoint (the ``mcp`` 2.x SDK routes by the
+  ``MCP-Protocol-Version`` header), stateful by default, ``--stateless`` on request;
+* a ``counter`` tool backed by Redis when ``MCP_CACHE_URL`` is set, so that the
+  operator-provisioned cache can be checked end to end (and its absence is visible);
+* a fault knob, ``EXAMPLE_REQUIRE_TOKEN``, that makes MCP requests without the right
+  bearer token answer 401: a *misconfigured* server, which health checks must tell apart
+  from a *failed* one;
+* no DNS-rebinding Host allowlist: pods are reached by pod IP and Service names, and
+  the SDK's allowlist (enabled automatically on loopback binds) would answer 421.
+
+Run: ``python -m mcp_operator.dev.example_server [--host H] [--port P] [--path /mcp]
+[--stateless]``. Logs go to stderr; tokens and cache credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger("example_server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+COUNTER_KEY_DEFAULT = "example-server:counter"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Command-line and environment settings of one server process."""
+
+    host: str
+    port: int
+    path: str
+    stateless: bool
+    name: str
+    require_token: str | None
+    cache_url: str | None
+    counter_key: str
+    request_state_keys: tuple[str, ...]
+
+
+def parse_options(argv: Sequence[str] | None, env: MutableMapping[str, str]) -> Options:
+    """Merge argv over the environment; the env defaults are what the node agent sets."""
+    parser = argparse.ArgumentParser(prog="python -m mcp_operator.dev.example_server")
+    parser.add_argument("--host", default=env.get("POD_IP") or env.get("HOST") or "0.0.0.0")
+    parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")))
+    parser.add_argument("--path", default=env.get("MCP_PATH", "/mcp"))
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        default=env.get("MCP_STATELESS", "").lower() in ("1", "true", "yes"),
+    )
+    args = parser.parse_args(argv)
+    keys = tuple(k for k in env.get("MCP_REQUEST_STATE_KEYS", "").split(",") if k)
+    return Options(
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        stateless=args.stateless,
+        name=env.get("EXAMPLE_SERVER_NAME", "example-server"),
+        require_token=env.get("EXAMPLE_REQUIRE_TOKEN") or None,
+        cache_url=env.get("MCP_CACHE_URL") or None,
+        counter_key=env.get("EXAMPLE_COUNTER_KEY", COUNTER_KEY_DEFAULT),
+        request_state_keys=keys,
+    )
+
+
+def redact_url(url: str) -> str:
+    """Return ``scheme://host:port/db`` without userinfo, for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class Counter:
+    """A counter in Redis when configured, otherwise in process memory.
+
+    Falling back on a Redis error keeps the tool answering, and the returned backend
+    name makes the degradation visible to tests and humans alike.
+    """
+
+    def __init__(self, cache_url: str | None, key: str) -> None:
+        self._key = key
+        self._memory = 0
+        self._redis: Any = None
+        if cache_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(
+                cache_url,
+                username=os.environ.get("MCP_CACHE_USERNAME") or None,
+                password=os.environ.get("MCP_CACHE_PASSWORD") or None,
+                socket_connect_timeout=2,
+                socket_timeout=2,
+            )
+
+    async def increment(self) -> tuple[int, str]:
+        """Increment and return ``(value, backend)``."""
+        if self._redis is not None:
+            try:
+                return int(await self._redis.incr(self._key)), "redis"
+            except Exception as exc:  # any client error means "cache unavailable"
+                log.warning("redis counter failed (%s); using memory", type(exc).__name__)
+                self._memory += 1
+                return self._memory, f"memory (redis error: {type(exc).__name__})"
+        self._memory += 1
+        return self._memory, "memory"
+
+
+def build_server(opts: Options) -> Any:
+    """Create the MCPServer with the example tools registered."""
+    from mcp.server.mcpserver import MCPServer
+
+    kwargs: dict[str, Any] = {}
+    if opts.request_state_keys:
+        from mcp.server.request_state import RequestStateSecurity
+
+        kwargs["request_state_security"] = RequestStateSecurity(keys=list(opts.request_state_keys))
+    server = MCPServer(opts.name, **kwargs)
+    counter = Counter(opts.cache_url, opts.counter_key)
+
+    @server.tool(description="Return the given message unchanged.")
+    def echo(message: str) -> str:
+        return message
+
+    @server.tool(description="Add two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @server.tool(
+        name="counter",
+        description="Increment a shared counter; says whether Redis or memory was used.",
+    )
+    async def counter_tool() -> str:
+        value, backend = await counter.increment()
+        return f"counter={value} backend={backend}"
+
+    _add_healthz(server)
+    return server
+
+
+def _add_healthz(server: Any) -> None:
+    """A plain GET endpoint for kubelet-style httpGet probes (which cannot speak MCP)."""
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    async def healthz(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    server.custom_route("/healthz", methods=["GET"])(healthz)
+
+
+class RequireToken:
+    """ASGI middleware: MCP requests without ``Authorization: Bearer <token>`` get 401."""
+
+    def __init__(self, app: ASGIApp, token: str, path: str) -> None:
+        self._app = app
+        self._expected = f"Bearer {token}".encode()
+        self._path = path.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._guards(scope["path"]) and not self._authorized(scope):
+            await self._reject(send)
+            return
+        await self._app(scope, receive, send)
+
+    def _guards(self, path: str) -> bool:
+        return bool(path.rstrip("/") == self._path or path.startswith(self._path + "/"))
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                return hmac.compare_digest(bytes(value), self._expected)
+        return False
+
+    @staticmethod
+    async def _reject(send: Send) -> None:
+        body = b'{"error":"invalid_token"}'
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"www-authenticate", b'Bearer error="invalid_token"'),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def build_app(opts: Options) -> Any:
+    """The ASGI app: SDK streamable HTTP, no Host allowlist, optional token guard."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    app: Any = build_server(opts).streamable_http_app(
+        streamable_http_path=opts.path,
+        stateless_http=opts.stateless,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        host=opts.host,
+    )
+    if opts.require_token:
+        app = RequireToken(app, opts.require_token, opts.path)
+    return app
+
+
+def _uvicorn_log_config() -> dict[str, Any]:
+    """Uvicorn logs both error and access streams to stderr (its default puts access on stdout)."""
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "f"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"f": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": handler},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+        "loggers": {"uvicorn.access": {"level": "WARNING"}},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m mcp_operator.dev.example_server``."""
+    import uvicorn
+
+    opts = parse_options(argv, os.environ)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    log.info(
+        "serving %s on http://%s:%d%s stateless=%s token_required=%s cache=%s",
+        opts.name,
+        opts.host,
+        opts.port,
+        opts.path,
+        opts.stateless,
+        bool(opts.require_token),
+        redact_url(opts.cache_url) if opts.cache_url else "memory",
+    )
+    uvicorn.run(build_app(opts), host=opts.host, port=opts.port, log_config=_uvicorn_log_config())
+
+
+if __name__ == "__main__":
+    main()
