@@ -1,0 +1,232 @@
+"""Generate the ``MCPServer`` CustomResourceDefinition from the pydantic models.
+
+Kubernetes wants a *structural* schema: every node typed, no ``$ref``, no ``anyOf`` for
+optional values. Pydantic emits JSON Schema with all three, so this module inlines
+references, turns ``X | None`` into ``nullable: true``, marks free-form Kubernetes objects
+with ``x-kubernetes-preserve-unknown-fields`` and attaches each model's cross-field rules as
+CEL ``x-kubernetes-validations``. The output is checked in under ``crds/`` and a test fails
+when the two drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from mcp_operator.api import models
+from mcp_operator.api.rules import RuledModel
+
+JSON = dict[str, Any]
+_DROP_KEYS = {"title", "description_", "$defs"}
+
+PRINTER_COLUMNS: list[JSON] = [
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
+    {"name": "Active", "type": "string", "jsonPath": ".status.activeTier"},
+    {"name": "Primary", "type": "string", "jsonPath": ".status.tiers.primary.summary"},
+    {"name": "Backup", "type": "string", "jsonPath": ".status.tiers.backup.summary"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+    },
+    {"name": "Endpoint", "type": "string", "priority": 1, "jsonPath": ".status.endpoint"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _model_classes(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every model reachable from ``root``, by the name pydantic uses in ``$defs``."""
+    found: dict[str, type[BaseModel]] = {}
+    stack = [root]
+    while stack:
+        cls = stack.pop()
+        if cls.__name__ in found:
+            continue
+        found[cls.__name__] = cls
+        for field in cls.model_fields.values():
+            for arg in _type_args(field.annotation):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    stack.append(arg)
+    return found
+
+
+def _type_args(annotation: Any) -> list[Any]:
+    args = list(getattr(annotation, "__args__", ()) or ())
+    nested = [a for arg in args for a in _type_args(arg)]
+    return [annotation, *args, *nested]
+
+
+class _Structurer:
+    """Rewrites one pydantic JSON schema into a structural OpenAPI v3 schema."""
+
+    def __init__(self, schema: JSON, classes: dict[str, type[BaseModel]]) -> None:
+        self.defs: JSON = schema.get("$defs", {})
+        self.classes = classes
+
+    def convert(self, node: JSON, def_name: str | None = None) -> JSON:
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            return self.convert(self.defs[name], def_name=name)
+        if "anyOf" in node:
+            return self._nullable(node)
+        out: JSON = {}
+        kind = node.get("type")
+        if kind == "object" or "properties" in node:
+            out = self._object(node, def_name)
+        elif kind == "array":
+            out = {"type": "array", "items": self.convert(node.get("items", {}))}
+        elif "const" in node:
+            out = {"type": "string", "enum": [node["const"]]}
+        elif kind is None:
+            out = {"x-kubernetes-preserve-unknown-fields": True}
+        else:
+            out = {"type": kind}
+        for key in (
+            "enum",
+            "format",
+            "pattern",
+            "minimum",
+            "maximum",
+            "minLength",
+            "maxLength",
+            "minItems",
+            "maxItems",
+            "default",
+            "description",
+        ):
+            if key in node and key not in out:
+                out[key] = node[key]
+        if out.get("format") in {"date-time"}:
+            out["type"] = "string"
+        return out
+
+    def _nullable(self, node: JSON) -> JSON:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot make a structural schema of {node}")
+        out = self.convert(options[0])
+        out["nullable"] = True
+        if "default" in node and node["default"] is not None:
+            out["default"] = node["default"]
+        return out
+
+    def _object(self, node: JSON, def_name: str | None) -> JSON:
+        props = node.get("properties")
+        if props is None:
+            return self._map(node)
+        out: JSON = {"type": "object", "properties": {}}
+        cls = self.classes.get(def_name or "")
+        for name, sub in props.items():
+            converted = self.convert(sub)
+            if _is_defaulted_model(cls, name):
+                converted["default"] = {}
+            out["properties"][name] = converted
+        if node.get("required"):
+            out["required"] = list(node["required"])
+        if cls is not None and issubclass(cls, RuledModel) and cls.__rules__:
+            out["x-kubernetes-validations"] = [
+                {"rule": r.cel, "message": f"{r.field}: {r.message}"} for r in cls.__rules__
+            ]
+        return out
+
+    def _map(self, node: JSON) -> JSON:
+        extra = node.get("additionalProperties", True)
+        if extra is True or extra == {}:
+            return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        return {"type": "object", "additionalProperties": self.convert(extra)}
+
+
+def _is_defaulted_model(cls: type[BaseModel] | None, alias: str) -> bool:
+    """True for a nested model field with a default factory: default it to ``{}`` so the API
+    server fills in the nested defaults when the user omits the whole block."""
+    if cls is None:
+        return False
+    for name, field in cls.model_fields.items():
+        if (field.alias or name) == alias and field.default_factory is not None:
+            ann = field.annotation
+            return isinstance(ann, type) and issubclass(ann, BaseModel)
+    return False
+
+
+def _schema_for(model: type[BaseModel]) -> JSON:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _Structurer(raw, _model_classes(model)).convert(raw, def_name=model.__name__)
+
+
+def openapi_schema() -> JSON:
+    """The CRD's ``openAPIV3Schema``."""
+    spec = _schema_for(models.MCPServerSpec)
+    status = _schema_for(models.MCPServerStatus)
+    name_rule = models.DNS1035
+    return {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.metadata.name.size() <= {models.MAX_NAME_LENGTH}",
+                "message": f"metadata.name: must be at most {models.MAX_NAME_LENGTH} characters "
+                "so that every child name is a valid DNS-1035 label",
+            },
+            {
+                "rule": f"self.metadata.name.matches('{name_rule}')",
+                "message": "metadata.name: must be a DNS-1035 label (lowercase letters, digits "
+                "and '-', starting with a letter)",
+            },
+        ],
+    }
+
+
+def crd() -> JSON:
+    """The whole CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{models.PLURAL}.{models.GROUP}",
+            "labels": {
+                "app.kubernetes.io/name": "mcp-operator",
+                "app.kubernetes.io/part-of": "mcp-operator",
+            },
+        },
+        "spec": {
+            "group": models.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": models.KIND,
+                "listKind": f"{models.KIND}List",
+                "plural": models.PLURAL,
+                "singular": "mcpserver",
+                "shortNames": ["mcps"],
+                "categories": ["mcp"],
+            },
+            "versions": [
+                {
+                    "name": models.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = "# Generated by `mcp-operator crd` from the pydantic models. Do not edit.\n"
+    return header + yaml.safe_dump(crd(), sort_keys=False, width=100)

@@ -1,0 +1,35 @@
+"""What a render needs besides the spec: the observed state it may depend on.
+
+Renderers are pure: everything from the cluster arrives here, decided by the caller. This
+is Helm's ``.Capabilities`` idea plus the failover state that changes what is desired
+(which tier the stable Service selects, whether a cold backup is scaled up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mcp_operator.api.models import Tier
+
+# What a current Kubernetes serves; used offline (``mcp-operator render``).
+CURRENT_API_VERSIONS = frozenset({"v1", "apps/v1", "policy/v1", "policy/v1beta1"})
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The group/versions the target API server serves."""
+
+    api_versions: frozenset[str] = CURRENT_API_VERSIONS
+
+    def pdb_api_version(self) -> str:
+        return "policy/v1" if "policy/v1" in self.api_versions else "policy/v1beta1"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Observed inputs: the active tier and whether a cold backup must run now."""
+
+    active_tier: Tier = "primary"
+    backup_warm: bool = False
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    owner_uid: str | None = None
