@@ -1,0 +1,477 @@
+"""An era-aware MCP health probe over Streamable HTTP.
+
+Why not the SDK client: the operator probes hundreds of pods every few seconds and needs a
+verdict (healthy / unhealthy / misconfigured), a hard time budget, and a guarantee that a
+legacy probe never leaks a server session. The SDK client raises on the interesting cases
+and hides the HTTP status that tells them apart, so the probe speaks the wire directly.
+
+The exchange mirrors the SDK's own ``mode='auto'`` negotiation (``mcp.client._probe``):
+
+1. ``POST server/discover`` at the 2026-07-28 revision ("modern": no session). The request
+   carries the per-request ``_meta`` envelope (protocol version + client capabilities +
+   client info) and the ``MCP-Protocol-Version`` / ``Mcp-Method`` routing headers, which a
+   2.x server uses to route it to its single-exchange handler.
+2. ``-32022`` (unsupported version) names the server's versions: retry once at a mutual
+   modern one, fall back to legacy if it only lists handshake versions, else the server and
+   the probe share no version (misconfigured).
+3. Anything else that is not positive modern evidence falls back to the legacy handshake:
+   ``initialize`` -> ``notifications/initialized`` -> ``ping`` -> ``DELETE`` of the session.
+   The DELETE always runs (even after a failed ping or a timeout) because a stateful legacy
+   server keeps every session in memory until it idles out after 30 minutes, and refuses new
+   ones (503) at 10,000: a probe every 2 s without it would take a server down in 5.5 hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import httpx
+
+__all__ = [
+    "HANDSHAKE_VERSIONS",
+    "MODERN_VERSIONS",
+    "Outcome",
+    "ProbeResult",
+    "ProbeSettings",
+    "ProbeTarget",
+    "probe",
+]
+
+MODERN_VERSIONS: Final[tuple[str, ...]] = ("2026-07-28",)
+"""Per-request-envelope revisions the probe speaks, oldest to newest."""
+
+HANDSHAKE_VERSIONS: Final[tuple[str, ...]] = (
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    "2025-11-25",
+)
+"""``initialize``-handshake revisions the probe accepts, oldest to newest."""
+
+UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
+HEADER_MISMATCH: Final = -32020
+MISSING_REQUIRED_CLIENT_CAPABILITY: Final = -32021
+
+_META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
+_META_CLIENT_INFO: Final = "io.modelcontextprotocol/clientInfo"
+_META_CLIENT_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
+_ACCEPT: Final = "application/json, text/event-stream"
+_MAX_BODY_BYTES: Final = 1 << 20
+_MAX_DETAIL: Final = 300
+
+
+class Outcome(enum.StrEnum):
+    """What a probe says about one pod.
+
+    ``misconfigured`` is kept apart from ``unhealthy`` because it is a fault of the probe's
+    configuration (token, Host header, protocol version), not of the server: it must be
+    surfaced to the user, and it must never trigger a failover.
+    """
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    MISCONFIGURED = "misconfigured"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe's verdict. ``detail`` is for humans and never contains secrets."""
+
+    outcome: Outcome
+    era: str | None
+    duration_s: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """Where and as whom to probe. The token is kept out of ``repr`` on purpose."""
+
+    url: str
+    host_header: str | None = None
+    bearer_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Time limits. Worst-case wall time is ``budget_s + cleanup_timeout_s``.
+
+    The cleanup allowance is separate from the budget: a session DELETE is worth a little
+    extra time even when the budget is spent, since skipping it leaks a server session.
+    """
+
+    step_timeout_s: float = 2.0
+    budget_s: float = 5.0
+    cleanup_timeout_s: float = 1.0
+    client_name: str = "mcp-operator-probe"
+    client_version: str = "0.1.0"
+
+
+class _Verdict(Exception):
+    """Ends a probe early with a classified outcome."""
+
+    def __init__(self, outcome: Outcome, detail: str, era: str | None = None) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+        self.era = era
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """One HTTP exchange: status, headers, the JSON-RPC reply matching our id (if any), and
+    the error code of whatever JSON-RPC error the body carried (ids are not always echoed)."""
+
+    status: int
+    headers: httpx.Headers
+    message: Mapping[str, Any] | None
+    error_code: int | None
+    error_data: Any
+    error_message: str
+
+
+async def probe(
+    client: httpx.AsyncClient, target: ProbeTarget, settings: ProbeSettings | None = None
+) -> ProbeResult:
+    """Probe one MCP endpoint; never raises for anything the server or network does."""
+    settings = settings or ProbeSettings()
+    started = time.monotonic()
+    exchange = _Exchange(client, target, settings, deadline=started + settings.budget_s)
+    era: str | None
+    try:
+        era, detail = await exchange.run()
+        outcome = Outcome.HEALTHY
+    except _Verdict as verdict:
+        outcome, era, detail = verdict.outcome, verdict.era, verdict.detail
+    except (TimeoutError, httpx.TimeoutException):
+        outcome, era, detail = Outcome.UNHEALTHY, exchange.era, f"timeout during {exchange.step}"
+    except httpx.HTTPError as exc:
+        outcome, era = Outcome.UNHEALTHY, exchange.era
+        detail = f"{type(exc).__name__} during {exchange.step}: {exc}"
+    detail = _redact(f"{detail}{exchange.cleanup_note}", target)
+    return ProbeResult(outcome, era, time.monotonic() - started, detail)
+
+
+class _Exchange:
+    """The state of one probe: which step it is on, the era it found, and its deadline."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        target: ProbeTarget,
+        settings: ProbeSettings,
+        deadline: float,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.settings = settings
+        self.deadline = deadline
+        self.ids = itertools.count(1)
+        self.step = "server/discover"
+        self.era: str | None = None
+        self.cleanup_note = ""
+
+    async def run(self) -> tuple[str, str]:
+        """Try the modern era first; fall back to legacy when the server shows no sign of it."""
+        version = MODERN_VERSIONS[-1]
+        for attempt in range(2):
+            retry = await self._modern(version, may_retry=attempt == 0)
+            if retry is None:
+                return await self._legacy()
+            if retry == "":
+                return "modern", f"server/discover ok at {version}"
+            version = retry
+        raise _Verdict(Outcome.UNHEALTHY, "server/discover: version negotiation did not settle")
+
+    # -- modern ------------------------------------------------------------------------
+
+    async def _modern(self, version: str, *, may_retry: bool) -> str | None:
+        """One discover round: ``""`` = healthy, a version = retry at it, ``None`` = legacy."""
+        self.step = "server/discover"
+        request_id = next(self.ids)
+        body = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "server/discover",
+            "params": {"_meta": self._envelope(version)},
+        }
+        headers = {"MCP-Protocol-Version": version, "Mcp-Method": "server/discover"}
+        reply = await self._post(body, headers, request_id)
+        _raise_for_access(reply, era=None)
+        if reply.status == 200:
+            return _judge_discover(reply)
+        if reply.status == 400 and reply.error_code == UNSUPPORTED_PROTOCOL_VERSION:
+            return _negotiate(reply, version, may_retry=may_retry)
+        if reply.status == 400 and reply.error_code in (
+            HEADER_MISMATCH,
+            MISSING_REQUIRED_CLIENT_CAPABILITY,
+        ):
+            self.era = "modern"
+            raise _Verdict(
+                Outcome.MISCONFIGURED,
+                f"server/discover rejected the probe's request: {_error_text(reply)}",
+                "modern",
+            )
+        return None
+
+    def _envelope(self, version: str) -> dict[str, Any]:
+        return {
+            _META_PROTOCOL_VERSION: version,
+            _META_CLIENT_CAPABILITIES: {},
+            _META_CLIENT_INFO: {
+                "name": self.settings.client_name,
+                "version": self.settings.client_version,
+            },
+        }
+
+    # -- legacy ------------------------------------------------------------------------
+
+    async def _legacy(self) -> tuple[str, str]:
+        """``initialize`` -> ``notifications/initialized`` -> ``ping``, then always DELETE."""
+        self.era = "legacy"
+        self.step = "initialize"
+        request_id = next(self.ids)
+        params = {
+            "protocolVersion": HANDSHAKE_VERSIONS[-1],
+            "capabilities": {},
+            "clientInfo": {
+                "name": self.settings.client_name,
+                "version": self.settings.client_version,
+            },
+        }
+        body = {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
+        reply = await self._post(body, {}, request_id)
+        session_id = reply.headers.get("mcp-session-id") if reply.status < 300 else None
+        try:
+            _raise_for_access(reply, era="legacy")
+            version = _judge_initialize(reply)
+            await self._initialized_and_ping(session_id, version)
+        finally:
+            if session_id:
+                await self._delete(session_id)
+        return "legacy", f"initialize+ping ok at {version}"
+
+    async def _initialized_and_ping(self, session_id: str | None, version: str) -> None:
+        headers = {"MCP-Protocol-Version": version}
+        if session_id:
+            headers["Mcp-Session-Id"] = session_id
+        self.step = "notifications/initialized"
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        reply = await self._post(note, headers, None)
+        _raise_for_access(reply, era="legacy")
+        if not 200 <= reply.status < 300:
+            raise _Verdict(
+                Outcome.UNHEALTHY, _http_text("notifications/initialized", reply), "legacy"
+            )
+        self.step = "ping"
+        request_id = next(self.ids)
+        reply = await self._post(
+            {"jsonrpc": "2.0", "id": request_id, "method": "ping"}, headers, request_id
+        )
+        _raise_for_access(reply, era="legacy")
+        result = reply.message.get("result") if reply.message is not None else None
+        if reply.status != 200 or result != {}:
+            raise _Verdict(Outcome.UNHEALTHY, _http_text("ping", reply), "legacy")
+
+    async def _delete(self, session_id: str) -> None:
+        """End the session; failures are noted, never raised (the verdict is already made)."""
+        headers = {**self._base_headers(), "Mcp-Session-Id": session_id}
+        timeout = self.settings.cleanup_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self.client.delete(
+                    self.target.url, headers=headers, timeout=timeout
+                )
+        except (TimeoutError, httpx.HTTPError) as exc:
+            self.cleanup_note = f"; session DELETE failed: {type(exc).__name__}"
+            return
+        if response.status_code not in (200, 202, 204, 404, 405):
+            self.cleanup_note = f"; session DELETE answered HTTP {response.status_code}"
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _base_headers(self) -> dict[str, str]:
+        headers = {"Accept": _ACCEPT, "Content-Type": "application/json"}
+        if self.target.host_header:
+            headers["Host"] = self.target.host_header
+        if self.target.bearer_token:
+            headers["Authorization"] = f"Bearer {self.target.bearer_token}"
+        return headers
+
+    def _step_timeout(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        return min(self.settings.step_timeout_s, remaining)
+
+    async def _post(
+        self, body: Mapping[str, Any], headers: Mapping[str, str], request_id: int | None
+    ) -> _Reply:
+        """POST one JSON-RPC message; parse a JSON or SSE reply; bounded in time and size."""
+        timeout = self._step_timeout()
+        async with asyncio.timeout(timeout):
+            async with self.client.stream(
+                "POST",
+                self.target.url,
+                content=json.dumps(body).encode(),
+                headers={**self._base_headers(), **headers},
+                timeout=timeout,
+            ) as response:
+                is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+                if is_sse:
+                    messages = [m async for m in _sse_messages(response)]
+                else:
+                    messages = _json_messages(await _read_capped(response))
+        return _reply(response.status_code, response.headers, messages, request_id)
+
+
+def _reply(
+    status: int, headers: httpx.Headers, messages: list[Mapping[str, Any]], request_id: int | None
+) -> _Reply:
+    matched = next(
+        (m for m in messages if request_id is not None and m.get("id") == request_id), None
+    )
+    error: Any = next((m["error"] for m in messages if isinstance(m.get("error"), dict)), None)
+    code = error.get("code") if error is not None else None
+    return _Reply(
+        status=status,
+        headers=headers,
+        message=matched,
+        error_code=code if isinstance(code, int) else None,
+        error_data=error.get("data") if error is not None else None,
+        error_message=str(error.get("message", ""))[:120] if error is not None else "",
+    )
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            raise _Verdict(Outcome.UNHEALTHY, "response body exceeds 1 MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_messages(raw: bytes) -> list[Mapping[str, Any]]:
+    try:
+        decoded = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return []
+    items = decoded if isinstance(decoded, list) else [decoded]
+    return [item for item in items if isinstance(item, dict)]
+
+
+async def _sse_messages(response: httpx.Response) -> AsyncIterator[Mapping[str, Any]]:
+    """Yield the JSON-RPC messages of an SSE stream (``data:`` lines, comments skipped).
+
+    The caller stops iterating once it has what it wants, so a server that keeps the
+    stream open after answering (keepalive pings) cannot hold the probe hostage.
+    """
+    data: list[str] = []
+    size = 0
+    async for line in response.aiter_lines():
+        size += len(line)
+        if size > _MAX_BODY_BYTES:
+            raise _Verdict(Outcome.UNHEALTHY, "event stream exceeds 1 MiB")
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif not line and data:
+            for message in _json_messages("\n".join(data).encode()):
+                yield message
+                if "result" in message or "error" in message:
+                    return
+            data = []
+
+
+# -- judgements ------------------------------------------------------------------------
+
+
+def _raise_for_access(reply: _Reply, era: str | None) -> None:
+    """HTTP statuses that decide the verdict whatever the step."""
+    if reply.status in (401, 403):
+        raise _Verdict(Outcome.MISCONFIGURED, f"HTTP {reply.status}: credentials rejected", era)
+    if reply.status == 421:
+        raise _Verdict(Outcome.MISCONFIGURED, "HTTP 421: server rejected the Host header", era)
+    if reply.status >= 500:
+        raise _Verdict(Outcome.UNHEALTHY, _http_text("server error", reply), era)
+
+
+def _judge_discover(reply: _Reply) -> str | None:
+    """A 200 discover reply: healthy if it names a modern version we speak, else legacy."""
+    message = reply.message
+    if message is None:
+        raise _Verdict(Outcome.UNHEALTHY, "server/discover: no response with the request's id")
+    result = message.get("result")
+    if not isinstance(result, dict):
+        raise _Verdict(Outcome.UNHEALTHY, f"server/discover failed: {_error_text(reply)}", "modern")
+    supported = result.get("supportedVersions")
+    if not isinstance(supported, list):
+        raise _Verdict(
+            Outcome.UNHEALTHY, "server/discover: result lacks supportedVersions", "modern"
+        )
+    if any(v in supported for v in MODERN_VERSIONS):
+        return ""
+    return None  # a discover-answering server that advertises only handshake versions
+
+
+def _negotiate(reply: _Reply, version: str, *, may_retry: bool) -> str | None:
+    """Act on -32022: a mutual modern version to retry at, legacy, or no common version."""
+    data = reply.error_data if isinstance(reply.error_data, dict) else {}
+    supported = [v for v in data.get("supported", []) if isinstance(v, str)]
+    mutual = [v for v in MODERN_VERSIONS if v in supported]
+    if mutual and may_retry and mutual[-1] != version:
+        return mutual[-1]
+    if any(v in HANDSHAKE_VERSIONS for v in supported):
+        return None
+    raise _Verdict(
+        Outcome.MISCONFIGURED,
+        f"no common protocol version: server supports {supported[:8]}, probe speaks "
+        f"{list(MODERN_VERSIONS + HANDSHAKE_VERSIONS)}",
+        "modern",
+    )
+
+
+def _judge_initialize(reply: _Reply) -> str:
+    result = reply.message.get("result") if reply.message is not None else None
+    if reply.status != 200 or not isinstance(result, dict):
+        raise _Verdict(Outcome.UNHEALTHY, _http_text("initialize", reply), "legacy")
+    version = result.get("protocolVersion")
+    if version not in HANDSHAKE_VERSIONS:
+        raise _Verdict(
+            Outcome.MISCONFIGURED,
+            f"initialize: server chose protocol version {str(version)[:40]!r}, which the probe "
+            "does not speak",
+            "legacy",
+        )
+    return str(version)
+
+
+def _error_text(reply: _Reply) -> str:
+    if reply.error_code is None:
+        return f"HTTP {reply.status}"
+    return f"HTTP {reply.status}, JSON-RPC error {reply.error_code} {reply.error_message!r}"
+
+
+def _http_text(step: str, reply: _Reply) -> str:
+    return f"{step}: {_error_text(reply)}"
+
+
+_USERINFO = re.compile(r"//[^/@\s]*@")
+
+
+def _redact(detail: str, target: ProbeTarget) -> str:
+    """Strip anything secret from a human-readable detail, and bound its length."""
+    if target.bearer_token:
+        detail = detail.replace(target.bearer_token, "***")
+    detail = _USERINFO.sub("//***@", detail)
+    return detail[:_MAX_DETAIL]
