@@ -1,0 +1,142 @@
+"""Shared fixtures: a real local control plane (etcd + kube-apiserver + kcm 1.20).
+
+Fixtures:
+  cluster     session-scoped ControlPlane (.admin_kubeconfig, .operator_kubeconfig, .server,
+              .dir, .ca_file, .admin_token, .operator_token, .client(user)). Fresh in a temp
+              dir, stopped at session end; or, with MCP_TEST_CLUSTER_DIR=DIR, the (reused or
+              started) instance in DIR, left running for the next run.
+  kubectl     callable: kubectl("get", "pods", "-n", ns, input=None, check=True,
+              kubeconfig=None, timeout=60) -> CompletedProcess[str]; raises KubectlError
+              (with stderr) on a non-zero exit when check=True. Admin kubeconfig by default.
+  unique_ns   a fresh namespace (whose default ServiceAccount exists), deleted afterwards.
+
+Missing binaries make the `cluster` fixture FAIL, unless MCP_ALLOW_SKIP_CLUSTER=1 (then skip).
+Tests that use `cluster` (directly or through the fixtures above) get the `cluster` mark.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from mcp_operator.dev.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir
+
+
+class KubectlError(RuntimeError):
+    def __init__(self, result: subprocess.CompletedProcess[str]) -> None:
+        self.result = result
+        super().__init__(
+            f"kubectl {' '.join(result.args[1:])} exited {result.returncode}:\n"
+            f"{result.stderr.strip()}\n{result.stdout.strip()}".rstrip()
+        )
+
+
+class Kubectl(Protocol):
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | str | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def kubectl_binary() -> Path:
+    return tools_bin_dir() / "kubectl"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("MCP_ALLOW_SKIP_CLUSTER") == "1":
+        pytest.skip(reason)
+    pytest.fail(reason + " (set MCP_ALLOW_SKIP_CLUSTER=1 to skip instead)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    reuse_dir = os.environ.get("MCP_TEST_CLUSTER_DIR")
+    if reuse_dir:
+        cp = ControlPlane(reuse_dir)
+    else:
+        cp = ControlPlane(tmp_path_factory.mktemp("cluster"), die_with_parent=True)
+    missing = cp.binaries_missing()
+    if not kubectl_binary().exists():
+        missing.append(str(kubectl_binary()))
+    if missing:
+        _unavailable(
+            "control plane binaries missing: "
+            + ", ".join(missing)
+            + " (run hack/build-k8s.sh and hack/install-tools.sh)"
+        )
+    if not reuse_dir:
+        atexit.register(cp.down)
+    try:
+        cp.up(timeout=90)
+    except ControlPlaneError as exc:
+        cp.down()
+        pytest.fail(f"control plane failed to start: {exc}", pytrace=False)
+    try:
+        yield cp
+    finally:
+        if not reuse_dir:
+            cp.down()
+            atexit.unregister(cp.down)
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: ControlPlane) -> Kubectl:
+    binary = str(kubectl_binary())
+
+    def run(
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | str | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        config = str(kubeconfig or cluster.admin_kubeconfig)
+        env = {**os.environ, "KUBECONFIG": config}
+        result = subprocess.run(
+            [binary, f"--kubeconfig={config}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result)
+        return result
+
+    return run
+
+
+@pytest.fixture
+def unique_ns(request: pytest.FixtureRequest, kubectl: Kubectl) -> Iterator[str]:
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{base}-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", name)
+    # Pods can't be created before the ServiceAccount controller made `default`.
+    deadline = time.monotonic() + 30
+    while kubectl("get", "sa", "default", "-n", name, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no default ServiceAccount in {name}")
+        time.sleep(0.1)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
