@@ -27,6 +27,7 @@ import argparse
 import base64
 import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
@@ -114,11 +115,15 @@ def tools_bin_dir() -> Path:
     return Path(env) if env else _cache_root() / "bin"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all held open while choosing)."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _pid_alive(pid: int) -> bool:
@@ -294,12 +299,28 @@ class ControlPlane:
         return missing
 
     # ---------------------------------------------------------------------------------- public
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialize up/down of one directory across processes."""
+        lock_path = self.dir.parent / f".{self.dir.name}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def up(self, *, fresh: bool = False, timeout: float = 60.0) -> bool:
         """Start the control plane, or reuse a healthy one. Returns True if it was reused."""
+        with self._locked():
+            return self._up(fresh=fresh, timeout=timeout)
+
+    def _up(self, *, fresh: bool, timeout: float) -> bool:
         if not fresh and self.is_healthy():
             self._state = _State.load(self.state_file)
             return True
-        self.down()
+        self._down(timeout=15.0)
         if fresh and self.dir.exists():
             shutil.rmtree(self.dir)
         missing = self.binaries_missing()
@@ -313,13 +334,14 @@ class ControlPlane:
         self.log_dir.mkdir(exist_ok=True)
         self._ensure_pki()
         deadline = time.monotonic() + timeout
+        etcd_port, etcd_peer_port, apiserver_port, kcm_port = _free_ports(4)
         state = _State(
             version=STATE_VERSION,
             server="",
-            etcd_port=_free_port(),
-            etcd_peer_port=_free_port(),
-            apiserver_port=_free_port(),
-            kcm_port=_free_port(),
+            etcd_port=etcd_port,
+            etcd_peer_port=etcd_peer_port,
+            apiserver_port=apiserver_port,
+            kcm_port=kcm_port,
             started_at=time.time(),
         )
         state.server = f"https://127.0.0.1:{state.apiserver_port}"
@@ -344,34 +366,38 @@ class ControlPlane:
                 deadline,
             )
         except BaseException:
-            self.down()
+            self._down(timeout=15.0)
             raise
         return False
 
     def down(self, *, timeout: float = 15.0) -> None:
         """Stop every component (SIGTERM, then SIGKILL) and wait for them to exit."""
+        with self._locked():
+            self._down(timeout=timeout)
+
+    def _down(self, *, timeout: float) -> None:
         state = self._state or _State.load(self.state_file)
-        pids: dict[str, int] = dict(state.pids) if state else {}
-        for name, proc in self._procs.items():
-            pids.setdefault(name, proc.pid)
+        candidates: dict[int, str] = {}
+        if state is not None:
+            candidates.update({pid: name for name, pid in state.pids.items()})
+        candidates.update({proc.pid: name for name, proc in self._procs.items()})
+        # Also any of our components that a lost state file no longer names.
+        candidates.update(self._scan_proc())
+        owned = {pid: name for pid, name in candidates.items() if self._owns(name, pid)}
         # Stop in reverse start order: kcm, apiserver, etcd.
         ordered = sorted(
-            pids.items(),
-            key=lambda kv: -_COMPONENTS.index(kv[0]) if kv[0] in _COMPONENTS else 0,
+            owned.items(),
+            key=lambda kv: -_COMPONENTS.index(kv[1]) if kv[1] in _COMPONENTS else 0,
         )
-        for name, pid in ordered:
-            if self._owns(name, pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
+        for pid, _name in ordered:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for name, pid in ordered:
+        for pid, name in ordered:
             while self._owns(name, pid) and time.monotonic() < deadline:
                 self._reap(name)
                 time.sleep(0.05)
-            if self._owns(name, pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            # Also whatever else is left in the process group.
+            # SIGKILL what is left of the group (it is ours: we checked before SIGTERM).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             self._reap(name, block=True)
@@ -379,6 +405,16 @@ class ControlPlane:
         self._state = None
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
+
+    def _scan_proc(self) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            cmd = _pid_cmdline(int(entry.name))
+            if cmd and Path(cmd[0]).name in _COMPONENTS:
+                found[int(entry.name)] = Path(cmd[0]).name
+        return found
 
     def is_healthy(self) -> bool:
         """True if the state file describes running, ready components."""
@@ -446,7 +482,8 @@ class ControlPlane:
         if pid <= 0 or not _pid_alive(pid):
             return False
         cmd = _pid_cmdline(pid)
-        return bool(cmd) and Path(cmd[0]).name == name and str(self.dir) in " ".join(cmd)
+        marker = f"{self.dir}{os.sep}"
+        return bool(cmd) and Path(cmd[0]).name == name and any(marker in arg for arg in cmd)
 
     def _reap(self, name: str, *, block: bool = False) -> None:
         proc = self._procs.get(name)
