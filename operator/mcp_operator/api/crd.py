@@ -160,10 +160,20 @@ def _schema_for(model: type[BaseModel]) -> JSON:
     return _Structurer(raw, _model_classes(model)).convert(raw, def_name=model.__name__)
 
 
+def _without_defaults(node: Any) -> Any:
+    """Status is written whole by the operator: server-side defaults there only add noise
+    (and the 1.20 API server misreads an empty-string default as null)."""
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 def openapi_schema() -> JSON:
     """The CRD's ``openAPIV3Schema``."""
     spec = _schema_for(models.MCPServerSpec)
-    status = _schema_for(models.MCPServerStatus)
+    status = _without_defaults(_schema_for(models.MCPServerStatus))
     name_rule = models.DNS1035
     return {
         "type": "object",

@@ -1,0 +1,68 @@
+"""kopf handlers: thin. Each one only feeds a watch event to the supervisor.
+
+There is deliberately no handler per spec field and no create/update handler with its own
+logic: kopf's event handlers fire for the initial listing (resume), every change
+(create/update) and deletion, and the supervisor's workers reconcile by level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from mcp_operator.api.models import GROUP, PLURAL, VERSION
+from mcp_operator.kube.client import Credentials
+from mcp_operator.reconcile.supervisor import Supervisor
+from mcp_operator.render.meta import MANAGED_BY
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+CHILD_KINDS = {
+    ("apps", "deployments"): "Deployment",
+    ("", "services"): "Service",
+    ("", "serviceaccounts"): "ServiceAccount",
+    ("policy", "poddisruptionbudgets"): "PodDisruptionBudget",
+    ("", "pods"): "Pod",
+}
+
+
+def register(
+    registry: kopf.OperatorRegistry, supervisor: Supervisor, creds: Credentials, settings_fn: Any
+) -> None:
+    """Register every handler on ``registry`` (one registry per operator instance)."""
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings_fn(settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(
+            server=creds.server,
+            token=creds.token,
+            ca_path=creds.ca_file,
+            certificate_path=creds.cert_file,
+            private_key_path=creds.key_file,
+            insecure=creds.insecure or None,
+            scheme="Bearer" if creds.token else None,
+        )
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def server_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        supervisor.observe_server(dict(body), deleted=event.get("type") == "DELETED")
+
+    for (group, plural), kind in CHILD_KINDS.items():
+        _register_child(registry, supervisor, group, plural, kind)
+
+
+def _register_child(
+    registry: kopf.OperatorRegistry, supervisor: Supervisor, group: str, plural: str, kind: str
+) -> None:
+    async def child_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        supervisor.observe_child(kind, dict(body), deleted=event.get("type") == "DELETED")
+
+    child_event.__name__ = f"{kind.lower()}_event"
+    if group:
+        kopf.on.event(group, plural, labels=MANAGED, registry=registry)(child_event)
+    else:
+        kopf.on.event(plural, labels=MANAGED, registry=registry)(child_event)

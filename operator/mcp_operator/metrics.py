@@ -1,0 +1,79 @@
+"""Operator metrics (prometheus-client). One prefix, base units, bounded labels.
+
+Label values are namespaces, object names, tiers and fixed reasons — never anything
+secret and never unbounded text such as error messages.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREFIX = "mcp_operator"
+
+RECONCILE_TOTAL = Counter(f"{PREFIX}_reconcile_total", "Reconciles run.", ["namespace", "server"])
+RECONCILE_ERRORS = Counter(
+    f"{PREFIX}_reconcile_errors_total",
+    "Reconciles that did not reach Applied.",
+    ["namespace", "server", "reason"],
+)
+RECONCILE_DURATION = Histogram(
+    f"{PREFIX}_reconcile_duration_seconds",
+    "Wall time of one reconcile.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+APPLIES = Counter(f"{PREFIX}_applies_total", "Server-side applies of children.", ["kind"])
+CONDITION = Gauge(
+    f"{PREFIX}_condition",
+    "1 when the condition has that status.",
+    ["namespace", "server", "type", "status"],
+)
+PROBE_DURATION = Histogram(
+    f"{PREFIX}_probe_duration_seconds",
+    "MCP probe duration per pod.",
+    ["namespace", "server", "tier", "era"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
+PROBE_TOTAL = Counter(
+    f"{PREFIX}_probes_total",
+    "MCP probes by outcome.",
+    ["namespace", "server", "tier", "era", "outcome"],
+)
+TIER_HEALTHY = Gauge(
+    f"{PREFIX}_tier_healthy", "1 when the tier passes MCP health.", ["namespace", "server", "tier"]
+)
+ACTIVE_TIER = Gauge(
+    f"{PREFIX}_active_tier",
+    "1 for the tier the stable Service selects.",
+    ["namespace", "server", "tier"],
+)
+BREAKER_STATE = Gauge(
+    f"{PREFIX}_breaker_state",
+    "Breaker state: 0 closed, 1 half-open, 2 open.",
+    ["namespace", "server", "tier"],
+)
+FAILOVERS = Counter(
+    f"{PREFIX}_failovers_total",
+    "Traffic switches between tiers.",
+    ["namespace", "server", "direction", "reason"],
+)
+MISCONFIGURED = Gauge(
+    f"{PREFIX}_misconfigured",
+    "1 while probes say the server is misconfigured.",
+    ["namespace", "server", "tier"],
+)
+
+CONDITION_TYPES = ("Ready", "Reconciled", "PrimaryHealthy", "BackupHealthy", "FailedOver")
+
+
+def set_conditions(namespace: str, server: str, statuses: dict[str, str]) -> None:
+    for type_, status in statuses.items():
+        for value in ("True", "False", "Unknown"):
+            CONDITION.labels(namespace, server, type_, value).set(1 if status == value else 0)
+
+
+def forget(namespace: str, server: str) -> None:
+    """Drop an object's series when it is deleted, so dashboards don't show ghosts."""
+    for gauge in (CONDITION, TIER_HEALTHY, ACTIVE_TIER, BREAKER_STATE, MISCONFIGURED):
+        for labels in list(gauge._metrics):
+            if labels[:2] == (namespace, server):
+                gauge.remove(*labels)

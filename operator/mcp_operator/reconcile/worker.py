@@ -1,0 +1,296 @@
+"""One worker per ``MCPServer``: a level-based reconcile loop.
+
+Every trigger — the object's create/update/resume, a child's change, the safety-net
+timer — only *wakes* the worker; the worker then reconciles the whole object from the
+latest state. Edge handlers per field would miss events during restarts; a level loop
+cannot. The status held here is rebuilt from the API server when the worker starts, so
+an operator restart resumes from the cluster, not from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mcp_operator import metrics
+from mcp_operator.api.models import API_VERSION, GROUP, MCPServer, MCPServerStatus
+from mcp_operator.api.validation import InvalidSpec, parse_server
+from mcp_operator.kube.client import ApiError, KubeClient
+from mcp_operator.reconcile import conditions, status
+from mcp_operator.reconcile.children import ChildIndex, Key, comparable, is_applied
+from mcp_operator.reconcile.status import Outcome
+from mcp_operator.render import RenderContext, render
+from mcp_operator.render.context import Capabilities
+from mcp_operator.render.meta import child_name, endpoint
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+PAUSE_ANNOTATION = f"{GROUP}/reconcile"
+SAFETY_NET_SECONDS = 60.0
+EventFn = Callable[[Obj, str, str, str], None]
+
+
+@dataclass
+class Shared:
+    """What all workers share: the client, the child index, cluster capabilities."""
+
+    client: KubeClient
+    index: ChildIndex
+    capabilities: Capabilities
+    post_event: EventFn
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    extensions: list[Callable[[ServerWorker], Awaitable[None]]] = field(default_factory=list)
+
+
+class ServerWorker:
+    """Owns one MCPServer's reconcile loop and its status."""
+
+    def __init__(self, key: Key, body: Obj, shared: Shared) -> None:
+        self.key = key
+        self.body = body
+        self.shared = shared
+        self.lock = asyncio.Lock()
+        self.status = _status_of(body)
+        self._written = self.status.model_dump(mode="json", by_alias=True)
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._fingerprint: tuple[Any, ...] = ()
+        self._failures = 0
+        self.server: MCPServer | None = None
+        self.outcome = Outcome("Applied")
+        # Set by the health extension: its verdict feeds Ready and its own conditions.
+        self.no_healthy_tier = False
+        self.extra_conditions: list[conditions.Want] = []
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    def observe(self, body: Obj) -> None:
+        """A new version of the object; wake only if something we act on changed."""
+        self.body = body
+        meta = body.get("metadata", {})
+        fingerprint = (
+            meta.get("generation"),
+            tuple(sorted((meta.get("annotations") or {}).items())),
+            meta.get("uid"),
+        )
+        if fingerprint != self._fingerprint:
+            self._fingerprint = fingerprint
+            self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._next_delay())
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await asyncio.sleep(0.05)  # coalesce bursts of child events into one pass
+            async with self.lock:
+                await self.reconcile()
+
+    def _next_delay(self) -> float:
+        """Safety-net period; failures back off exponentially instead of hot-looping."""
+        if self._failures:
+            return float(min(300, 2 ** min(self._failures, 8)))
+        return SAFETY_NET_SECONDS
+
+    # -- the reconcile ----------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        started = time.perf_counter()
+        namespace, name = self.key
+        metrics.RECONCILE_TOTAL.labels(namespace, name).inc()
+        try:
+            self.outcome = await self._reconcile()
+        except ApiError as exc:
+            self.outcome = Outcome("ApplyFailed", f"API server said: {exc.message or exc.reason}")
+        except Exception as exc:
+            log.exception("reconcile of %s/%s failed", namespace, name)
+            self.outcome = Outcome("ApplyFailed", f"internal error: {type(exc).__name__}")
+        if self.outcome.ok or self.outcome.reason == "Paused":
+            self._failures = 0
+        else:
+            self._failures += 1
+            metrics.RECONCILE_ERRORS.labels(namespace, name, self.outcome.reason).inc()
+        for ext in self.shared.extensions:
+            await ext(self)
+        await self.write_status()
+        metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+
+    async def _reconcile(self) -> Outcome:
+        try:
+            server = parse_server(self.body)
+        except InvalidSpec as exc:
+            self.server = None
+            return Outcome("InvalidSpec", "; ".join(str(p) for p in exc.problems)[:1000])
+        self.server = server
+        annotations = self.body["metadata"].get("annotations") or {}
+        if annotations.get(PAUSE_ANNOTATION) == "disabled":
+            return Outcome("Paused", f"annotation {PAUSE_ANNOTATION}=disabled")
+        missing = await self._missing_references(server)
+        if missing:
+            return Outcome("MissingReference", missing)
+        desired = render(server, self.render_context())
+        await self._apply(desired)
+        await self._prune(desired)
+        return Outcome("Applied")
+
+    def render_context(self) -> RenderContext:
+        failover = self.status.failover
+        warming = failover.phase in ("Intent", "ScalingBackup") and failover.target_tier == "backup"
+        return RenderContext(
+            active_tier=self.status.active_tier or "primary",
+            backup_warm=warming,
+            capabilities=self.shared.capabilities,
+            owner_uid=self.body["metadata"].get("uid"),
+        )
+
+    async def _missing_references(self, server: MCPServer) -> str:
+        """Secrets and ConfigMaps the pods need; a pod would crash-loop without them."""
+        refs = _references(server)
+        for kind, name in sorted(refs):
+            if await self.shared.client.get("v1", kind, self.key[0], name) is None:
+                return f"{kind} {name!r} referenced by spec does not exist"
+        return ""
+
+    async def _apply(self, desired: list[Obj]) -> None:
+        live = self.shared.index.children(self.key)
+        stale = [d for d in desired if not is_applied(comparable(d), live.get(_child_key(d)))]
+        results = await asyncio.gather(*(self.shared.client.apply(obj) for obj in stale))
+        for obj, result in zip(stale, results, strict=True):
+            metrics.APPLIES.labels(obj["kind"]).inc()
+            self.shared.index.observe(obj["kind"], result, deleted=False)
+
+    async def _prune(self, desired: list[Obj]) -> None:
+        """Delete children we own that are no longer desired (e.g. a PDB after scale-down)."""
+        wanted = {_child_key(d) for d in desired}
+        uid = self.body["metadata"].get("uid")
+        for (kind, name), obj in self.shared.index.children(self.key).items():
+            owners = obj["metadata"].get("ownerReferences") or []
+            if (kind, name) in wanted or not any(o.get("uid") == uid for o in owners):
+                continue
+            await self.shared.client.delete(
+                obj["apiVersion"], kind, self.key[0], name, uid=obj["metadata"].get("uid")
+            )
+            self.shared.index.observe(kind, obj, deleted=True)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def refresh_status(self) -> None:
+        """Fold the latest observations into the status model (no I/O)."""
+        now = self.shared.clock()
+        children = self.shared.index.children(self.key)
+        tiers = self.status.tiers.model_copy(
+            update={
+                tier: status.tier_status(
+                    getattr(self.status.tiers, tier),
+                    children.get(("Deployment", f"{self.key[1]}-{tier}")),
+                )
+                for tier in ("primary", "backup")
+            }
+        )
+        active = self.status.active_tier or "primary"
+        wanted = [status.reconciled_condition(self.outcome, self.generation)]
+        if self.server is not None:
+            active_tier = getattr(tiers, active)
+            wanted.append(
+                status.ready_condition(self.server, self.outcome, active_tier, self.no_healthy_tier)
+            )
+        else:
+            wanted.append(
+                conditions.Want("Ready", "False", self.outcome.reason, self.outcome.message)
+            )
+        wanted += self.extra_conditions
+        self.status = self.status.model_copy(
+            update={
+                "observed_generation": self.generation,
+                "active_tier": active,
+                "endpoint": endpoint(self.server) if self.server else self.status.endpoint,
+                "tiers": tiers,
+                "conditions": conditions.merge(
+                    self.status.conditions, wanted, self.generation, now
+                ),
+            }
+        )
+
+    @property
+    def generation(self) -> int | None:
+        gen = self.body["metadata"].get("generation")
+        return int(gen) if gen is not None else None
+
+    async def write_status(self) -> None:
+        """Patch status only when it changed; announce condition flips as Events."""
+        self.refresh_status()
+        new = self.status.model_dump(mode="json", by_alias=True)
+        if new == self._written:
+            return
+        old_conditions = {c["type"]: c for c in self._written.get("conditions") or []}
+        namespace, name = self.key
+        try:
+            result = await self.shared.client.patch(
+                API_VERSION, "MCPServer", namespace, name, {"status": new}, subresource="status"
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return
+            raise
+        self._written = new
+        self.body = {**self.body, "metadata": result.get("metadata", self.body["metadata"])}
+        self._announce(old_conditions, new.get("conditions") or [])
+        metrics.set_conditions(namespace, name, {c["type"]: c["status"] for c in new["conditions"]})
+
+    def _announce(self, old: dict[str, Obj], new: list[Obj]) -> None:
+        for cond in new:
+            before = old.get(cond["type"])
+            if cond["type"] not in ("Ready", "Reconciled", "Misconfigured"):
+                continue
+            if before is not None and before["status"] == cond["status"]:
+                continue
+            if before is None and cond["status"] == "True":
+                continue
+            kind = "Normal" if cond["status"] == "True" else "Warning"
+            message = f"{cond['type']}={cond['status']}: {cond['message']}"[:1000]
+            self.shared.post_event(self.body, kind, cond["reason"], message)
+
+
+def _status_of(body: Obj) -> MCPServerStatus:
+    """Rebuild status from the API object; a corrupt status starts over rather than crash."""
+    try:
+        return MCPServerStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        log.warning("ignoring unreadable status of %s", body["metadata"].get("name"))
+        return MCPServerStatus()
+
+
+def _child_key(obj: Obj) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def _references(server: MCPServer) -> set[tuple[str, str]]:
+    refs: set[tuple[str, str]] = set()
+    for env in server.spec.env:
+        source = env.get("valueFrom") or {}
+        for key, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+            ref = source.get(key)
+            if ref and not ref.get("optional") and ref.get("name"):
+                refs.add((kind, ref["name"]))
+    for env_from in server.spec.env_from:
+        for key, kind in (("secretRef", "Secret"), ("configMapRef", "ConfigMap")):
+            ref = env_from.get(key)
+            if ref and not ref.get("optional") and ref.get("name"):
+                refs.add((kind, ref["name"]))
+    token_ref = server.spec.health.bearer_token_secret_ref
+    if token_ref is not None:
+        refs.add(("Secret", token_ref.name))
+    return refs
+
+
+__all__ = ["ServerWorker", "Shared", "child_name"]
