@@ -327,7 +327,7 @@ class _Exchange:
             ) as response:
                 is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
                 if is_sse:
-                    messages = [m async for m in _sse_messages(response)]
+                    messages = [m async for m in _sse_messages(response, request_id)]
                 else:
                     messages = _json_messages(await _read_capped(response))
         return _reply(response.status_code, response.headers, messages, request_id)
@@ -371,11 +371,13 @@ def _json_messages(raw: bytes) -> list[Mapping[str, Any]]:
     return [item for item in items if isinstance(item, dict)]
 
 
-async def _sse_messages(response: httpx.Response) -> AsyncIterator[Mapping[str, Any]]:
+async def _sse_messages(
+    response: httpx.Response, request_id: int | None
+) -> AsyncIterator[Mapping[str, Any]]:
     """Yield the JSON-RPC messages of an SSE stream (``data:`` lines, comments skipped).
 
-    The caller stops iterating once it has what it wants, so a server that keeps the
-    stream open after answering (keepalive pings) cannot hold the probe hostage.
+    Stops at the reply to ``request_id``, so a server that keeps the stream open after
+    answering (keepalive pings) cannot hold the probe until its timeout.
     """
     data: list[str] = []
     size = 0
@@ -388,7 +390,7 @@ async def _sse_messages(response: httpx.Response) -> AsyncIterator[Mapping[str, 
         elif not line and data:
             for message in _json_messages("\n".join(data).encode()):
                 yield message
-                if "result" in message or "error" in message:
+                if request_id is not None and message.get("id") == request_id:
                     return
             data = []
 

@@ -1,0 +1,500 @@
+"""The probe against REAL MCP SDK servers (subprocesses on free 127.0.0.1 ports).
+
+* mcp 2.3 (this venv) serves both eras on one endpoint: the probe must pick modern.
+* mcp 1.x (a separate cached venv, ~/.cache/mcp-operator/mcp1-venv, built with uv on first
+  use) is legacy-only: the probe must fall back to initialize/ping and DELETE its session.
+* Faults: 401 (bearer check in front of the SDK app), wrong Host (the SDK's own loopback
+  allowlist answers 421), SIGSTOP (timeout within the budget), a dead port, a 500.
+* The leak test probes a legacy stateful server 1800 times (one hour at a 2 s interval, run
+  back to back) and checks the SDK session manager holds zero sessions; its twin removes
+  the DELETE and watches sessions pile up until the SDK's session cap answers 503.
+
+A second part drives the probe through scripted ``httpx.MockTransport`` exchanges for wire
+cases no real SDK server produces on demand (version mismatch, interleaved SSE, bad ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mcp_operator.health import probe as probe_module
+from mcp_operator.health.probe import Outcome, ProbeResult, ProbeSettings, ProbeTarget, probe
+
+# The async fixtures live in the session loop (asyncio_default_fixture_loop_scope); so do the tests.
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MCP1_VENV = Path.home() / ".cache" / "mcp-operator" / "mcp1-venv"
+TOKEN = "s3cr3t-probe-token-abcdef"
+
+SERVER_SCRIPT = """'''A real MCP SDK server for probe tests: mcp 1.x (FastMCP) or 2.x (MCPServer).
+
+argv: port [--stateless] [--json] [--token T] [--fail500] [--max-sessions N]
+      [--allowed-host H]   (replaces the SDK's loopback Host allowlist)
+GET /debug/sessions answers the session manager's count of live sessions.
+'''
+
+import argparse
+import json
+
+import uvicorn
+from mcp.server.transport_security import TransportSecuritySettings
+
+parser = argparse.ArgumentParser()
+parser.add_argument("port", type=int)
+parser.add_argument("--stateless", action="store_true")
+parser.add_argument("--json", action="store_true")
+parser.add_argument("--token")
+parser.add_argument("--fail500", action="store_true")
+parser.add_argument("--max-sessions", type=int, default=10_000)
+parser.add_argument("--allowed-host", action="append")
+args = parser.parse_args()
+
+security = None
+if args.allowed_host:
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=args.allowed_host
+    )
+
+try:
+    from mcp.server.mcpserver import MCPServer
+except ImportError:  # mcp 1.x: legacy only
+    from mcp.server.fastmcp import FastMCP
+
+    server = FastMCP(
+        "probe-target",
+        host="127.0.0.1",
+        port=args.port,
+        stateless_http=args.stateless,
+        json_response=args.json,
+        max_sessions=args.max_sessions,
+        transport_security=security,
+    )
+    inner = server.streamable_http_app()
+else:
+    server = MCPServer("probe-target")
+    inner = server.streamable_http_app(
+        stateless_http=args.stateless,
+        json_response=args.json,
+        max_sessions=args.max_sessions,
+        transport_security=security,
+        host="127.0.0.1",
+    )
+
+
+@server.tool()
+def echo(text: str) -> str:
+    return text
+
+
+async def respond(send, status, body):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        if scope["path"] == "/debug/sessions":
+            count = len(server.session_manager._server_instances)
+            return await respond(send, 200, {"sessions": count})
+        if args.fail500:
+            return await respond(send, 500, {"error": "boom"})
+        if args.token is not None:
+            headers = dict(scope["headers"])
+            if headers.get(b"authorization") != f"Bearer {args.token}".encode():
+                return await respond(send, 401, {"error": "unauthorized"})
+    await inner(scope, receive, send)
+
+
+uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+"""
+
+
+# --------------------------------------------------------------------------------------
+# Real servers
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def sessions(self) -> int:
+        response = httpx.get(f"http://127.0.0.1:{self.port}/debug/sessions", timeout=5)
+        return int(response.json()["sessions"])
+
+
+Spawn = Callable[..., Server]
+
+
+@pytest.fixture(scope="session")
+def mcp1_python() -> Path:
+    """Python of a cached venv with mcp<2 (legacy-only SDK), built with uv on first use."""
+    python = MCP1_VENV / "bin" / "python"
+    check = [str(python), "-c", "import importlib.metadata as m; print(m.version('mcp'))"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if not Path(uv).exists() and shutil.which("uv") is None:
+        pytest.skip("uv is not available to build the mcp 1.x venv")
+    subprocess.run([uv, "venv", str(MCP1_VENV)], check=True, capture_output=True)
+    subprocess.run(
+        [uv, "pip", "install", "--python", str(python), "mcp<2"], check=True, capture_output=True
+    )
+    return python
+
+
+@pytest.fixture(scope="session")
+def server_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mcp-server") / "mcp_server.py"
+    path.write_text(SERVER_SCRIPT)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def spawn(server_script: Path, tmp_path: Path) -> Iterator[Spawn]:
+    started: list[Server] = []
+
+    def start(*args: str, python: Path | str = sys.executable) -> Server:
+        port = _free_port()
+        log = tmp_path / f"server-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(python), str(server_script), str(port), *args], stdout=out, stderr=out
+            )
+        server = Server(port, proc, log)
+        started.append(server)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                server.sessions()
+                return server
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start:\n{log.read_text()}") from None
+                time.sleep(0.1)
+
+    yield start
+    for server in started:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@pytest.fixture
+async def client() -> Any:
+    async with httpx.AsyncClient() as http:
+        yield http
+
+
+FAST = ProbeSettings(step_timeout_s=1.0, budget_s=1.5, cleanup_timeout_s=0.5)
+
+
+@pytest.mark.parametrize(
+    "mode", [[], ["--json"], ["--stateless"]], ids=["sse", "json", "stateless"]
+)
+async def test_mcp23_server_is_probed_in_the_modern_era(
+    spawn: Spawn, client: httpx.AsyncClient, mode: list[str]
+) -> None:
+    server = spawn(*mode)
+    results = [await probe(client, ProbeTarget(server.url)) for _ in range(20)]
+    assert {(r.outcome, r.era) for r in results} == {(Outcome.HEALTHY, "modern")}, results[0]
+    assert server.sessions() == 0  # the modern era has no sessions to leak
+
+
+@pytest.mark.parametrize(
+    "mode", [[], ["--json"], ["--stateless"]], ids=["sse", "json", "stateless"]
+)
+async def test_mcp1_server_is_probed_in_the_legacy_era(
+    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, mode: list[str]
+) -> None:
+    server = spawn(*mode, python=mcp1_python)
+    result = await probe(client, ProbeTarget(server.url))
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "legacy"), result
+    assert server.sessions() == 0
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
+async def test_bearer_token(
+    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
+) -> None:
+    server = spawn("--token", TOKEN, python=mcp1_python if legacy else sys.executable)
+    missing = await probe(client, ProbeTarget(server.url))
+    wrong = await probe(client, ProbeTarget(server.url, bearer_token=TOKEN[::-1]))
+    right = await probe(client, ProbeTarget(server.url, bearer_token=TOKEN))
+    assert missing.outcome is Outcome.MISCONFIGURED and "401" in missing.detail
+    assert wrong.outcome is Outcome.MISCONFIGURED
+    assert right.outcome is Outcome.HEALTHY, right
+    for result in (missing, wrong, right):
+        assert TOKEN not in result.detail and TOKEN[::-1] not in result.detail
+        assert TOKEN not in repr(result)
+    assert TOKEN not in repr(ProbeTarget(server.url, bearer_token=TOKEN))
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
+async def test_wrong_host_is_misconfigured(
+    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
+) -> None:
+    """The SDK's loopback default allowlist answers 421 for any other Host."""
+    server = spawn(python=mcp1_python if legacy else sys.executable)
+    wrong = await probe(client, ProbeTarget(server.url, host_header="mcp.example.com"))
+    assert wrong.outcome is Outcome.MISCONFIGURED and "421" in wrong.detail, wrong
+    allowed = await probe(client, ProbeTarget(server.url, host_header=f"localhost:{server.port}"))
+    assert allowed.outcome is Outcome.HEALTHY, allowed
+    assert server.sessions() == 0
+
+
+async def test_host_override_reaches_a_configured_allowlist(
+    spawn: Spawn, client: httpx.AsyncClient
+) -> None:
+    server = spawn("--allowed-host", "mcp.example.com")
+    assert (await probe(client, ProbeTarget(server.url))).outcome is Outcome.MISCONFIGURED
+    target = ProbeTarget(server.url, host_header="mcp.example.com")
+    assert (await probe(client, target)).outcome is Outcome.HEALTHY
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
+async def test_stopped_server_times_out_within_budget(
+    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
+) -> None:
+    server = spawn(python=mcp1_python if legacy else sys.executable)
+    assert (await probe(client, ProbeTarget(server.url), FAST)).outcome is Outcome.HEALTHY
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        result = await probe(client, ProbeTarget(server.url), FAST)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert result.outcome is Outcome.UNHEALTHY and "timeout" in result.detail, result
+    assert result.duration_s <= FAST.budget_s + FAST.cleanup_timeout_s + 0.25
+
+
+async def test_dead_port_is_unhealthy(client: httpx.AsyncClient) -> None:
+    result = await probe(client, ProbeTarget(f"http://127.0.0.1:{_free_port()}/mcp"), FAST)
+    assert result.outcome is Outcome.UNHEALTHY and "ConnectError" in result.detail, result
+    assert result.duration_s < 1.0
+
+
+async def test_server_error_is_unhealthy(spawn: Spawn, client: httpx.AsyncClient) -> None:
+    server = spawn("--fail500")
+    result = await probe(client, ProbeTarget(server.url))
+    assert result.outcome is Outcome.UNHEALTHY and "HTTP 500" in result.detail, result
+
+
+PROBES_PER_HOUR = 1800  # one probe every 2 s
+
+
+@pytest.mark.slow
+async def test_legacy_probes_leak_no_sessions(
+    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path
+) -> None:
+    """An hour of probes against a stateful legacy server capped at 100 sessions."""
+    server = spawn("--max-sessions", "100", python=mcp1_python)
+    outcomes: dict[tuple[Outcome, str | None], int] = {}
+    for _ in range(PROBES_PER_HOUR):
+        result = await probe(client, ProbeTarget(server.url))
+        key = (result.outcome, result.era)
+        outcomes[key] = outcomes.get(key, 0) + 1
+    assert outcomes == {(Outcome.HEALTHY, "legacy"): PROBES_PER_HOUR}
+    assert server.sessions() == 0
+
+
+async def test_without_delete_sessions_accumulate_until_the_cap(
+    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leak test's counterfactual: the same probe minus its DELETE exhausts the server."""
+
+    async def no_delete(self: object, session_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(probe_module._Exchange, "_delete", no_delete)
+    server = spawn("--max-sessions", "100", python=mcp1_python)
+    results = [await probe(client, ProbeTarget(server.url)) for _ in range(101)]
+    assert all(r.outcome is Outcome.HEALTHY for r in results[:100])
+    assert server.sessions() == 100
+    assert results[100].outcome is Outcome.UNHEALTHY and "503" in results[100].detail
+
+
+# --------------------------------------------------------------------------------------
+# Scripted exchanges
+# --------------------------------------------------------------------------------------
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _rpc(request: httpx.Request) -> dict[str, Any]:
+    return dict(json.loads(request.content)) if request.content else {}
+
+
+def _legacy_handler(log: list[str], ping_result: object = None) -> Handler:
+    """A scripted legacy server; records what it saw."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            log.append(f"DELETE {request.headers.get('mcp-session-id')}")
+            return httpx.Response(200)
+        body = _rpc(request)
+        log.append(str(body.get("method")))
+        if body.get("method") == "initialize":
+            result = {"protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {}}
+            return httpx.Response(
+                200,
+                json={"jsonrpc": "2.0", "id": body["id"], "result": result},
+                headers={"mcp-session-id": "sess-1"},
+            )
+        if body.get("method") == "notifications/initialized":
+            return httpx.Response(202)
+        if body.get("method") == "ping":
+            result = {} if ping_result is None else ping_result
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+        return httpx.Response(400, json={"jsonrpc": "2.0", "id": None, "error": {"code": -32600}})
+
+    return handle
+
+
+async def _scripted(handler: Handler, target: ProbeTarget | None = None) -> ProbeResult:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        return await probe(http, target or ProbeTarget("http://pod:8080/mcp"), FAST)
+
+
+def _unsupported(request: httpx.Request, supported: list[str]) -> httpx.Response:
+    error = {
+        "code": -32022,
+        "message": "Unsupported protocol version",
+        "data": {"supported": supported, "requested": "2026-07-28"},
+    }
+    return httpx.Response(400, json={"jsonrpc": "2.0", "id": _rpc(request)["id"], "error": error})
+
+
+async def test_modern_request_format() -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = _rpc(request)
+        result = {"supportedVersions": ["2026-07-28"], "capabilities": {}}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    result = await _scripted(handle, ProbeTarget("http://pod/mcp", "svc.ns:80", TOKEN))
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "modern")
+    [request] = seen
+    assert request.method == "POST"
+    assert request.headers["mcp-protocol-version"] == "2026-07-28"
+    assert request.headers["mcp-method"] == "server/discover"
+    assert request.headers["accept"] == "application/json, text/event-stream"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["host"] == "svc.ns:80"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    meta = _rpc(request)["params"]["_meta"]
+    assert meta["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+    assert meta["io.modelcontextprotocol/clientCapabilities"] == {}
+    assert "name" in meta["io.modelcontextprotocol/clientInfo"]
+
+
+async def test_no_common_version_is_misconfigured() -> None:
+    result = await _scripted(lambda r: _unsupported(r, ["2099-01-01"]))
+    assert result.outcome is Outcome.MISCONFIGURED and "no common protocol version" in result.detail
+
+
+async def test_handshake_only_supported_list_falls_back_to_legacy() -> None:
+    log: list[str] = []
+    legacy = _legacy_handler(log)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("mcp-method") == "server/discover":
+            return _unsupported(request, ["2025-06-18"])
+        return legacy(request)
+
+    result = await _scripted(handle)
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "legacy"), result
+    assert log == ["initialize", "notifications/initialized", "ping", "DELETE sess-1"]
+
+
+async def test_discover_advertising_no_modern_version_falls_back_to_legacy() -> None:
+    log: list[str] = []
+    legacy = _legacy_handler(log)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = _rpc(request)
+        if body.get("method") == "server/discover":
+            result = {"supportedVersions": ["2025-06-18"]}
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+        return legacy(request)
+
+    assert (await _scripted(handle)).era == "legacy"
+
+
+async def test_session_is_deleted_even_when_ping_fails() -> None:
+    log: list[str] = []
+    result = await _scripted(_legacy_handler(log, ping_result={"unexpected": True}))
+    assert result.outcome is Outcome.UNHEALTHY and "ping" in result.detail
+    assert log[-1] == "DELETE sess-1"
+
+
+async def test_sse_reply_is_matched_by_id_past_notifications_and_comments() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = _rpc(request)
+        other = {"jsonrpc": "2.0", "id": 999, "result": {"supportedVersions": []}}
+        note = {"jsonrpc": "2.0", "method": "notifications/message", "params": {}}
+        mine = {"jsonrpc": "2.0", "id": body["id"], "result": {"supportedVersions": ["2026-07-28"]}}
+        stream = (
+            ": ping\r\n\r\n"
+            f"event: message\r\ndata: {json.dumps(note)}\r\n\r\n"
+            f"data: {json.dumps(other)}\n\n"
+            f"event: message\ndata: {json.dumps(mine)}\n\n"
+        )
+        return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
+
+    result = await _scripted(handle)
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "modern"), result
+
+
+async def test_reply_with_another_id_is_unhealthy() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        result = {"supportedVersions": ["2026-07-28"]}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": 12345, "result": result})
+
+    assert (await _scripted(handle)).outcome is Outcome.UNHEALTHY
+
+
+async def test_secrets_never_reach_the_detail() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        echo = request.headers.get("authorization", "")
+        error = {"code": -32020, "message": f"bad headers: {echo}"}
+        return httpx.Response(
+            400, json={"jsonrpc": "2.0", "id": _rpc(request)["id"], "error": error}
+        )
+
+    target = ProbeTarget("http://user:hunter2@pod/mcp", bearer_token=TOKEN)
+    result = await _scripted(handle, target)
+    assert result.outcome is Outcome.MISCONFIGURED
+    assert TOKEN not in result.detail and "hunter2" not in result.detail
