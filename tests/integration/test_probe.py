@@ -244,6 +244,32 @@ async def test_mcp1_server_is_probed_in_the_legacy_era(
     assert server.sessions() == 0
 
 
+async def test_mcp23_server_also_serves_the_legacy_handshake(
+    spawn: Spawn, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The legacy path (with its DELETE) against a 2.3 stateful server, skipping discover."""
+
+    async def legacy_only(self: probe_module._Exchange) -> tuple[str, str]:
+        return await self._legacy()
+
+    monkeypatch.setattr(probe_module._Exchange, "run", legacy_only)
+    server = spawn()
+    results = [await probe(client, ProbeTarget(server.url)) for _ in range(20)]
+    assert {(r.outcome, r.era) for r in results} == {(Outcome.HEALTHY, "legacy")}, results[0]
+    assert server.sessions() == 0
+
+
+async def test_real_server_with_no_common_version_is_misconfigured(
+    spawn: Spawn, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe that only spoke a future revision: the 2.3 server's -32022 names 2026-07-28."""
+    monkeypatch.setattr(probe_module, "MODERN_VERSIONS", ("2099-01-01",))
+    server = spawn()
+    result = await probe(client, ProbeTarget(server.url))
+    assert result.outcome is Outcome.MISCONFIGURED, result
+    assert "2026-07-28" in result.detail
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
 async def test_bearer_token(
     spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
@@ -374,8 +400,8 @@ def _legacy_handler(log: list[str], ping_result: object = None) -> Handler:
         if body.get("method") == "notifications/initialized":
             return httpx.Response(202)
         if body.get("method") == "ping":
-            result = {} if ping_result is None else ping_result
-            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+            pong = {} if ping_result is None else ping_result
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": pong})
         return httpx.Response(400, json={"jsonrpc": "2.0", "id": None, "error": {"code": -32600}})
 
     return handle

@@ -177,6 +177,7 @@ class _Exchange:
         self.ids = itertools.count(1)
         self.step = "server/discover"
         self.era: str | None = None
+        self.legacy_version: str | None = None
         self.cleanup_note = ""
 
     async def run(self) -> tuple[str, str]:
@@ -252,7 +253,7 @@ class _Exchange:
         session_id = reply.headers.get("mcp-session-id") if reply.status < 300 else None
         try:
             _raise_for_access(reply, era="legacy")
-            version = _judge_initialize(reply)
+            version = self.legacy_version = _judge_initialize(reply)
             await self._initialized_and_ping(session_id, version)
         finally:
             if session_id:
@@ -284,6 +285,8 @@ class _Exchange:
     async def _delete(self, session_id: str) -> None:
         """End the session; failures are noted, never raised (the verdict is already made)."""
         headers = {**self._base_headers(), "Mcp-Session-Id": session_id}
+        if self.legacy_version is not None:
+            headers["MCP-Protocol-Version"] = self.legacy_version
         timeout = self.settings.cleanup_timeout_s
         try:
             async with asyncio.timeout(timeout):
