@@ -1,0 +1,28 @@
+"""Local node agent: a scheduler + kubelet stand-in for the loopback dev cluster.
+
+Library use::
+
+    from mcp_operator.dev.nodeagent import AgentConfig, NodeAgent
+
+    agent = NodeAgent(AgentConfig(kubeconfig="admin.kubeconfig"))
+    agent.start()   # registers the node, binds and runs pods
+    ...
+    agent.stop()    # kills every process it started
+
+CLI: ``python -m mcp_operator.dev.nodeagent --kubeconfig PATH [--node-name mcp-local]
+[--pod-cidr 127.1.0.0/16] [--image-map FILE]``. See ``images`` for the map format and
+``volumes`` for ``NODEAGENT_MOUNTS``.
+"""
+
+from .agent import AgentConfig, NodeAgent
+from .container import BackoffPolicy
+from .images import EXAMPLE_IMAGE_REPOSITORY, ImageMap, ImageRule
+
+__all__ = [
+    "EXAMPLE_IMAGE_REPOSITORY",
+    "AgentConfig",
+    "BackoffPolicy",
+    "ImageMap",
+    "ImageRule",
+    "NodeAgent",
+]

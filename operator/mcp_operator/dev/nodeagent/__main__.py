@@ -1,0 +1,69 @@
+"""CLI: ``python -m mcp_operator.dev.nodeagent --kubeconfig PATH [...]``, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from .agent import AgentConfig, NodeAgent
+from .container import BackoffPolicy
+from .images import ImageMap
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mcp_operator.dev.nodeagent", description=__doc__)
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--node-name", default="mcp-local")
+    p.add_argument("--pod-cidr", default="127.1.0.0/16")
+    p.add_argument("--image-map", type=Path, help="YAML/JSON rules tried before the built-in ones")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="pod dirs and logs (default ~/.cache/mcp-operator/nodeagent-NODE)",
+    )
+    p.add_argument("--backoff-base", type=float, default=10.0, help="crash back-off base seconds")
+    p.add_argument("--backoff-max", type=float, default=300.0, help="crash back-off cap seconds")
+    p.add_argument(
+        "--stop-grace", type=float, default=2.0, help="SIGTERM→SIGKILL seconds on agent stop"
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    config = AgentConfig(
+        kubeconfig=args.kubeconfig,
+        node_name=args.node_name,
+        pod_cidr=args.pod_cidr,
+        image_map=ImageMap.load(args.image_map),
+        state_dir=args.state_dir,
+        backoff=BackoffPolicy(args.backoff_base, args.backoff_max),
+        stop_grace=args.stop_grace,
+    )
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    agent = NodeAgent(config)
+    agent.start()
+    print(f"nodeagent {config.node_name} ready", file=sys.stderr, flush=True)
+    try:
+        done.wait()
+    finally:
+        agent.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The node agent: a stand-in for scheduler + kubelet on a loopback-only dev cluster.
+
+It registers one Node, binds every unscheduled pod to it (honouring ``nodeSelector`` only;
+affinity, taints and resources are ignored: there is one node and the point is to run
+the pods), and runs each bound pod's containers as local processes via a pod worker.
+Watches (pods, Secrets, ConfigMaps) drive everything; nothing polls the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import shutil
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .container import BackoffPolicy
+from .envvars import config_map_values, decode_secret
+from .images import ImageMap
+from .ipam import IpAllocator
+from .kubeapi import ApiError, Informer, KubeClient, key_of
+from .node import NodeHeartbeat
+from .podworker import NodeContext, PodWorker
+from .process import Spawner, kill_leftovers
+
+log = logging.getLogger("nodeagent")
+
+JSON = dict[str, Any]
+
+
+def default_state_dir(node_name: str) -> Path:
+    return Path.home() / ".cache" / "mcp-operator" / f"nodeagent-{node_name}"
+
+
+@dataclass
+class AgentConfig:
+    """Settings of one agent (the CLI flags)."""
+
+    kubeconfig: str
+    node_name: str = "mcp-local"
+    pod_cidr: str = "127.1.0.0/16"
+    host_ip: str = "127.0.0.1"
+    image_map: ImageMap = field(default_factory=ImageMap)
+    state_dir: Path | None = None
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    stop_grace: float = 2.0
+
+
+class ObjectCache:
+    """Secrets and ConfigMaps from the informers, with a direct GET on a cache miss.
+
+    The GET closes the race where a pod is created right after the Secret it reads and
+    the Secret's watch event has not arrived yet.
+    """
+
+    def __init__(self, client: KubeClient, secrets: Informer, config_maps: Informer) -> None:
+        self._client, self._secrets, self._config_maps = client, secrets, config_maps
+
+    def _object(self, informer: Informer, plural: str, ns: str, name: str) -> JSON | None:
+        obj = informer.get(f"{ns}/{name}")
+        if obj is not None:
+            return obj
+        try:
+            return self._client.get(f"/api/v1/namespaces/{ns}/{plural}/{name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def secret_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        obj = self._object(self._secrets, "secrets", namespace, name)
+        return None if obj is None else decode_secret(obj)
+
+    def config_map_data(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        obj = self._object(self._config_maps, "configmaps", namespace, name)
+        return None if obj is None else config_map_values(obj)
+
+    def secret_bytes(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        obj = self._object(self._secrets, "secrets", namespace, name)
+        if obj is None:
+            return None
+        out = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        out.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
+        return out
+
+    def config_map_bytes(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
+        obj = self._object(self._config_maps, "configmaps", namespace, name)
+        if obj is None:
+            return None
+        out = {k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()}
+        out.update({k: v.encode() for k, v in (obj.get("data") or {}).items()})
+        return out
+
+
+class NodeAgent:
+    """Library entry point: ``NodeAgent(AgentConfig(kubeconfig=...)).start()`` / ``.stop()``."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.state_dir = config.state_dir or default_state_dir(config.node_name)
+        self.client = KubeClient(config.kubeconfig)
+        self.ipam = IpAllocator(config.pod_cidr)
+        self._workers: dict[str, PodWorker] = {}
+        self._lock = threading.Lock()
+        self._binds: queue.Queue[JSON | None] = queue.Queue()
+        self._unschedulable: set[str] = set()
+        self.heartbeat = NodeHeartbeat(self.client, config.node_name, config.host_ip)
+        self._secrets = Informer(
+            self.client, "/api/v1/secrets", self._on_source("secret"), "secrets"
+        )
+        self._config_maps = Informer(
+            self.client, "/api/v1/configmaps", self._on_source("configmap"), "configmaps"
+        )
+        self._pods = Informer(self.client, "/api/v1/pods", self._on_pod, "pods")
+        self._binder = threading.Thread(target=self._bind_loop, name="binder", daemon=True)
+        self._spawner: Spawner | None = None
+        self._ctx: NodeContext | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        """Register the node and start watching; returns once the caches are synced."""
+        kill_leftovers(self.state_dir)
+        shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._spawner = Spawner()
+        self._ctx = NodeContext(
+            client=self.client,
+            sources=ObjectCache(self.client, self._secrets, self._config_maps),
+            images=self.config.image_map,
+            spawner=self._spawner,
+            node_name=self.config.node_name,
+            host_ip=self.config.host_ip,
+            state_dir=self.state_dir,
+            backoff=self.config.backoff,
+            stop_grace=self.config.stop_grace,
+        )
+        self.heartbeat.register()
+        self.heartbeat.start()
+        self._binder.start()
+        for informer in (self._secrets, self._config_maps, self._pods):
+            informer.start()
+        for informer in (self._secrets, self._config_maps, self._pods):
+            if not informer.synced.wait(timeout):
+                raise TimeoutError(f"informer {informer.name} did not sync in {timeout}s")
+        log.info(
+            "node agent %s ready (pod CIDR %s, state %s)",
+            self.config.node_name,
+            self.config.pod_cidr,
+            self.state_dir,
+        )
+
+    def stop(self) -> None:
+        """Stop watching and kill every process this agent started; pods stay in the API."""
+        for informer in (self._pods, self._secrets, self._config_maps):
+            informer.stop(join=False)
+        self._binds.put(None)
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join(timeout=self.config.stop_grace + 10)
+        for informer in (self._pods, self._secrets, self._config_maps):
+            informer.stop()
+        self.heartbeat.stop()
+        if self._spawner is not None:
+            self._spawner.stop()
+        self.client.close()
+        log.info("node agent %s stopped", self.config.node_name)
+
+    def workers(self) -> dict[str, PodWorker]:
+        """Running pod workers by pod UID (for tests and diagnostics)."""
+        with self._lock:
+            return dict(self._workers)
+
+    # -- events ------------------------------------------------------------------------
+    def _on_pod(self, kind: str, pod: JSON) -> None:
+        spec, uid = pod.get("spec", {}), pod["metadata"]["uid"]
+        node = spec.get("nodeName") or ""
+        if kind == "DELETED":
+            self._forget(uid)
+        elif not node and not pod["metadata"].get("deletionTimestamp"):
+            self._binds.put(pod)
+        elif node == self.config.node_name:
+            self._ensure_worker(pod)
+
+    def _ensure_worker(self, pod: JSON) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            worker = self._workers.get(uid)
+            if worker is not None:
+                worker.update(pod)
+                return
+            if pod.get("status", {}).get("phase") in ("Succeeded", "Failed") and not pod[
+                "metadata"
+            ].get("deletionTimestamp"):
+                return  # finished before this agent started: nothing to run
+            assert self._ctx is not None
+            ip = pod.get("status", {}).get("podIP") or ""
+            if not (ip and self.ipam.reserve(ip)):
+                ip = self.ipam.allocate()
+            worker = PodWorker(pod, self._ctx, ip)
+            self._workers[uid] = worker
+        worker.start()
+
+    def _forget(self, uid: str) -> None:
+        with self._lock:
+            worker = self._workers.pop(uid, None)
+        if worker is not None:
+            worker.removed()
+            threading.Thread(target=self._release_after, args=(worker,), daemon=True).start()
+
+    def _release_after(self, worker: PodWorker) -> None:
+        worker.finished.wait(timeout=60)
+        self.ipam.release(worker.ip)
+
+    def _on_source(self, kind: str) -> Any:
+        def handler(_event: str, obj: JSON) -> None:
+            ns, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+            with self._lock:
+                workers = [
+                    w
+                    for w in self._workers.values()
+                    if w.namespace == ns and (kind, name) in w.references
+                ]
+            for worker in workers:
+                worker.wake()
+
+        return handler
+
+    # -- binding -----------------------------------------------------------------------
+    def _bind_loop(self) -> None:
+        while (pod := self._binds.get()) is not None:
+            try:
+                self._bind(pod)
+            except Exception as exc:
+                log.warning("binding %s failed: %s", key_of(pod), exc)
+
+    def _bind(self, pod: JSON) -> None:
+        meta = pod["metadata"]
+        selector = pod.get("spec", {}).get("nodeSelector") or {}
+        if any(self.heartbeat.labels.get(k) != v for k, v in selector.items()):
+            self._mark_unschedulable(pod, selector)
+            return
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name},
+        }
+        try:
+            self.client.create(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", body
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def _mark_unschedulable(self, pod: JSON, selector: Mapping[str, str]) -> None:
+        uid = pod["metadata"]["uid"]
+        if uid in self._unschedulable:
+            return
+        self._unschedulable.add(uid)
+        cond = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": f"0/1 nodes are available: node {self.config.node_name} "
+            f"doesn't match nodeSelector {dict(selector)}.",
+        }
+        meta = pod["metadata"]
+        self.client.patch(
+            f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+            {"status": {"conditions": [cond]}},
+        )

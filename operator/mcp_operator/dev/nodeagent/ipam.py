@@ -1,0 +1,56 @@
+"""Pod IP allocation from a loopback CIDR.
+
+All pod processes share the host network namespace; on Linux the whole of 127.0.0.0/8 is
+routed to ``lo``, so giving each pod its own 127.x.y.z and binding to it is what keeps
+ports apart. Addresses are handed out round-robin so a freed IP is not immediately
+reused (EndpointSlices and clients may still point at it for a moment).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+
+
+class IpAllocator:
+    """Thread-safe round-robin allocator over a CIDR, skipping .0 and .255 host octets."""
+
+    def __init__(self, cidr: str) -> None:
+        self._net = ipaddress.IPv4Network(cidr, strict=False)
+        if not self._net.is_loopback:
+            raise ValueError(f"pod CIDR {cidr} must be inside 127.0.0.0/8")
+        self._first = int(self._net.network_address) + 1
+        self._size = self._net.num_addresses - 2
+        self._next = 0
+        self._used: set[str] = set()
+        self._lock = threading.Lock()
+
+    def allocate(self) -> str:
+        """Return a free address; raise RuntimeError when the CIDR is exhausted."""
+        with self._lock:
+            for _ in range(self._size):
+                candidate = ipaddress.IPv4Address(self._first + self._next)
+                self._next = (self._next + 1) % self._size
+                ip = str(candidate)
+                if ip not in self._used and ip.rsplit(".", 1)[1] not in ("0", "255"):
+                    self._used.add(ip)
+                    return ip
+        raise RuntimeError(f"pod CIDR {self._net} exhausted")
+
+    def reserve(self, ip: str) -> bool:
+        """Mark ``ip`` as used (adopting a pod that already has it); False if not ours or taken."""
+        with self._lock:
+            if ipaddress.IPv4Address(ip) not in self._net or ip in self._used:
+                return False
+            self._used.add(ip)
+            return True
+
+    def release(self, ip: str) -> None:
+        """Return ``ip`` to the pool."""
+        with self._lock:
+            self._used.discard(ip)
+
+    def in_use(self) -> set[str]:
+        """A snapshot of the allocated addresses."""
+        with self._lock:
+            return set(self._used)

@@ -1,0 +1,180 @@
+"""The Node object and its heartbeat (Lease renewals plus periodic status updates).
+
+The node lifecycle controller in kube-controller-manager marks a node NotReady (and then
+evicts its pods) when neither the Lease in ``kube-node-lease`` is renewed nor the Node
+status refreshed within its grace period (40 s by default), so both are kept fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import threading
+from typing import Any
+
+from .kubeapi import MERGE, ApiError, KubeClient, micro_time, now_rfc3339
+
+log = logging.getLogger("nodeagent.node")
+
+JSON = dict[str, Any]
+LEASE_NS = "kube-node-lease"
+
+
+def node_labels(name: str) -> dict[str, str]:
+    return {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64"
+        if platform.machine() in ("x86_64", "AMD64")
+        else platform.machine(),
+        "node.kubernetes.io/instance-type": "nodeagent",
+    }
+
+
+def node_status(name: str, host_ip: str, max_pods: int, since: str) -> JSON:
+    """Ready, capacity/allocatable from this machine, addresses on loopback."""
+    now = now_rfc3339()
+    mem_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+    resources = {
+        "cpu": str(os.cpu_count() or 1),
+        "memory": f"{mem_kib}Ki",
+        "pods": str(max_pods),
+        "ephemeral-storage": "100Gi",
+    }
+
+    def cond(ctype: str, status: str, reason: str, message: str) -> JSON:
+        return {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": since,
+        }
+
+    return {
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [
+            cond(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "node agent: no pressure tracking",
+            ),
+            cond(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "node agent: no pressure tracking",
+            ),
+            cond(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "node agent: no pressure tracking",
+            ),
+            cond(
+                "Ready", "True", "KubeletReady", "mcp-operator node agent is posting ready status"
+            ),
+        ],
+        "addresses": [
+            {"type": "InternalIP", "address": host_ip},
+            {"type": "Hostname", "address": name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "nodeInfo": {
+            "machineID": "nodeagent",
+            "systemUUID": "nodeagent",
+            "bootID": "nodeagent",
+            "kernelVersion": platform.release(),
+            "osImage": "mcp-operator node agent",
+            "containerRuntimeVersion": "nodeagent://0.1",
+            "kubeletVersion": "v1.20.2-nodeagent",
+            "kubeProxyVersion": "v0.0.0",
+            "operatingSystem": "linux",
+            "architecture": node_labels(name)["kubernetes.io/arch"],
+        },
+    }
+
+
+class NodeHeartbeat:
+    """Registers the Node and keeps it alive until stopped."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        name: str,
+        host_ip: str,
+        max_pods: int = 250,
+        lease_seconds: float = 10.0,
+        status_seconds: float = 30.0,
+    ) -> None:
+        self._client, self.name, self._host_ip, self._max_pods = client, name, host_ip, max_pods
+        self._lease_seconds, self._status_seconds = lease_seconds, status_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self.labels = node_labels(name)
+        self._since = now_rfc3339()
+
+    def register(self) -> None:
+        """Create the Node, or refresh labels and status when it already exists."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": self.labels},
+            "status": node_status(self.name, self._host_ip, self._max_pods, self._since),
+        }
+        try:
+            self._client.create("/api/v1/nodes", body)
+            log.info("registered node %s", self.name)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            self._client.patch(
+                f"/api/v1/nodes/{self.name}", {"metadata": {"labels": self.labels}}, MERGE
+            )
+            self._patch_status()
+        self._renew_lease()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        since_status = 0.0
+        while not self._stop.wait(self._lease_seconds):
+            since_status += self._lease_seconds
+            try:
+                self._renew_lease()
+                if since_status >= self._status_seconds:
+                    self._patch_status()
+                    since_status = 0.0
+            except Exception as exc:  # keep beating; the next round may succeed
+                log.warning("heartbeat failed: %s", exc)
+
+    def _patch_status(self) -> None:
+        status = node_status(self.name, self._host_ip, self._max_pods, self._since)
+        self._client.patch(f"/api/v1/nodes/{self.name}/status", {"status": status})
+
+    def _renew_lease(self) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases"
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": micro_time()}
+        try:
+            self._client.patch(f"{path}/{self.name}", {"spec": spec}, MERGE)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            self._client.create(
+                path,
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": LEASE_NS},
+                    "spec": spec,
+                },
+            )
