@@ -241,3 +241,72 @@ def test_pod_accepts_loopback_pod_ip(cluster: ControlPlane, kubectl: Any, unique
         assert resp.status_code == 200, resp.text
         assert resp.json()["status"]["podIP"] == "127.10.0.8"
         client.delete("/api/v1/nodes/test-node-loopback")
+
+
+def test_gc_of_custom_resource_dependents_after_kcm_restart(
+    cluster: ControlPlane, kubectl: Any, unique_ns: str
+) -> None:
+    """ownerReferences to a CR of a CRD created after kcm start work once kcm is restarted."""
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.cptest.example.com"},
+        "spec": {
+            "group": "cptest.example.com",
+            "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(crd))
+    try:
+        kubectl("wait", "--for=condition=Established", "crd/gadgets.cptest.example.com")
+        start = time.monotonic()
+        cluster.restart_controller_manager()
+        restart_s = time.monotonic() - start
+        assert restart_s < 15, restart_s
+        gadget = {
+            "apiVersion": "cptest.example.com/v1",
+            "kind": "Gadget",
+            "metadata": {"name": "g", "namespace": unique_ns},
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(gadget))
+        uid = kubectl("get", "gadget", "g", "-n", unique_ns, "-o", "jsonpath={.metadata.uid}")
+        owned = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "owned",
+                "namespace": unique_ns,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "cptest.example.com/v1",
+                        "kind": "Gadget",
+                        "name": "g",
+                        "uid": uid.stdout.strip(),
+                    }
+                ],
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(owned))
+        kubectl("delete", "gadget", "g", "-n", unique_ns, "--wait=false")
+
+        def gone() -> bool:
+            res = kubectl("get", "cm", "owned", "-n", unique_ns, check=False)
+            return res.returncode != 0 and "NotFound" in res.stderr
+
+        wait_for("GC of the ConfigMap owned by the deleted Gadget", gone, timeout=10)
+    finally:
+        kubectl("delete", "crd", "gadgets.cptest.example.com", "--wait=false", check=False)
