@@ -226,6 +226,8 @@ class ControlPlane:
         self.die_with_parent = die_with_parent
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._state: _State | None = None
+        #: Seconds from the start of the last up() to each milestone (empty if reused).
+        self.timings: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------- paths
     @property
@@ -332,7 +334,10 @@ class ControlPlane:
             )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
+        self.timings = {}
+        t0 = time.monotonic()
         self._ensure_pki()
+        self.timings["pki"] = round(time.monotonic() - t0, 2)
         deadline = time.monotonic() + timeout
         etcd_port, etcd_peer_port, apiserver_port, kcm_port = _free_ports(4)
         state = _State(
@@ -368,6 +373,7 @@ class ControlPlane:
         except BaseException:
             self._down(timeout=15.0)
             raise
+        self.timings["total"] = round(time.monotonic() - t0, 2)
         return False
 
     def down(self, *, timeout: float = 15.0) -> None:
@@ -558,6 +564,7 @@ class ControlPlane:
 
     def _wait(self, what: str, check: Any, deadline: float) -> None:
         last_error = ""
+        t0 = time.monotonic()
         while True:
             for name, proc in self._procs.items():
                 code = proc.poll()
@@ -568,6 +575,7 @@ class ControlPlane:
                     )
             try:
                 if check():
+                    self.timings[what] = round(time.monotonic() - t0, 2)
                     return
             except (OSError, httpx.HTTPError, ssl.SSLError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -887,6 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  admin:    {cp.admin_kubeconfig}\n"
             f"  operator: {cp.operator_kubeconfig}\n"
             f"  logs:     {cp.log_dir}\n"
+            f"  timings:  {json.dumps(cp.timings)}\n"
             f'  eval "$(python -m mcp_operator.dev.controlplane env --dir {cp.dir})"',
             file=sys.stderr,
         )
