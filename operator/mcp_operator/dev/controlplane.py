@@ -323,8 +323,8 @@ class ControlPlane:
             self._state = _State.load(self.state_file)
             return True
         self._down(timeout=15.0)
-        if fresh and self.dir.exists():
-            shutil.rmtree(self.dir)
+        if fresh:
+            self.wipe()
         missing = self.binaries_missing()
         if missing:
             raise ControlPlaneError(
@@ -421,6 +421,14 @@ class ControlPlane:
             if cmd and Path(cmd[0]).name in _COMPONENTS:
                 found[int(entry.name)] = Path(cmd[0]).name
         return found
+
+    def wipe(self) -> None:
+        """Delete the state directory (data, certs, logs). Only call when stopped."""
+        if not self.dir.exists():
+            return
+        if any(self.dir.iterdir()) and not (self.dir / "pki").is_dir():
+            raise ControlPlaneError(f"refusing to delete {self.dir}: not a control plane dir")
+        shutil.rmtree(self.dir)
 
     def restart_controller_manager(self, *, timeout: float = 30.0) -> None:
         """Restart kube-controller-manager (about 1-2 s).
@@ -902,8 +910,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "down":
         cp.down()
-        if args.purge and cp.dir.exists():
-            shutil.rmtree(cp.dir)
+        if args.purge:
+            cp.wipe()
         return 0
     if args.command == "status":
         status = cp.status()
