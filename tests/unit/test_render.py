@@ -47,12 +47,14 @@ def by_kind(objects: list[Obj], kind: str) -> dict[str, Obj]:
 
 
 def one(objects: list[Obj], kind: str, name: str) -> Obj:
-    return by_kind(objects, kind)[name]
+    found: Obj = by_kind(objects, kind)[name]
+    return found
 
 
 def container(deployment: Obj) -> Obj:
     [c] = deployment["spec"]["template"]["spec"]["containers"]
-    return c
+    found: Obj = c
+    return found
 
 
 def all_examples() -> list[Any]:
