@@ -524,3 +524,18 @@ async def test_secrets_never_reach_the_detail() -> None:
     result = await _scripted(handle, target)
     assert result.outcome is Outcome.MISCONFIGURED
     assert TOKEN not in result.detail and "hunter2" not in result.detail
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        ProbeTarget("http://pod/mcp", bearer_token="tökén-ßecret"),
+        ProbeTarget("http://pod/mcp", host_header="hôst"),
+        ProbeTarget("::::"),
+    ],
+    ids=["non-ascii-token", "non-ascii-host", "bad-url"],
+)
+async def test_invalid_target_is_misconfigured_and_quiet(target: ProbeTarget) -> None:
+    result = await _scripted(lambda r: httpx.Response(500), target)
+    assert result.outcome is Outcome.MISCONFIGURED, result
+    assert "ecret" not in result.detail

@@ -156,6 +156,11 @@ async def probe(
     except httpx.HTTPError as exc:
         outcome, era = Outcome.UNHEALTHY, exchange.era
         detail = f"{type(exc).__name__} during {exchange.step}: {exc}"
+    except (httpx.InvalidURL, ValueError) as exc:
+        # A bad URL, or a header (token, Host) that is not ASCII. The message is left out:
+        # a UnicodeEncodeError quotes the offending string, which may be the token.
+        outcome, era = Outcome.MISCONFIGURED, None
+        detail = f"invalid probe target ({type(exc).__name__})"
     detail = _redact(f"{detail}{exchange.cleanup_note}", target)
     return ProbeResult(outcome, era, time.monotonic() - started, detail)
 
