@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -56,6 +57,11 @@ class NodeAgentProcess:
                 self.proc.wait()
 
 
+def random_pod_cidr() -> str:
+    """A random 127.N.0.0/16: agents of several engineers' clusters may share this host."""
+    return f"127.{random.randint(2, 250)}.0.0/16"
+
+
 def start_node_agent(
     kubeconfig: Path, state_dir: Path, *extra: str, timeout: float = 30.0
 ) -> NodeAgentProcess:
@@ -74,6 +80,8 @@ def start_node_agent(
         str(state_dir),
         "--backoff-base",
         "2",
+        "--pod-cidr",
+        random_pod_cidr(),
         *extra,
     ]
     with open(log_path, "ab") as log_file:
