@@ -48,8 +48,9 @@ def register(
         )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def server_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-        supervisor.observe_server(dict(body), deleted=event.get("type") == "DELETED")
+    async def server_event(**kwargs: Any) -> None:
+        deleted = kwargs["event"].get("type") == "DELETED"
+        supervisor.observe_server(dict(kwargs["body"]), deleted=deleted)
 
     for (group, plural), kind in CHILD_KINDS.items():
         _register_child(registry, supervisor, group, plural, kind)
@@ -58,8 +59,9 @@ def register(
 def _register_child(
     registry: kopf.OperatorRegistry, supervisor: Supervisor, group: str, plural: str, kind: str
 ) -> None:
-    async def child_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-        supervisor.observe_child(kind, dict(body), deleted=event.get("type") == "DELETED")
+    async def child_event(**kwargs: Any) -> None:
+        deleted = kwargs["event"].get("type") == "DELETED"
+        supervisor.observe_child(kind, dict(kwargs["body"]), deleted=deleted)
 
     child_event.__name__ = f"{kind.lower()}_event"
     if group:

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 from mcp_operator.kube.client import ApiError, KubeClient, load_credentials
 
@@ -65,7 +66,7 @@ async def _try_acquire(client: KubeClient, namespace: str, name: str, me: str) -
 
 
 async def hold_leadership(
-    name: str, run: Callable[[asyncio.Event], Awaitable[None]], kubeconfig: str | None
+    name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]], kubeconfig: str | None
 ) -> int:
     namespace = os.environ.get("POD_NAMESPACE", "default")
     me = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"

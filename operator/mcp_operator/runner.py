@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
@@ -38,7 +38,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
     try:
-        kopf.event(body, type=kind, reason=reason, message=message)
+        kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
     except Exception:
         log.debug("event not posted", exc_info=True)
 

@@ -331,22 +331,12 @@ def _cel_fields(cel: str) -> set[str]:
     return set(re.findall(r"self\.([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)", cel))
 
 
-LABELS_CEL_BUG = (
-    "BUG: spec.pod.labels has no CRD default and the CEL rule on spec.pod reads self.labels "
-    "unguarded, so a current API server rejects every MCPServer that omits pod.labels "
-    "(CEL runtime error 'no such key: labels'); 1.20 drops CEL, so only this test sees it"
-)
-
-
 def _cel_refs() -> list[Any]:
     out = []
     for model, cls in sorted(_ruled_models().items()):
         for rule in cls.__rules__:
             for chain in sorted(_cel_fields(rule.cel)):
-                marks = []
-                if model == "PodSettings" and chain.startswith("labels"):
-                    marks = [pytest.mark.xfail(strict=True, reason=LABELS_CEL_BUG)]
-                out.append(pytest.param(model, rule.cel, chain, marks=marks, id=f"{model}:{chain}"))
+                out.append(pytest.param(model, rule.cel, chain, id=f"{model}:{chain}"))
     return out
 
 

@@ -64,11 +64,6 @@ def apply_changes(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
     return doc
 
 
-LAX_BUG = (
-    "BUG: the models coerce in pydantic's lax mode (string '8080' -> int, 'yes' -> True), so "
-    "`mcp-operator render` accepts what the API server refuses as the wrong type"
-)
-
 CASES: list[Case] = [
     # ranges
     Case("port-zero", {"spec.port": 0}, "spec.port", "must be ≥ 1", server=True),
@@ -214,7 +209,6 @@ CASES: list[Case] = [
         "spec.port",
         "must be an integer",
         server=True,
-        marks=(pytest.mark.xfail(strict=True, reason=LAX_BUG),),
     ),
     Case(
         "enabled-as-yes",
@@ -222,7 +216,6 @@ CASES: list[Case] = [
         "spec.backup.enabled",
         "must be true or false",
         server=True,
-        marks=(pytest.mark.xfail(strict=True, reason=LAX_BUG),),
     ),
     # unknown fields: a typo is an error, not a no-op
     Case("unknown-spec-field", {"spec.replicas": 3}, "spec.replicas", "is not a known field"),

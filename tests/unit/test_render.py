@@ -418,14 +418,6 @@ def test_render_is_deterministic_and_pure(name: str) -> None:
     assert srv.model_dump() == before
 
 
-SHARED_STATE_BUG = (
-    "BUG: render() returns dicts shared with the frozen spec (nodeSelector, tolerations, "
-    "affinity, resources, env items, probe overrides) and with the module-level "
-    "DEFAULT_RESOURCES, so a caller that edits a rendered object changes every later render"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=SHARED_STATE_BUG)
 def test_editing_a_rendered_object_does_not_change_later_renders() -> None:
     srv = example("full")
     dep = one(render(srv), "Deployment", "billing-tools-primary")
@@ -438,7 +430,6 @@ def test_editing_a_rendered_object_does_not_change_later_renders() -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=SHARED_STATE_BUG)
 def test_editing_default_resources_does_not_leak_into_other_servers() -> None:
     c = container(one(render(server()), "Deployment", "weather-primary"))
     original = copy.deepcopy(c["resources"])

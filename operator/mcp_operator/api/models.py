@@ -37,8 +37,17 @@ KubeObject = dict[str, Any]
 class Model(RuledModel):
     """Base: camelCase aliases, unknown fields refused (a typo is an error, not a no-op)."""
 
+    # strict: "8080" is not a port and "yes" is not a boolean, exactly as the API server says.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
+    )
+
+
+class StatusModel(Model):
+    """Status arrives as JSON from the API server: timestamps are strings there."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=False
     )
 
 
@@ -59,7 +68,7 @@ class PodSettings(Model):
     __rules__ = (
         Rule(
             field="labels",
-            cel="self.labels.all(k, !k.startsWith('app.kubernetes.io/') && "
+            cel="!has(self.labels) || self.labels.all(k, !k.startsWith('app.kubernetes.io/') && "
             "!k.startsWith('mcp-operator.dev/'))",
             message="must not use the reserved prefixes app.kubernetes.io/ or mcp-operator.dev/",
             check=lambda s: not any(k.startswith(RESERVED_LABEL_PREFIXES) for k in s.labels),
@@ -269,11 +278,7 @@ class ObjectMeta(Model):
 # ---- status -------------------------------------------------------------------------------
 
 
-class Condition(Model):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
-
+class Condition(StatusModel):
     type: str = Field(max_length=316)
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(min_length=1, max_length=1024)
@@ -282,18 +287,19 @@ class Condition(Model):
     observed_generation: int | None = None
 
 
-class BreakerStatus(Model):
-    state: Literal["closed", "open", "half-open"] = "closed"
-    consecutive_failures: int = 0
-    consecutive_successes: int = 0
-    opened_at: datetime | None = None
-    closed_since: datetime | None = None
+class BreakerStatus(StatusModel):
+    """A tier's circuit breaker, persisted so a restarted operator resumes it."""
+
+    phase: Literal["closed", "open", "half-open"] = "closed"
+    failures: int = 0
+    successes: int = 0
+    since: datetime | None = None
 
 
-class TierStatus(Model):
+class TierStatus(StatusModel):
     replicas: int = 0
     ready_replicas: int = 0
-    summary: str = ""
+    summary: str = "-"
     healthy: bool | None = None
     healthy_pods: int = 0
     breaker: BreakerStatus = Field(default_factory=BreakerStatus)
@@ -303,12 +309,12 @@ class TierStatus(Model):
     era: str | None = None
 
 
-class TiersStatus(Model):
+class TiersStatus(StatusModel):
     primary: TierStatus = Field(default_factory=TierStatus)
     backup: TierStatus = Field(default_factory=TierStatus)
 
 
-class FailoverStatus(Model):
+class FailoverStatus(StatusModel):
     phase: Literal["Idle", "Intent", "ScalingBackup", "Switched"] = "Idle"
     target_tier: Tier | None = None
     kind: Literal["failover", "failback", "switchover"] | None = None
@@ -320,7 +326,7 @@ class FailoverStatus(Model):
     last_switchover: str | None = None
 
 
-class KeysStatus(Model):
+class KeysStatus(StatusModel):
     active_kid: str | None = None
     next_kid: str | None = None
     published_kids: list[str] = Field(default_factory=list)
@@ -328,12 +334,12 @@ class KeysStatus(Model):
     next_rotation_time: datetime | None = None
 
 
-class CacheStatus(Model):
+class CacheStatus(StatusModel):
     endpoint: str | None = None
     ready: bool | None = None
 
 
-class MCPServerStatus(Model):
+class MCPServerStatus(StatusModel):
     observed_generation: int | None = None
     active_tier: Tier | None = None
     endpoint: str | None = None

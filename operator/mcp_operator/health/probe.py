@@ -211,6 +211,11 @@ class _Exchange:
         }
         headers = {"MCP-Protocol-Version": version, "Mcp-Method": "server/discover"}
         reply = await self._post(body, headers, request_id)
+        stray = reply.headers.get("mcp-session-id")
+        if stray and reply.status != 200:
+            # Older mcp 1.x servers open a session for any session-less POST and keep it
+            # even when they refuse the request (seen with 1.9.4); end it like our own.
+            await self._delete(stray)
         _raise_for_access(reply, era=None)
         if reply.status == 200:
             return _judge_discover(reply)
@@ -412,6 +417,12 @@ def _raise_for_access(reply: _Reply, era: str | None) -> None:
         raise _Verdict(Outcome.MISCONFIGURED, f"HTTP {reply.status}: credentials rejected", era)
     if reply.status == 421:
         raise _Verdict(Outcome.MISCONFIGURED, "HTTP 421: server rejected the Host header", era)
+    if 300 <= reply.status < 400:
+        # Not followed: a redirect built from an overridden Host may lead anywhere, and
+        # the fix (probe the final path, e.g. old FastMCP's "/mcp/") is the user's to make.
+        where = httpx.URL(reply.headers.get("location", "")).path[:80]
+        detail = f"HTTP {reply.status} redirect to path {where!r}: probe that URL instead"
+        raise _Verdict(Outcome.MISCONFIGURED, detail, era)
     if reply.status >= 500:
         raise _Verdict(Outcome.UNHEALTHY, _http_text("server error", reply), era)
 

@@ -50,7 +50,7 @@ def merge(
             type=want.type,
             status=want.status,
             reason=want.reason,
-            message=want.message,
+            message=want.message or want.reason,  # 1.20 servers reject "" here as null
             last_transition_time=since,
             observed_generation=generation,
         )

@@ -21,7 +21,7 @@ class Supervisor:
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.workers: dict[Key, ServerWorker] = {}
-        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._tasks: dict[Key, list[asyncio.Task[None]]] = {}
 
     def observe_server(self, body: Obj, deleted: bool) -> None:
         meta = body["metadata"]
@@ -36,7 +36,10 @@ class Supervisor:
         if worker is None:
             worker = ServerWorker(key, body, self.shared)
             self.workers[key] = worker
-            self._tasks[key] = asyncio.create_task(worker.run(), name=f"mcpserver:{key}")
+            loops = [worker.run()] + [companion(worker) for companion in self.shared.companions]
+            self._tasks[key] = [
+                asyncio.create_task(loop, name=f"mcpserver:{key}") for loop in loops
+            ]
         worker.observe(body)
 
     def observe_child(self, kind: str, body: Obj, deleted: bool) -> None:
@@ -46,15 +49,15 @@ class Supervisor:
             worker.wake()
 
     def _stop(self, key: Key) -> None:
-        task = self._tasks.pop(key, None)
+        tasks = self._tasks.pop(key, [])
         self.workers.pop(key, None)
         self.shared.index.forget(key)
         metrics.forget(*key)
-        if task is not None:
+        for task in tasks:
             task.cancel()
 
     async def stop_all(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [task for group in self._tasks.values() for task in group]
         for key in list(self._tasks):
             self._stop(key)
         for task in tasks:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +44,10 @@ class Shared:
     capabilities: Capabilities
     post_event: EventFn
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    extensions: list[Callable[[ServerWorker], Awaitable[None]]] = field(default_factory=list)
+    # Long-running loops started beside each worker (the health prober) and stopped with it.
+    companions: list[Callable[[ServerWorker], Coroutine[Any, Any, None]]] = field(
+        default_factory=list
+    )
 
 
 class ServerWorker:
@@ -120,8 +123,6 @@ class ServerWorker:
         else:
             self._failures += 1
             metrics.RECONCILE_ERRORS.labels(namespace, name, self.outcome.reason).inc()
-        for ext in self.shared.extensions:
-            await ext(self)
         await self.write_status()
         metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
 

@@ -6,6 +6,7 @@ what makes ``mcp-operator render`` an exact preview of what the operator applies
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from mcp_operator.api.models import MCPServer
@@ -24,4 +25,5 @@ def render(server: MCPServer, ctx: RenderContext | None = None) -> list[dict[str
     objects += [workload.pod_disruption_budget(server, tier, ctx) for tier in tiers]
     objects.append(network.stable_service(server, ctx))
     objects += [network.tier_service(server, tier, ctx) for tier in tiers]
-    return [obj for obj in objects if obj is not None]
+    # Deep copies: rendered objects must not alias the (frozen) spec or module defaults.
+    return [copy.deepcopy(obj) for obj in objects if obj is not None]
