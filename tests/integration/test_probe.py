@@ -539,3 +539,40 @@ async def test_invalid_target_is_misconfigured_and_quiet(target: ProbeTarget) ->
     result = await _scripted(lambda r: httpx.Response(500), target)
     assert result.outcome is Outcome.MISCONFIGURED, result
     assert "ecret" not in result.detail
+
+
+async def test_redirect_is_misconfigured_not_followed() -> None:
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(307, headers={"location": "http://elsewhere/mcp/"})
+
+    result = await _scripted(handle)
+    assert result.outcome is Outcome.MISCONFIGURED and "'/mcp/'" in result.detail, result
+    assert seen == ["/mcp"]
+
+
+async def test_session_opened_by_a_refused_discover_is_deleted() -> None:
+    log: list[str] = []
+    legacy = _legacy_handler(log)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("mcp-method") == "server/discover":
+            error = {"code": -32600, "message": "Bad Request: Missing session ID"}
+            return httpx.Response(
+                400,
+                json={"jsonrpc": "2.0", "id": "server-error", "error": error},
+                headers={"mcp-session-id": "stray"},
+            )
+        return legacy(request)
+
+    result = await _scripted(handle)
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "legacy"), result
+    assert log == [
+        "DELETE stray",
+        "initialize",
+        "notifications/initialized",
+        "ping",
+        "DELETE sess-1",
+    ]
