@@ -188,7 +188,8 @@ def test_ip_allocation_is_unique_round_robin_and_skips_busy() -> None:
     alloc.release("127.9.0.1")
     assert alloc.allocate() == "127.9.0.5"  # a freed address is not reused at once
     assert alloc.reserve("127.9.0.1") and not alloc.reserve("127.9.0.3")
-    assert not alloc.reserve("10.0.0.1")
+    assert not alloc.reserve("10.0.0.1") and not alloc.reserve("127.9.0.2")  # foreign, busy
+    assert alloc.reserve("127.200.0.1")  # outside the CIDR but loopback and free: kept
 
 
 def test_ip_allocation_exhausts_small_cidr() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from .agent import AgentConfig, NodeAgent
 from .container import BackoffPolicy
 from .images import ImageMap
+from .node import AgentConflict
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,7 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     agent = NodeAgent(config)
-    agent.start()
+    try:
+        agent.start()
+    except AgentConflict as exc:
+        print(f"nodeagent: {exc}", file=sys.stderr)
+        agent.stop()
+        return 2
     print(f"nodeagent {config.node_name} ready", file=sys.stderr, flush=True)
     try:
         done.wait()

@@ -157,7 +157,8 @@ class NodeAgent:
         """Stop watching and kill every process this agent started; pods stay in the API."""
         for informer in (self._pods, self._secrets, self._config_maps):
             informer.stop(join=False)
-        self._binds.put(None)
+        if self._binder.is_alive():
+            self._binds.put(None)
         with self._lock:
             workers = list(self._workers.values())
             self._workers.clear()

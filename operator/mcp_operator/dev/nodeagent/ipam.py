@@ -64,9 +64,14 @@ class IpAllocator:
         raise RuntimeError(f"pod CIDR {self._net} exhausted")
 
     def reserve(self, ip: str) -> bool:
-        """Mark ``ip`` as used (adopting a pod that already has it); False if not ours or taken."""
+        """Keep a pod's existing IP (a pod's IP never changes) if it is loopback and free.
+
+        It may lie outside our CIDR (the pod was run by an agent with another CIDR).
+        """
+        if not ipaddress.IPv4Address(ip).is_loopback or ip in self._busy():
+            return False
         with self._lock:
-            if ipaddress.IPv4Address(ip) not in self._net or ip in self._used:
+            if ip in self._used:
                 return False
             self._used.add(ip)
             return True

@@ -167,7 +167,7 @@ class Informer:
             sock = stream.get_extra_info("socket") if stream is not None else None
             with contextlib.suppress(Exception):
                 sock.shutdown(socket.SHUT_RDWR) if sock is not None else resp.close()
-        if join:
+        if join and self._thread.is_alive():
             self._thread.join(timeout=5)
 
     def get(self, key: str) -> JSON | None:

@@ -7,10 +7,14 @@ status refreshed within its grace period (40 s by default), so both are kept fre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import socket
 import threading
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from .kubeapi import MERGE, ApiError, KubeClient, micro_time, now_rfc3339
@@ -19,6 +23,10 @@ log = logging.getLogger("nodeagent.node")
 
 JSON = dict[str, Any]
 LEASE_NS = "kube-node-lease"
+
+
+class AgentConflict(RuntimeError):
+    """Another live agent already runs this node."""
 
 
 def node_labels(name: str) -> dict[str, str]:
@@ -117,9 +125,15 @@ class NodeHeartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self.labels = node_labels(name)
         self._since = now_rfc3339()
+        self.identity = f"{name}/{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def register(self) -> None:
-        """Create the Node, or refresh labels and status when it already exists."""
+        """Create the Node, or refresh labels and status when it already exists.
+
+        Refuses (AgentConflict) when another live agent holds the node's Lease: two agents
+        on one node would each run every pod.
+        """
+        self._check_exclusive()
         body = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -142,8 +156,35 @@ class NodeHeartbeat:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop beating and release the Lease so a new agent may take the node at once."""
         self._stop.set()
+        if not self._thread.is_alive():
+            return  # never started: the lease, if any, is not ours to release
         self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self._client.patch(self._lease_path, {"spec": {"holderIdentity": None}}, MERGE)
+
+    @property
+    def _lease_path(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases/{self.name}"
+
+    def _check_exclusive(self) -> None:
+        try:
+            spec = self._client.get(self._lease_path).get("spec", {})
+        except ApiError as exc:
+            if exc.status == 404:
+                return
+            raise
+        holder = spec.get("holderIdentity") or ""
+        if not holder.startswith(f"{self.name}/") or holder == self.identity:
+            return
+        renewed = datetime.fromisoformat(str(spec.get("renewTime", "1970-01-01T00:00:00Z")))
+        age = (datetime.now(UTC) - renewed).total_seconds()
+        if age < float(spec.get("leaseDurationSeconds") or 40):
+            raise AgentConflict(
+                f"node {self.name} is run by another agent ({holder}, lease renewed "
+                f"{age:.0f}s ago): stop it, let its lease expire, or use another --node-name"
+            )
 
     def _run(self) -> None:
         since_status = 0.0
@@ -163,7 +204,11 @@ class NodeHeartbeat:
 
     def _renew_lease(self) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NS}/leases"
-        spec = {"holderIdentity": self.name, "leaseDurationSeconds": 40, "renewTime": micro_time()}
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": 40,
+            "renewTime": micro_time(),
+        }
         try:
             self._client.patch(f"{path}/{self.name}", {"spec": spec}, MERGE)
         except ApiError as exc:

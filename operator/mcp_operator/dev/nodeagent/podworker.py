@@ -318,7 +318,7 @@ class PodWorker:
             "phase": podstatus.phase(runners, init_done),
             "hostIP": self._ctx.host_ip,
             "podIP": self.ip,
-            "podIPs": [{"ip": self.ip}],
+            "podIPs": [{"ip": self.ip}, {"$patch": "replace"}],
             "startTime": self._start_time,
             "conditions": self._clock.stamp(podstatus.conditions(pod, runners, init_done)),
             "containerStatuses": [r.status() for r in self._main],
