@@ -19,6 +19,22 @@ Command line::
 
 ``up`` reuses a healthy instance described by ``state.json`` in the directory; otherwise it
 (re)starts everything, keeping etcd data and certificates unless ``--fresh`` is given.
+``down --purge`` also deletes the directory. ``env`` prints ``export`` lines (KUBECONFIG=admin,
+MCP_OPERATOR_KUBECONFIG, MCP_CLUSTER_SERVER, MCP_CLUSTER_DIR, PATH with kubectl/helm).
+
+Environment: ``MCP_CLUSTER_DIR`` (default state dir), ``MCP_CACHE_DIR`` (default
+``~/.cache/mcp-operator``), ``MCP_K8S_CACHE`` (k8s binaries), ``MCP_TOOLS_BIN`` (kubectl, helm).
+
+Good to know:
+
+* The kcm runs without leader election and without nodelifecycle; ``podgc`` deletes pods
+  bound to a node that has no Node object, so whatever binds pods must register its Node.
+* The garbage collector re-reads discovery every 30 s: call ``restart_controller_manager()``
+  after installing CRDs if a test needs GC of dependents of custom resources at once.
+* ``--endpoint-reconciler-type=none``: the ``kubernetes`` Service has no endpoints; in-"cluster"
+  clients must be pointed at ``server`` (127.0.0.1:PORT), whose cert also covers 10.96.0.1 and
+  ``kubernetes.default.svc``.
+* The API audience/issuer of service account tokens is ``SERVICE_ACCOUNT_ISSUER``.
 """
 
 from __future__ import annotations
