@@ -19,21 +19,21 @@ RULES: list[Rule] = [
     {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch"]},
     # blockOwnerDeletion on children's ownerReferences needs update on the finalizers subresource.
     {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
-    # Children, applied server-side and pruned.
+    # Children, applied server-side (an apply that creates needs `create`) and pruned.
     {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "patch", "delete"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {
         "apiGroups": [""],
         "resources": ["services", "serviceaccounts"],
-        "verbs": ["get", "list", "watch", "patch", "delete"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {
         "apiGroups": ["policy"],
         "resources": ["poddisruptionbudgets"],
-        "verbs": ["get", "list", "watch", "patch", "delete"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     # Pods: find a tier's pods and set the MCP readiness gate on their status.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},

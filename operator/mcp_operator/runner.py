@@ -88,7 +88,8 @@ def run_operator(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     # kopf logs every handler call per object at INFO; our own workers log what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if metrics_port:

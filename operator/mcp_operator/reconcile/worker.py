@@ -10,6 +10,7 @@ an operator restart resumes from the cluster, not from memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -90,10 +91,8 @@ class ServerWorker:
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._next_delay())
-            except TimeoutError:
-                pass
             self._wake.clear()
             await asyncio.sleep(0.05)  # coalesce bursts of child events into one pass
             async with self.lock:

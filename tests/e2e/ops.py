@@ -1,0 +1,87 @@
+"""Operator fixtures for e2e tests: CRD + restricted RBAC installed, operator running.
+
+Import the fixtures into a test module (``from tests.e2e.ops import operator, ...``) or
+rely on ``tests/e2e/conftest.py`` re-exporting them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from mcp_operator.dev.controlplane import ControlPlane
+from mcp_operator.dev.stack import OperatorProcess, condition, install_crd, install_operator_rbac
+from tests.conftest import kubectl_binary
+from tests.e2e.conftest import EXAMPLE_IMAGE, get_json, wait_for
+
+Kubectl = Callable[..., Any]
+
+
+@pytest.fixture(scope="session")
+def crd_and_rbac(cluster: ControlPlane) -> ControlPlane:
+    install_crd(str(kubectl_binary()), cluster.admin_kubeconfig)
+    install_operator_rbac(str(kubectl_binary()), cluster.admin_kubeconfig)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd_and_rbac: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator as the restricted identity (operator.kubeconfig), never as admin."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    proc = OperatorProcess(crd_and_rbac.operator_kubeconfig, log).start()
+    proc.wait_live()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def server_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "mcp-operator.dev/v1alpha1",
+        "kind": "MCPServer",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"image": EXAMPLE_IMAGE, **spec},
+    }
+
+
+def apply(kubectl: Kubectl, obj: dict[str, Any]) -> None:
+    kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(obj))
+
+
+def get_server(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    return dict(get_json(kubectl, "mcpserver", name, "-n", namespace))
+
+
+def wait_condition(
+    kubectl: Kubectl,
+    namespace: str,
+    name: str,
+    type_: str,
+    status: str,
+    timeout: float = 30.0,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get_server(kubectl, namespace, name)
+        cond = condition(obj, type_)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return obj
+        return None
+
+    return wait_for(check, timeout=timeout, what=f"{name} {type_}={status} {reason or ''}")
+
+
+def stable_selector_tier(kubectl: Kubectl, namespace: str, name: str) -> str:
+    svc = get_json(kubectl, "service", name, "-n", namespace)
+    return str(svc["spec"]["selector"]["mcp-operator.dev/tier"])
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since
