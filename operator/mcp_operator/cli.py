@@ -51,6 +51,13 @@ def cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifests(_: argparse.Namespace) -> int:
+    from mcp_operator.install import manifests_yaml
+
+    print(manifests_yaml(), end="")
+    return 0
+
+
 def cmd_version(_: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -64,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         all_namespaces=args.all_namespaces,
         metrics_port=args.metrics_port,
         liveness_port=args.liveness_port,
-        peering=args.peering,
+        leader_lease=args.leader_lease,
         verbose=args.verbose,
     )
 
@@ -78,12 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
     sub.add_parser("crd", help="print the generated CRD").set_defaults(func=cmd_crd)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+    sub.add_parser("manifests", help="print the operator's install manifests").set_defaults(
+        func=cmd_manifests
+    )
     p = sub.add_parser("run", help="run the operator")
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace")
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("--metrics-port", type=int, default=9090)
     p.add_argument("--liveness-port", type=int, default=8081)
-    p.add_argument("--peering", default=None, help="peering object name (for HA replicas)")
+    p.add_argument(
+        "--leader-lease",
+        default=None,
+        metavar="NAME",
+        help="run with leader election on this Lease (for several replicas)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
     return parser

@@ -81,7 +81,7 @@ def run_operator(
     all_namespaces: bool,
     metrics_port: int,
     liveness_port: int,
-    peering: str | None,
+    leader_lease: str | None,
     verbose: bool,
 ) -> int:
     logging.basicConfig(
@@ -95,12 +95,12 @@ def run_operator(
     if metrics_port:
         start_http_server(metrics_port)
     kubeconfig = os.environ.get("KUBECONFIG") or None
-    if peering:
+    if leader_lease:
         from mcp_operator.leader import hold_leadership
 
         return asyncio.run(
             hold_leadership(
-                peering,
+                leader_lease,
                 lambda stop: operate(namespaces, all_namespaces, liveness_port, kubeconfig, stop),
                 kubeconfig,
             )

@@ -25,6 +25,9 @@ Kubectl = Callable[..., Any]
 def crd_and_rbac(cluster: ControlPlane) -> ControlPlane:
     install_crd(str(kubectl_binary()), cluster.admin_kubeconfig)
     install_operator_rbac(str(kubectl_binary()), cluster.admin_kubeconfig)
+    # The garbage collector re-reads discovery only every 30 s; restart it so that children
+    # of MCPServers are collected at once when their owner goes.
+    cluster.restart_controller_manager()
     return cluster
 
 

@@ -1,0 +1,40 @@
+# mcp-operator developer entry points. Every target works on a fresh Debian bookworm machine
+# (as root): it installs what it needs first.
+PY := .venv/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+
+.PHONY: setup tools test unit demo lint manifests crd bench-reconcile bench-failover clean
+
+setup:            ## Python environment (uv, locked dependencies)
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv
+	uv sync --frozen -q
+
+tools:            ## kube-apiserver + kube-controller-manager 1.20 (built once, cached), kubectl, helm, etcd, redis, promtool
+	bash hack/build-k8s.sh
+	bash hack/install-tools.sh >/dev/null
+
+test: setup tools ## the whole suite: unit, integration and e2e on the real local control plane
+	.venv/bin/pytest -q -p no:cacheprovider
+
+unit: setup       ## the pure-core tests only (seconds, no cluster)
+	.venv/bin/pytest -q tests/unit
+
+demo: setup tools ## the main job: local cluster + node agent + operator, kill the primary, watch the promotion
+	$(PY) -m mcp_operator.dev.demo
+
+lint: setup
+	.venv/bin/ruff format --check operator tests bench
+	.venv/bin/ruff check operator tests bench
+	.venv/bin/mypy
+
+crd: setup        ## regenerate the checked-in CRD from the models
+	.venv/bin/mcp-operator crd > crds/mcpservers.mcp-operator.dev.yaml
+
+manifests: setup  ## regenerate the checked-in install manifests
+	.venv/bin/mcp-operator manifests > manifests/install.yaml
+
+bench-reconcile: setup tools
+	$(PY) bench/reconcile.py
+
+bench-failover: setup tools
+	$(PY) bench/failover.py
