@@ -318,7 +318,9 @@ class PodWorker:
             "phase": podstatus.phase(runners, init_done),
             "hostIP": self._ctx.host_ip,
             "podIP": self.ip,
-            "podIPs": [{"ip": self.ip}, {"$patch": "replace"}],
+            # A plain list: the 1.20 server reads a {"$patch": "replace"} directive here as
+            # a second, empty IP and rejects the whole status (422).
+            "podIPs": [{"ip": self.ip}],
             "startTime": self._start_time,
             "conditions": self._clock.stamp(podstatus.conditions(pod, runners, init_done)),
             "containerStatuses": [r.status() for r in self._main],
