@@ -23,7 +23,7 @@ from . import podstatus
 from .container import BackoffPolicy, ContainerRunner
 from .envvars import ConfigError, Sources, expand, resolve_env
 from .images import ImageMap, build_argv
-from .kubeapi import ApiError, KubeClient, now_rfc3339
+from .kubeapi import MERGE, ApiError, KubeClient, now_rfc3339
 from .probes import ProbeContext
 from .process import MARKER_ENV, Spawner, signal_group
 from .volumes import PodVolumes, VolumeSources, mounts_env
@@ -330,13 +330,24 @@ class PodWorker:
         if status == self._last_sent:
             return
         try:
-            self._ctx.client.patch(
-                f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status", {"status": status}
-            )
+            self._replace_stale_ip(pod)
+            self._ctx.client.patch(self._status_path, {"status": status})
             self._last_sent = status
         except ApiError as exc:
             if exc.status != 404:
                 log.warning("pod %s/%s: status patch failed: %s", self.namespace, self.name, exc)
+
+    def _replace_stale_ip(self, pod: JSON) -> None:
+        """Strategic merge appends to podIPs (merge key ``ip``), so a changed IP (an adopted
+        pod whose old IP was busy) is replaced with a JSON merge patch first."""
+        old = pod.get("status", {}).get("podIPs") or []
+        if old and old != [{"ip": self.ip}]:
+            body = {"status": {"podIP": self.ip, "podIPs": [{"ip": self.ip}]}}
+            self._ctx.client.patch(self._status_path, body, MERGE)
+
+    @property
+    def _status_path(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status"
 
     # -- termination ---------------------------------------------------------------------
     def _grace(self, pod: JSON) -> float:
