@@ -254,9 +254,11 @@ class ServerWorker:
                 continue
             if before is not None and before["status"] == cond["status"]:
                 continue
-            if before is None and cond["status"] == "True":
+            # Misconfigured is the one condition whose True is the bad news.
+            bad = (cond["status"] == "True") == (cond["type"] == "Misconfigured")
+            if before is None and not bad:
                 continue
-            kind = "Normal" if cond["status"] == "True" else "Warning"
+            kind = "Warning" if bad else "Normal"
             message = f"{cond['type']}={cond['status']}: {cond['message']}"[:1000]
             self.shared.post_event(self.body, kind, cond["reason"], message)
 
