@@ -30,6 +30,9 @@ import pytest
 
 from mcp_operator.dev.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir
 
+# Operator fixtures (crd_and_rbac, operator) for every test that asks for them.
+pytest_plugins = ["tests.e2e.ops"]
+
 
 class KubectlError(RuntimeError):
     def __init__(self, result: subprocess.CompletedProcess[str]) -> None:

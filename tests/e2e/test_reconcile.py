@@ -6,15 +6,7 @@ import time
 
 from mcp_operator.dev.stack import OperatorProcess, condition
 from tests.e2e.conftest import NodeAgentProcess, get_json, pid_alive, wait_for
-from tests.e2e.ops import (  # noqa: F401 - fixtures
-    Kubectl,
-    apply,
-    crd_and_rbac,
-    get_server,
-    operator,
-    server_manifest,
-    wait_condition,
-)
+from tests.e2e.ops import Kubectl, apply, get_server, server_manifest, wait_condition
 
 
 def test_apply_to_ready_scale_repair_and_delete(
@@ -93,18 +85,12 @@ def test_apply_to_ready_scale_repair_and_delete(
 
     # Delete the MCPServer: children and their processes go.
     pods = get_json(kubectl, "pods", "-n", unique_ns)["items"]
-    pids = (
-        [
-            int(line.split()[-1])
-            for line in node_agent.log_tail(400).splitlines()
-            if "started pid" in line and unique_ns in line
-            for _ in [0]
-            if line.split()[-3].isdigit()
-        ]
-        if False
-        else []
-    )
-    assert pods
+    pids = [
+        int(p["status"]["containerStatuses"][0]["containerID"].removeprefix("nodeagent://"))
+        for p in pods
+        if (p["status"].get("containerStatuses") or [{}])[0].get("containerID")
+    ]
+    assert pids and all(pid_alive(pid) for pid in pids)
     kubectl("delete", "mcps", "weather", "-n", unique_ns)
     wait_for(
         lambda: (
