@@ -25,6 +25,20 @@ def test_apply_to_ready_scale_repair_and_delete(
     printed = kubectl("get", "mcps", "weather", "-n", unique_ns).stdout
     assert "True" in printed and "primary" in printed and "2/2" in printed
 
+    # Steady state writes nothing: no status churn in etcd while nothing changes.
+    version = get_server(kubectl, unique_ns, "weather")["metadata"]["resourceVersion"]
+    time.sleep(6)
+    assert get_server(kubectl, unique_ns, "weather")["metadata"]["resourceVersion"] == version
+
+    # Metrics: reconciles counted, the Ready condition exported per object.
+    text = operator.metrics()
+    assert f'mcp_operator_reconcile_total{{namespace="{unique_ns}",server="weather"}}' in text
+    ready_line = (
+        f'mcp_operator_condition{{namespace="{unique_ns}",server="weather",'
+        'status="True",type="Ready"} 1.0'
+    )
+    assert ready_line in text
+
     # Scale the primary: status follows.
     kubectl(
         "patch",
