@@ -95,8 +95,12 @@ class ServerWorker:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._next_delay())
             self._wake.clear()
             await asyncio.sleep(0.05)  # coalesce bursts of child events into one pass
-            async with self.lock:
-                await self.reconcile()
+            try:
+                async with self.lock:
+                    await self.reconcile()
+            except Exception:  # noqa: BLE001 - e.g. a status write refused; retry, never die
+                log.exception("reconcile pass of %s/%s failed", *self.key)
+                self._failures += 1
 
     def _next_delay(self) -> float:
         """Safety-net period; failures back off exponentially instead of hot-looping."""
