@@ -98,7 +98,7 @@ class ServerWorker:
             try:
                 async with self.lock:
                     await self.reconcile()
-            except Exception:  # noqa: BLE001 - e.g. a status write refused; retry, never die
+            except Exception:  # e.g. a status write refused: retry later, never die
                 log.exception("reconcile pass of %s/%s failed", *self.key)
                 self._failures += 1
 
