@@ -230,7 +230,7 @@ class NodeAgent:
                     if w.namespace == ns and (kind, name) in w.references
                 ]
             for worker in workers:
-                worker.wake()
+                worker.sources_changed()
 
         return handler
 

@@ -32,6 +32,7 @@ log = logging.getLogger("nodeagent.pod")
 
 JSON = dict[str, Any]
 RESYNC_SECONDS = 30.0
+VOLUME_RESYNC_SECONDS = 60.0
 BASE_ENV_KEYS = (
     "PATH",
     "HOME",
@@ -105,6 +106,8 @@ class PodWorker:
         self._start_time = status.get("startTime") or now_rfc3339()
         self._last_sent: JSON | None = None
         self._volume_error: str | None = None
+        self._volumes_due = 0.0
+        self._probe_contexts: dict[str, ProbeContext] = {}
         self._wake = threading.Event()
         self._stopping = self._removed = False
         self.finished = threading.Event()
@@ -120,7 +123,24 @@ class PodWorker:
         self._wake.set()
 
     def update(self, pod: JSON) -> None:
+        old = self._pod["metadata"]
+        if (old.get("labels"), old.get("annotations")) != (
+            pod["metadata"].get("labels"),
+            pod["metadata"].get("annotations"),
+        ):
+            self._volumes_due = 0.0  # downwardAPI volumes may show labels/annotations
         self._pod = pod
+        self.wake()
+
+    def sources_changed(self) -> None:
+        """A Secret/ConfigMap this pod reads changed: rewrite volumes, retry blocked starts."""
+        self._volumes_due = 0.0
+        for runner in self._init + self._main:
+            if runner.proc is None and runner.waiting[0] in (
+                "CreateContainerConfigError",
+                "ContainerCreating",
+            ):
+                runner.next_start = 0.0
         self.wake()
 
     def removed(self) -> None:
@@ -175,6 +195,11 @@ class PodWorker:
         return self._next_timeout()
 
     def _sync_volumes(self, pod: JSON) -> None:
+        """Rewrite volumes when a source changed, else at most every VOLUME_RESYNC_SECONDS:
+        reading every Secret and comparing files on every probe wake-up is what costs CPU."""
+        if time.monotonic() < self._volumes_due:
+            return
+        self._volumes_due = time.monotonic() + VOLUME_RESYNC_SECONDS
         try:
             self.volumes.sync(pod, self._ctx.sources)
             self._volume_error = None
@@ -288,6 +313,14 @@ class PodWorker:
         return {**pod, "status": status}
 
     def _probe_context(self, runner: ContainerRunner, pod: JSON) -> ProbeContext:
+        """Built once per process start (the container's env does not change while it runs)."""
+        ctx = self._probe_contexts.get(runner.name)
+        if ctx is None or ctx.started != runner.started_mono:
+            ctx = self._new_probe_context(runner, pod)
+            self._probe_contexts[runner.name] = ctx
+        return ctx
+
+    def _new_probe_context(self, runner: ContainerRunner, pod: JSON) -> ProbeContext:
         ports = {
             p["name"]: int(p["containerPort"])
             for p in runner.spec.get("ports") or []
@@ -297,7 +330,7 @@ class PodWorker:
         with contextlib.suppress(ConfigError):
             env.update(resolve_env(runner.spec, self._with_ip(pod), self._ctx.sources))
         env["POD_IP"] = self.ip
-        return ProbeContext(pod_ip=self.ip, ports=ports, env=env, cwd=str(self.dir))
+        return ProbeContext(self.ip, ports, env, str(self.dir), started=runner.started_mono)
 
     def _next_timeout(self) -> float:
         now = time.monotonic()

@@ -27,6 +27,7 @@ class ProbeContext:
     ports: Mapping[str, int]
     env: Mapping[str, str]
     cwd: str
+    started: float = 0.0  # which process run this context belongs to
 
 
 def _port(value: Any, ctx: ProbeContext) -> int:

@@ -174,6 +174,7 @@ class PodVolumes:
         self.root = pod_dir / "volumes"
         self._volumes = list(volumes)
         self.dirs = {v["name"]: self.root / v["name"] for v in self._volumes}
+        self._written: dict[str, Files] = {}
 
     def references(self) -> set[tuple[str, str]]:
         """``(kind, name)`` of every Secret/ConfigMap the volumes read."""
@@ -198,6 +199,8 @@ class PodVolumes:
             files = volume_files(volume, pod, sources)
             if files is None:
                 path.mkdir(parents=True, exist_ok=True)
-            elif atomic_write(path, files):
+            elif self._written.get(volume["name"]) != files and atomic_write(path, files):
                 changed.append(volume["name"])
+            if files is not None:
+                self._written[volume["name"]] = files
         return changed
