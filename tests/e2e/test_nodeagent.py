@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -247,3 +248,89 @@ def test_redis_pod_answers_ping(node_agent: NodeAgentProcess, kubectl: Any, uniq
     with socket.create_connection((ready["status"]["podIP"], 6379), timeout=5) as sock:
         sock.sendall(b"PING\r\n")
         assert sock.recv(64) == b"+PONG\r\n"
+
+
+def test_liveness_failure_restarts_container(
+    node_agent: NodeAgentProcess, kubectl: Any, unique_ns: str, example_image: str
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "unhealthy"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "server",
+                    "image": example_image,
+                    "livenessProbe": {
+                        "tcpSocket": {"port": 9},  # nothing listens there
+                        "initialDelaySeconds": 1,
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                    },
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-n", unique_ns, "-f", "-", input=json.dumps(pod))
+
+    def restarted() -> bool:
+        current = get_json(kubectl, "pod", "unhealthy", "-n", unique_ns)
+        statuses = current["status"].get("containerStatuses") or [{}]
+        return int(statuses[0].get("restartCount", 0)) >= 1
+
+    wait_for(restarted, timeout=30, what="a liveness restart")
+
+
+def test_secret_volume_and_env_follow_the_secret(
+    node_agent: NodeAgentProcess, kubectl: Any, unique_ns: str, example_image: str
+) -> None:
+    kubectl("create", "secret", "generic", "creds", "-n", unique_ns, "--from-literal=token=one")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "reader"},
+        "spec": {
+            "volumes": [{"name": "creds", "secret": {"secretName": "creds"}}],
+            "containers": [
+                {
+                    "name": "server",
+                    "image": example_image,
+                    "env": [
+                        {
+                            "name": "TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}},
+                        }
+                    ],
+                    "volumeMounts": [{"name": "creds", "mountPath": "/etc/creds"}],
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-n", unique_ns, "-f", "-", input=json.dumps(pod))
+    running = wait_for(
+        lambda: (
+            (p := get_json(kubectl, "pod", "reader", "-n", unique_ns))
+            and p["status"].get("phase") == "Running"
+            and p
+        ),
+        what="running",
+    )
+    environ = Path(f"/proc/{container_pid(running)}/environ").read_bytes().split(b"\0")
+    assert b"TOKEN=one" in environ
+    mounts = json.loads(
+        next(e for e in environ if e.startswith(b"NODEAGENT_MOUNTS=")).split(b"=", 1)[1]
+    )
+    token_file = Path(mounts["/etc/creds"]) / "token"
+    assert token_file.read_text() == "one"
+    kubectl(
+        "patch",
+        "secret",
+        "creds",
+        "-n",
+        unique_ns,
+        "-p",
+        json.dumps({"stringData": {"token": "two"}}),
+    )
+    wait_for(lambda: token_file.read_text() == "two", timeout=20, what="volume update")
