@@ -334,3 +334,31 @@ def test_secret_volume_and_env_follow_the_secret(
         json.dumps({"stringData": {"token": "two"}}),
     )
     wait_for(lambda: token_file.read_text() == "two", timeout=20, what="volume update")
+
+
+def test_unknown_image_waits_and_crashing_container_backs_off(
+    node_agent: NodeAgentProcess, kubectl: Any, unique_ns: str, example_image: str
+) -> None:
+    def pod(name: str, image: str, args: list[str]) -> str:
+        spec = {"containers": [{"name": "c", "image": image, "args": args}]}
+        return json.dumps(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+        )
+
+    kubectl("apply", "-n", unique_ns, "-f", "-", input=pod("unknown", "nginx:1.25", []))
+    kubectl(
+        "apply", "-n", unique_ns, "-f", "-", input=pod("crashy", example_image, ["--port", "x"])
+    )
+
+    def waiting(name: str, reason: str) -> dict[str, Any] | None:
+        current = get_json(kubectl, "pod", name, "-n", unique_ns)
+        status = (current["status"].get("containerStatuses") or [{}])[0]
+        state = status.get("state", {}).get("waiting", {})
+        return status if state.get("reason") == reason else None
+
+    pulled = wait_for(lambda: waiting("unknown", "ErrImagePull"), what="ErrImagePull")
+    assert "not in the node agent's image map" in pulled["state"]["waiting"]["message"]
+    crashing = wait_for(lambda: waiting("crashy", "CrashLoopBackOff"), what="CrashLoopBackOff")
+    assert crashing["restartCount"] >= 1
+    assert crashing["lastState"]["terminated"]["exitCode"] == 2
+    assert get_json(kubectl, "pod", "crashy", "-n", unique_ns)["status"]["phase"] == "Running"
