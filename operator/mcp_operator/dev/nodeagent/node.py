@@ -107,6 +107,21 @@ def node_status(name: str, host_ip: str, max_pods: int, since: str) -> JSON:
     }
 
 
+def _holder_dead(holder: str) -> bool:
+    """True when the holder ran on this host and its process is gone (a crashed agent)."""
+    host, _, rest = holder.split("/", 1)[-1].partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class NodeHeartbeat:
     """Registers the Node and keeps it alive until stopped."""
 
@@ -176,7 +191,11 @@ class NodeHeartbeat:
                 return
             raise
         holder = spec.get("holderIdentity") or ""
-        if not holder.startswith(f"{self.name}/") or holder == self.identity:
+        if (
+            not holder.startswith(f"{self.name}/")
+            or holder == self.identity
+            or _holder_dead(holder)
+        ):
             return
         renewed = datetime.fromisoformat(str(spec.get("renewTime", "1970-01-01T00:00:00Z")))
         age = (datetime.now(UTC) - renewed).total_seconds()

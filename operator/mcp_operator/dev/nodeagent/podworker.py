@@ -83,6 +83,29 @@ def env_references(spec: Mapping[str, Any]) -> set[tuple[str, str]]:
     return refs
 
 
+def _carry_over(runners: list[ContainerRunner], previous: list[JSON]) -> None:
+    """Adopting a pod after an agent restart: its processes died with the old agent, so,
+    like a kubelet, keep counting restarts from the reported status."""
+    by_name = {s.get("name"): s for s in previous}
+    for runner in runners:
+        prev = by_name.get(runner.name)
+        if prev is None:
+            continue
+        runner.restart_count = int(prev.get("restartCount") or 0)
+        state = prev.get("state") or {}
+        if "running" in state:
+            runner.last_state = {
+                "terminated": {
+                    "exitCode": 137,
+                    "reason": "NodeAgentRestarted",
+                    "startedAt": state["running"].get("startedAt"),
+                    "finishedAt": now_rfc3339(),
+                }
+            }
+        else:
+            runner.last_state = prev.get("lastState") or {}
+
+
 class PodWorker:
     """Drives one pod bound to this node until it is deleted or the agent stops."""
 
@@ -102,6 +125,8 @@ class PodWorker:
             for c in spec.get("containers") or []
         ]
         status = pod.get("status", {})
+        _carry_over(self._main, status.get("containerStatuses") or [])
+        _carry_over(self._init, status.get("initContainerStatuses") or [])
         self._clock = podstatus.TransitionClock(status.get("conditions") or [])
         self._start_time = status.get("startTime") or now_rfc3339()
         self._last_sent: JSON | None = None
