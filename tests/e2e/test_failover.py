@@ -208,6 +208,16 @@ def failovers_metric(op: OperatorProcess, ns: str, direction: str, kind: str) ->
     return 0.0
 
 
+def active_tier_metric(op: OperatorProcess, ns: str) -> dict[str, float]:
+    found = {}
+    for line in op.metrics().splitlines():
+        if line.startswith("mcp_operator_active_tier{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels.get("namespace") == ns and labels.get("server") == NAME:
+                found[labels["tier"]] = float(line.rsplit(None, 1)[1])
+    return found
+
+
 def printed_column(kubectl: Kubectl, ns: str, column: str) -> str:
     lines = kubectl("get", "mcps", NAME, "-n", ns).stdout.splitlines()
     header, row = lines[0].split(), lines[1].split()
@@ -251,6 +261,7 @@ def test_primary_kept_dead_fails_over_to_backup(
 ) -> None:
     primary, backup = start_healthy(kubectl, unique_ns)
     before = failovers_metric(op, unique_ns, "primary_to_backup", "failover")
+    assert active_tier_metric(op, unique_ns) == {"primary": 1.0, "backup": 0.0}
 
     with kept_dead(node_agent.pid, primary) as dead:
         switched = wait_selector(kubectl, unique_ns, "backup", timeout=30)
@@ -268,6 +279,7 @@ def test_primary_kept_dead_fails_over_to_backup(
         assert printed_column(kubectl, unique_ns, "ACTIVE") == "backup"
         wait_for(lambda: events(kubectl, unique_ns, "FailedOver"), timeout=10, what="event")
         assert failovers_metric(op, unique_ns, "primary_to_backup", "failover") == before + 1
+        assert active_tier_metric(op, unique_ns) == {"primary": 0.0, "backup": 1.0}
         # What clients reach: the stable Service's ready endpoints are the backup pods only.
         wait_for(
             lambda: ready_endpoint_ips(kubectl, unique_ns) == backup,
@@ -421,22 +433,42 @@ def test_unauthorized_probe_is_misconfiguration_not_failover(
     assert condition(get_server(kubectl, unique_ns, NAME), "Misconfigured")["status"] == "True"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("died", ["before-switch", "after-switch"])
 def test_operator_killed_with_intent_recorded_completes_on_restart(
-    op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
+    op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str, died: str
 ) -> None:
-    """Deterministic: the intent is written while no operator runs."""
+    """Deterministic: the state a killed operator leaves is written while none runs.
+
+    ``before-switch``: only the intent was recorded. ``after-switch``: the selector was
+    switched too (and the reconcile wrote ``activeTier: backup``), but the completion was
+    not recorded. Either way the new operator completes it exactly once.
+    """
     primary, backup = start_healthy(kubectl, unique_ns)
     try:
         op.kill9()
         with kept_dead(node_agent.pid, primary):
-            fo = {
-                "phase": "Intent",
-                "targetTier": "backup",
-                "kind": "failover",
-                "reason": "primary breaker is open; backup is healthy",
-                "startedAt": rfc3339_now(),
-                "completedAt": None,
+            status: dict[str, Any] = {
+                "failover": {
+                    "phase": "Intent",
+                    "targetTier": "backup",
+                    "kind": "failover",
+                    "reason": "primary breaker is open; backup is healthy",
+                    "startedAt": rfc3339_now(),
+                    "completedAt": None,
+                }
             }
+            if died == "after-switch":
+                status["activeTier"] = "backup"
+                kubectl(
+                    "patch",
+                    "service",
+                    NAME,
+                    "-n",
+                    unique_ns,
+                    "--type=merge",
+                    "-p",
+                    json.dumps({"spec": {"selector": {TIER_LABEL: "backup"}}}),
+                )
             kubectl(
                 "patch",
                 "mcps",
@@ -446,28 +478,39 @@ def test_operator_killed_with_intent_recorded_completes_on_restart(
                 "--subresource=status",
                 "--type=merge",
                 "-p",
-                json.dumps({"status": {"failover": fo}}),
+                json.dumps({"status": status}),
             )
             time.sleep(1)
-            assert stable_selector_tier(kubectl, unique_ns, NAME) == "primary"
+            expected = "primary" if died == "before-switch" else "backup"
+            assert stable_selector_tier(kubectl, unique_ns, NAME) == expected
             restarted = time.monotonic()
             op.start()
             op.wait_live()
             switched = wait_selector(kubectl, unique_ns, "backup", timeout=30)
             fo = wait_for(
                 lambda: (f := failover_status(kubectl, unique_ns)).get("phase") == "Switched" and f,
-                timeout=10,
+                timeout=15,
                 what="switch recorded",
             )
+            completed = time.monotonic()
             assert fo["count"] == 1 and fo["targetTier"] == "backup"
             assert get_server(kubectl, unique_ns, NAME)["status"]["activeTier"] == "backup"
-            wait_for(lambda: events(kubectl, unique_ns, "FailedOver"), timeout=10, what="event")
+            found = wait_for(
+                lambda: events(kubectl, unique_ns, "FailedOver"), timeout=10, what="event"
+            )
+            assert "primary → backup" in found[0]["message"], found[0]["message"]
+            assert failovers_metric(op, unique_ns, "primary_to_backup", "failover") == 1
+            assert failovers_metric(op, unique_ns, "backup_to_backup", "failover") == 0
+            assert active_tier_metric(op, unique_ns) == {"primary": 0.0, "backup": 1.0}
             wait_for(
                 lambda: ready_endpoint_ips(kubectl, unique_ns) == backup,
                 timeout=15,
                 what="ready endpoints == backup",
             )
-            print(f"\nrecorded intent completed {switched - restarted:.2f}s after restart")
+            print(
+                f"\n{died}: selector on backup {switched - restarted:.2f}s, switch recorded "
+                f"{completed - restarted:.2f}s after the restart"
+            )
     finally:
         ensure_running(op)
 

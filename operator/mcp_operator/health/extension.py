@@ -252,6 +252,15 @@ class HealthLoop:
             self.worker.shared.post_event(
                 self.worker.body, "Warning", "SwitchoverRejected", decision.reason
             )
+        self.active_tier_metric()
+
+    def active_tier_metric(self) -> None:
+        """Every round, not only on a switch: a server that never switched, or an operator
+        that restarted, must still export which tier serves."""
+        namespace, name = self.worker.key
+        active = self.worker.status.active_tier or "primary"
+        for tier in TIERS:
+            metrics.ACTIVE_TIER.labels(namespace, name, tier).set(1 if tier == active else 0)
 
     def observed(self, server: MCPServer) -> failover.Observed:
         status = self.worker.status
@@ -319,7 +328,11 @@ class HealthLoop:
             recent=recent,
             count=self.worker.status.failover.count + 1,
         )
-        self.announce_switch(previous, decision)
+        # Not ``previous``: completing an intent whose selector switch a killed operator
+        # already made (and wrote as activeTier) would report "backup → backup". With two
+        # tiers, a switch to one always comes from the other.
+        source: Tier = "backup" if decision.tier == "primary" else "primary"
+        self.announce_switch(source, decision)
 
     async def scale_up(self, decision: failover.ScaleUpBackup, now: datetime) -> None:
         fo = self.worker.status.failover
@@ -368,8 +381,6 @@ class HealthLoop:
             decision.tier,
             decision.reason,
         )
-        for tier in TIERS:
-            metrics.ACTIVE_TIER.labels(namespace, name, tier).set(1 if tier == decision.tier else 0)
 
     def health_conditions(
         self,
