@@ -191,12 +191,14 @@ def test_kill9_chaos_converges(
 
         deadline = time.monotonic() + 90
         problems: list[str] = ["not checked"]
+        shown: list[str] = []
         while time.monotonic() < deadline:
             problems = convergence_problems(kubectl, unique_ns, caps)
             if not problems:
                 break
-            if int(time.monotonic() - chaos_done) % 5 == 0:
-                print(f"{time.monotonic() - chaos_done:.0f}s: {problems[:5]}")
+            if problems[:3] != shown:
+                shown = problems[:3]
+                print(f"{time.monotonic() - chaos_done:.1f}s: {len(problems)} {shown}")
             time.sleep(1)
         converged = time.monotonic() - chaos_done
         print(

@@ -1,0 +1,270 @@
+"""Reconcile throughput: the operator against a raw server-side-apply ceiling.
+
+    .venv/bin/python bench/reconcile.py [--count 200] [--concurrency 20] [--keep DIR]
+
+Starts its own control plane (etcd + kube-apiserver 1.20 + kcm) in a temp dir, installs the
+CRD and the restricted RBAC, then
+
+(a) ceiling: with no operator running, times creating COUNT MCPServers and then a minimal
+    async client (``KubeClient.apply``, the operator's own identity and field manager)
+    applying exactly the children ``render()`` gives for them, plus one status patch per
+    object, with bounded concurrency (the same work the operator must do, done blindly).
+    The namespace is then deleted and waited for.
+(b) operator: starts ``mcp-operator run``, creates COUNT MCPServers in a fresh namespace
+    and times until every one shows Reconciled=True with observedGeneration == generation;
+    the operator's peak RSS (VmHWM) and CPU time come from /proc.
+
+Spec used: primary 2 replicas (so a PDB), cold backup (0 pods), failover off: 7 children
+per object, 2 Pending pods (no node agent: nothing runs, the kcm still creates the pods).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mcp_operator.api.models import API_VERSION
+from mcp_operator.api.validation import parse_server
+from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
+from mcp_operator.dev.stack import free_port, install_crd, install_operator_rbac
+from mcp_operator.kube.client import KubeClient, load_credentials
+from mcp_operator.render import Capabilities, RenderContext, render
+
+Obj = dict[str, Any]
+IMAGE = "ghcr.io/mcp-operator/example-server:dev"
+
+
+def manifest(name: str, namespace: str) -> Obj:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "MCPServer",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "image": IMAGE,
+            "primary": {"replicas": 2},
+            "backup": {"standby": "cold"},
+            "failover": {"enabled": False},
+        },
+    }
+
+
+async def create_namespace(admin: KubeClient, name: str) -> None:
+    await admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+
+
+async def delete_namespace(admin: KubeClient, name: str, timeout: float = 180) -> float:
+    t0 = time.monotonic()
+    await admin.delete("v1", "Namespace", None, name)
+    while time.monotonic() - t0 < timeout:
+        if await admin.get("v1", "Namespace", None, name) is None:
+            break
+        await asyncio.sleep(0.5)
+    return time.monotonic() - t0
+
+
+async def bounded(concurrency: int, coros: list[Any]) -> list[Any]:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(coro: Any) -> Any:
+        async with sem:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def create_servers(admin: KubeClient, namespace: str, count: int, conc: int) -> list[Obj]:
+    objs = [manifest(f"s{i:04d}", namespace) for i in range(count)]
+    return list(await bounded(conc, [admin.create(o) for o in objs]))
+
+
+async def ceiling(cp: ControlPlane, count: int, conc: int) -> tuple[float, int]:
+    admin = KubeClient(load_credentials(str(cp.admin_kubeconfig)))
+    client = KubeClient(load_credentials(str(cp.operator_kubeconfig)))
+    ns = "bench-ceiling"
+    try:
+        caps = Capabilities(await client.api_versions())
+        await create_namespace(admin, ns)
+        t0 = time.monotonic()  # same start as the operator's: before the objects exist
+        servers = await create_servers(admin, ns, count, conc)
+        created = time.monotonic() - t0
+        work: list[Any] = []
+        for body in servers:
+            ctx = RenderContext(capabilities=caps, owner_uid=body["metadata"]["uid"])
+            work += [client.apply(child) for child in render(parse_server(body), ctx)]
+        status = {"status": {"observedGeneration": 1, "conditions": []}}
+        await bounded(conc, work)
+        await bounded(
+            conc,
+            [
+                client.patch(
+                    API_VERSION,
+                    "MCPServer",
+                    ns,
+                    b["metadata"]["name"],
+                    status,
+                    subresource="status",
+                )
+                for b in servers
+            ],
+        )
+        took = time.monotonic() - t0
+        cleanup = await delete_namespace(admin, ns)
+        print(
+            f"  ceiling: {count} created in {created:.2f}s; with {len(work)} applies + "
+            f"{count} status patches done in {took:.2f}s "
+            f"(namespace deleted in {cleanup:.1f}s)"
+        )
+        return took, len(work)
+    finally:
+        await admin.close()
+        await client.close()
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(peak RSS MB, CPU seconds) of ``pid``, from /proc."""
+    hwm = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return hwm, cpu
+
+
+async def operator_run(
+    cp: ControlPlane, count: int, conc: int, log: Path, profile: str | None = None
+) -> dict[str, float]:
+    admin = KubeClient(load_credentials(str(cp.admin_kubeconfig)))
+    port = free_port()
+    argv = [
+        sys.executable,
+        *(["-m", "cProfile", "-o", profile] if profile else []),
+        "-m",
+        "mcp_operator.cli",
+        "run",
+        "--all-namespaces",
+        "--metrics-port",
+        "0",
+        "--liveness-port",
+        str(port),
+    ]
+    env = {**os.environ, "KUBECONFIG": str(cp.operator_kubeconfig), "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    ns = "bench-operator"
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient() as http:
+            while True:
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).is_success:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"operator did not start; see {log}")
+                await asyncio.sleep(0.2)
+        await create_namespace(admin, ns)
+        _, cpu_idle = proc_stats(proc.pid)
+        t0 = time.monotonic()
+        await create_servers(admin, ns, count, conc)
+        created = time.monotonic() - t0
+        peak = 0.0
+        done = 0
+        while True:
+            items = (await admin.request("GET", f"/apis/{API_VERSION}/namespaces/{ns}/mcpservers"))[
+                "items"
+            ]
+            done = sum(1 for o in items if reconciled(o))
+            rss, _ = proc_stats(proc.pid)
+            peak = max(peak, rss)
+            if done == count:
+                break
+            if time.monotonic() - t0 > 300 or proc.poll() is not None:
+                raise RuntimeError(f"only {done}/{count} reconciled; see {log}")
+            await asyncio.sleep(0.25)
+        took = time.monotonic() - t0
+        rss, cpu = proc_stats(proc.pid)
+        print(f"  operator: {count} created in {created:.2f}s, all Reconciled in {took:.2f}s")
+        return {"took": took, "rss": max(peak, rss), "cpu": cpu, "cpu_run": cpu - cpu_idle}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await admin.close()
+
+
+def reconciled(obj: Obj) -> bool:
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation"):
+        return False
+    return any(
+        c.get("type") == "Reconciled" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--keep", help="control plane dir to use and keep (default: temp)")
+    parser.add_argument(
+        "--profile", help="run the operator under cProfile into this file (skips the ceiling)"
+    )
+    args = parser.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(prefix="mcp-bench-")
+    cp = ControlPlane(args.keep or Path(tmp.name) / "cp", die_with_parent=not args.keep)
+    try:
+        t = time.monotonic()
+        cp.up(timeout=120)
+        kubectl = str(tools_bin_dir() / "kubectl")
+        install_crd(kubectl, cp.admin_kubeconfig)
+        install_operator_rbac(kubectl, cp.admin_kubeconfig)
+        cp.restart_controller_manager()  # the GC learns the new CRD now, not in 30 s
+        print(f"control plane ready in {time.monotonic() - t:.1f}s ({cp.dir})")
+        if args.profile:
+            ceil_took, applies = float("nan"), 0
+        else:
+            ceil_took, applies = asyncio.run(ceiling(cp, args.count, args.concurrency))
+        log = Path(tmp.name) / "operator.log"
+        op = asyncio.run(operator_run(cp, args.count, args.concurrency, log, args.profile))
+    finally:
+        if not args.keep:
+            cp.down()
+        tmp.cleanup()
+
+    n = args.count
+    ratio = ceil_took / op["took"]
+    rows = [
+        ("objects", f"{n}", f"({applies} children)"),
+        ("ceiling time / throughput", f"{ceil_took:.2f} s", f"{n / ceil_took:.1f} obj/s"),
+        ("operator time / throughput", f"{op['took']:.2f} s", f"{n / op['took']:.1f} obj/s"),
+        ("operator / ceiling throughput", f"{ratio:.0%}", "target >= 50 %"),
+        ("operator peak RSS", f"{op['rss']:.0f} MB", "target <= 300 MB"),
+        ("operator CPU", f"{op['cpu']:.1f} s", f"({op['cpu_run']:.1f} s during the run)"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print()
+    for label, value, note in rows:
+        print(f"{label:<{width}}  {value:>10}  {note}")
+    ok = op["took"] <= 60 and ratio >= 0.5 and op["rss"] <= 300
+    print(f"\ntargets (<= 60 s, >= 50 % of ceiling, <= 300 MB): {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
