@@ -131,7 +131,14 @@ class ServerWorker:
         else:
             self._failures += 1
             metrics.RECONCILE_ERRORS.labels(namespace, name, self.outcome.reason).inc()
-        await self.write_status()
+        try:
+            await self.write_status()
+        except Exception as exc:
+            # A failed status write (timeout, 5xx, connection reset) must not end this
+            # worker's loop: the object would never be reconciled again until a restart.
+            # The unwritten status stays pending and is retried with backoff.
+            log.warning("status write of %s/%s failed: %r", namespace, name, exc)
+            self._failures += 1
         metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
 
     async def _reconcile(self) -> Outcome:
