@@ -72,6 +72,10 @@ class ServerWorker:
         self._failures = 0
         self.server: MCPServer | None = None
         self.outcome = Outcome("Applied")
+        # The generation the last reconcile acted on. ``self.body`` may already be newer
+        # (a watch event or a status-patch response) while the health loop writes status
+        # before the next reconcile: observedGeneration must not claim the newer spec.
+        self.reconciled_generation: int | None = self.status.observed_generation
         # Set by the health extension: its verdict feeds Ready and its own conditions.
         self.no_healthy_tier = False
         self.extra_conditions: list[conditions.Want] = []
@@ -119,6 +123,7 @@ class ServerWorker:
         started = time.perf_counter()
         namespace, name = self.key
         metrics.RECONCILE_TOTAL.labels(namespace, name).inc()
+        generation = self.generation
         try:
             self.outcome = await self._reconcile()
         except ApiError as exc:
@@ -126,6 +131,7 @@ class ServerWorker:
         except Exception as exc:
             log.exception("reconcile of %s/%s failed", namespace, name)
             self.outcome = Outcome("ApplyFailed", f"internal error: {type(exc).__name__}")
+        self.reconciled_generation = generation
         if self.outcome.ok or self.outcome.reason == "Paused":
             self._failures = 0
         else:
@@ -221,7 +227,8 @@ class ServerWorker:
             }
         )
         active = self.status.active_tier or "primary"
-        wanted = [status.reconciled_condition(self.outcome, self.generation)]
+        generation = self.reconciled_generation
+        wanted = [status.reconciled_condition(self.outcome, generation)]
         if self.server is not None:
             active_tier = getattr(tiers, active)
             wanted.append(
@@ -234,12 +241,12 @@ class ServerWorker:
         wanted += self.extra_conditions
         self.status = self.status.model_copy(
             update={
-                "observed_generation": self.generation,
+                "observed_generation": generation,
                 "active_tier": active,
                 "endpoint": endpoint(self.server) if self.server else self.status.endpoint,
                 "tiers": tiers,
                 "conditions": conditions.merge(
-                    self.status.conditions, wanted, self.generation, now
+                    self.status.conditions, wanted, generation, now
                 ),
             }
         )
