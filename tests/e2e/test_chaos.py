@@ -173,7 +173,12 @@ def test_kill9_chaos_converges(
                 back = rng.choice(sorted(deleted))
                 deleted.discard(back)
                 apply_all(kubectl, [manifests[back]])
-            time.sleep(rng.uniform(0.2, 2.5))
+            # Kill at a random moment: sometimes while it starts up, mostly while it works.
+            if rng.random() < 0.3:
+                time.sleep(rng.uniform(0.1, 1.5))
+            else:
+                op.wait_live()
+                time.sleep(rng.uniform(0.0, 3.0))
             op.kill9()
             # ... and edits while it is down.
             down_edits = []

@@ -187,7 +187,7 @@ class ServerWorker:
 
     async def _apply(self, desired: list[Obj]) -> None:
         live = self.shared.index.children(self.key)
-        stale = [d for d in desired if not is_applied(comparable(d), live.get(_child_key(d)))]
+        stale = [d for d in desired if not _is_current(d, live.get(_child_key(d)))]
         results = await asyncio.gather(*(self._apply_one(obj) for obj in stale))
         for obj, result in zip(stale, results, strict=True):
             metrics.APPLIES.labels(obj["kind"]).inc()
@@ -245,9 +245,7 @@ class ServerWorker:
                 "active_tier": active,
                 "endpoint": endpoint(self.server) if self.server else self.status.endpoint,
                 "tiers": tiers,
-                "conditions": conditions.merge(
-                    self.status.conditions, wanted, generation, now
-                ),
+                "conditions": conditions.merge(self.status.conditions, wanted, generation, now),
             }
         )
 
@@ -306,6 +304,20 @@ def _status_of(body: Obj) -> MCPServerStatus:
     except ValueError:
         log.warning("ignoring unreadable status of %s", body["metadata"].get("name"))
         return MCPServerStatus()
+
+
+def _is_current(desired: Obj, live: Obj | None) -> bool:
+    """Applied, and controlled by the owner we render for. ``comparable`` ignores
+    ownerReferences, so a same-named child left by a deleted predecessor of this object
+    (same name, old uid) would otherwise count as applied and never be adopted: it would
+    wait for the garbage collector to delete it before being re-created."""
+    if live is None or not is_applied(comparable(desired), live):
+        return False
+    wanted = [r.get("uid") for r in desired["metadata"].get("ownerReferences") or []]
+    have = [
+        r.get("uid") for r in live["metadata"].get("ownerReferences") or [] if r.get("controller")
+    ]
+    return not wanted or have == wanted
 
 
 def _child_key(obj: Obj) -> tuple[str, str]:
