@@ -27,13 +27,11 @@ import pytest
 
 from mcp_operator.dev.controlplane import ControlPlane
 from mcp_operator.dev.stack import OperatorProcess, condition
-from tests.e2e.conftest import NodeAgentProcess, get_json, pid_alive, wait_for
-from tests.e2e.ops import (  # noqa: F401 - fixtures
+from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
+from tests.e2e.ops import (
     Kubectl,
     apply,
-    crd_and_rbac,
     get_server,
-    operator,
     server_manifest,
     stable_selector_tier,
     wait_condition,
@@ -250,41 +248,10 @@ def ensure_running(op: OperatorProcess) -> None:
 # -- tests ---------------------------------------------------------------------------------
 
 
-def duplicate_operators(op: OperatorProcess) -> list[int]:
-    """Other ``mcp-operator run`` processes this pytest process started for the same cluster.
-
-    A session fixture imported into several test modules (``from tests.e2e.ops import
-    operator``) is instantiated once *per module*, so earlier modules' operators may still
-    run beside ours, and a killed operator's work would be done by a live duplicate.
-    """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or (op.proc is not None and int(entry) == op.proc.pid):
-            continue
-        pid = int(entry)
-        try:
-            if _ppid(pid) != os.getpid():
-                continue
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        ours = f"KUBECONFIG={op.kubeconfig}".encode() in env
-        if b"mcp_operator.cli" in argv and b"run" in argv and ours:
-            found.append(pid)
-    return found
-
-
 @pytest.fixture
-def op(operator: OperatorProcess) -> OperatorProcess:  # noqa: F811 - the imported fixture
-    """The session's operator, alone; tests that kill it restart it before they end."""
-    for pid in duplicate_operators(operator):
-        print(f"\nstopping duplicate operator pid {pid} (another module's session fixture)")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)  # started in its own session: pgid == pid
-        wait_for(lambda p=pid: not pid_alive(p), timeout=30, what=f"operator {pid} gone")
+def op(operator: OperatorProcess) -> OperatorProcess:
+    """The session's operator (one per session: ``tests/e2e/ops.py`` is a pytest plugin);
+    tests that kill it restart it before they end."""
     return operator
 
 

@@ -14,7 +14,15 @@ def test_apply_to_ready_scale_repair_and_delete(
 ) -> None:
     started = time.monotonic()
     apply(kubectl, server_manifest("weather", unique_ns))
-    obj = wait_condition(kubectl, unique_ns, "weather", "Ready", "True", timeout=30)
+    wait_condition(kubectl, unique_ns, "weather", "Ready", "True", timeout=30)
+
+    def all_ready() -> dict[str, object] | None:
+        obj = get_server(kubectl, unique_ns, "weather")
+        tiers = obj["status"]["tiers"]
+        full = tiers["primary"]["readyReplicas"] == 2 and tiers["backup"]["readyReplicas"] == 1
+        return obj if full else None
+
+    obj = wait_for(all_ready, timeout=30 - (time.monotonic() - started), what="all pods ready")
     took = time.monotonic() - started
     status = obj["status"]
     assert status["observedGeneration"] == obj["metadata"]["generation"]
