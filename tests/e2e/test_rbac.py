@@ -25,9 +25,11 @@ The battery (stops at the first failure, which is the user-visible symptom):
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -43,7 +45,6 @@ import yaml
 from mcp_operator import rbac
 from mcp_operator.dev.controlplane import ControlPlane
 from mcp_operator.dev.stack import (
-    OperatorProcess,
     condition,
     free_port,
     install_operator_rbac,
@@ -57,7 +58,6 @@ from tests.e2e.ops import Kubectl, server_manifest
 pytestmark = pytest.mark.e2e
 
 crd_and_rbac = ops.crd_and_rbac  # fixtures
-operator = ops.operator
 
 Obj = dict[str, Any]
 STEP_TIMEOUT = 15.0
@@ -65,6 +65,38 @@ GATE_TIMEOUT = 30.0
 PARALLEL = 8
 IDS_NAMESPACE = "mcp-rbac-ids"
 UNSCHEDULABLE = {"nodeSelector": {"mcp-operator.dev/test": "unschedulable"}}
+
+
+def _session_operators() -> list[int]:
+    """Operators this test session started (children of this process), e.g. the session
+    ``operator`` fixture — one per module importing it from ``tests.e2e.ops``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and b"mcp_operator.cli" in cmdline and b"run" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+@contextlib.contextmanager
+def others_paused() -> Iterator[None]:
+    """SIGSTOP this session's other operators (they would reconcile our objects and mask
+    what is tested), SIGCONT them afterwards."""
+    pids = _session_operators()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 # -- rule surgery ------------------------------------------------------------------------
@@ -285,7 +317,8 @@ class Battery:
 
     # helpers
     def k(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return self.kubectl(*args, **kw)
+        result: subprocess.CompletedProcess[str] = self.kubectl(*args, **kw)
+        return result
 
     def apply(self, obj: Obj) -> None:
         self.k("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(obj))
@@ -598,14 +631,9 @@ def bind(cluster: ControlPlane, sa: str, rules: list[Obj]) -> None:
 
 
 @pytest.fixture(scope="module")
-def exclusive(operator: OperatorProcess) -> Iterator[None]:
-    """Pause the session's operator: it must not reconcile (or lend its rights to) ours."""
-    operator.stop()
-    try:
+def exclusive() -> Iterator[None]:
+    with others_paused():
         yield
-    finally:
-        operator.start()
-        operator.wait_live()
 
 
 @pytest.fixture(scope="module")
