@@ -65,6 +65,16 @@ async def _try_acquire(client: KubeClient, namespace: str, name: str, me: str) -
         raise
 
 
+async def _renewed(client: KubeClient, namespace: str, name: str, me: str) -> bool:
+    """A renewal that fails for any reason (403, timeout, 5xx) counts as lost: acting on
+    after the lease may have expired would let two replicas act at once."""
+    try:
+        return await _try_acquire(client, namespace, name, me)
+    except Exception:  # network or API failure: we can no longer prove we lead
+        log.exception("lease renewal failed")
+        return False
+
+
 async def hold_leadership(
     name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]], kubeconfig: str | None
 ) -> int:
@@ -79,10 +89,13 @@ async def hold_leadership(
         task = asyncio.create_task(run(stop))
         while not task.done():
             await asyncio.sleep(RENEW_SECONDS)
-            if not await _try_acquire(client, namespace, name, me):
-                log.error("lost leadership lease; stopping")
+            if not await _renewed(client, namespace, name, me):
+                log.error("lost the leadership lease; stopping so that a new leader can act")
                 stop.set()
-                await task
+                try:
+                    await asyncio.wait_for(task, timeout=LEASE_SECONDS - RENEW_SECONDS)
+                except TimeoutError:
+                    log.error("operator did not stop in time; exiting anyway")
                 return 1
         await task
         return 0

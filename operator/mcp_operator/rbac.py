@@ -14,42 +14,40 @@ from mcp_operator.api.models import GROUP, PLURAL
 Rule = dict[str, Any]
 
 RULES: list[Rule] = [
-    # The custom resource: watch it, write its status, post nothing to its spec.
-    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["get", "patch"]},
-    # blockOwnerDeletion on children's ownerReferences needs update on the finalizers subresource.
+    # The custom resource: kopf lists and watches it; the operator writes only its status.
+    {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["list", "watch"]},
+    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch"]},
+    # blockOwnerDeletion on children's ownerReferences needs update on the finalizers
+    # subresource where the OwnerReferencesPermissionEnforcement admission plugin is on
+    # (OpenShift, hardened clusters); the 1.20 test server does not enable it.
     {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
-    # Children, applied server-side (an apply that creates needs `create`) and pruned.
+    # Children: known from list+watch, written by server-side apply (an apply that creates
+    # needs `create`), pruned by delete. Never read one by one.
     {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     {
         "apiGroups": [""],
         "resources": ["services", "serviceaccounts"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     {
         "apiGroups": ["policy"],
         "resources": ["poddisruptionbudgets"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     # Pods: find a tier's pods and set the MCP readiness gate on their status.
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
     # Referenced Secrets/ConfigMaps are checked for existence before anything is applied.
     {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]},
-    # Events for humans, through both the core and the events.k8s.io API.
-    {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    # kopf lists namespaces when watching a pattern, and CRDs to resolve resources.
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-    {
-        "apiGroups": ["apiextensions.k8s.io"],
-        "resources": ["customresourcedefinitions"],
-        "verbs": ["get", "list", "watch"],
-    },
-    # Leader election among operator replicas.
+    # Events for humans (kopf posts core v1 Events).
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # Only for `--namespace PATTERN` with globs: kopf follows matching namespaces.
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    # Leader election among operator replicas (`--leader-lease`).
     {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
