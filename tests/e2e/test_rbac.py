@@ -51,7 +51,6 @@ from mcp_operator.dev.stack import (
     kubectl_apply,
 )
 from tests.conftest import kubectl_binary
-from tests.e2e import ops
 from tests.e2e.conftest import NodeAgentProcess, get_json
 from tests.e2e.ops import Kubectl, server_manifest
 
