@@ -17,10 +17,6 @@ RULES: list[Rule] = [
     # The custom resource: kopf lists and watches it; the operator writes only its status.
     {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["list", "watch"]},
     {"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"], "verbs": ["patch"]},
-    # blockOwnerDeletion on children's ownerReferences needs update on the finalizers
-    # subresource where the OwnerReferencesPermissionEnforcement admission plugin is on
-    # (OpenShift, hardened clusters); the 1.20 test server does not enable it.
-    {"apiGroups": [GROUP], "resources": [f"{PLURAL}/finalizers"], "verbs": ["update"]},
     # Children: known from list+watch, written by server-side apply (an apply that creates
     # needs `create`), pruned by delete. Never read one by one.
     {

@@ -180,13 +180,6 @@ RBAC_PY = "operator/mcp_operator/rbac.py"
 CASES: list[Case] = [
     _case("mcpservers-list-watch", "mcpservers", {"list", "watch"}),
     _case("status-patch", "mcpservers/status", {"patch"}),
-    _case(
-        "finalizers-update",
-        "mcpservers/finalizers",
-        xfail=f"{RBAC_PY}: finalizers rule not needed here: "
-        "blockOwnerDeletion needs it only with the OwnerReferencesPermissionEnforcement "
-        "admission plugin, which this control plane (1.20 defaults) does not enable",
-    ),
 ]
 for _res in ("deployments", "services", "serviceaccounts", "poddisruptionbudgets"):
     CASES += [

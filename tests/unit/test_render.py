@@ -453,7 +453,6 @@ def test_owner_reference_only_when_the_owner_is_known() -> None:
                 "name": "weather",
                 "uid": "1234-uid",
                 "controller": True,
-                "blockOwnerDeletion": True,
             }
         ]
 

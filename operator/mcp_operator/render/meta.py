@@ -60,7 +60,8 @@ def metadata(
                 "name": server.metadata.name,
                 "uid": owner_uid,
                 "controller": True,
-                "blockOwnerDeletion": True,
+                # No blockOwnerDeletion: background deletion needs none, and setting it
+                # would need `update` on mcpservers/finalizers (least privilege).
             }
         ]
     return meta
