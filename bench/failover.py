@@ -58,7 +58,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ import yaml
 
 from mcp_operator.api.models import API_VERSION
 from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
+from mcp_operator.dev.faults import kept_dead, pod_pids
 from mcp_operator.dev.stack import OperatorProcess, install_crd, install_operator_rbac
 
 Obj = dict[str, Any]
@@ -100,63 +101,10 @@ def log(msg: str) -> None:
 # -- processes -----------------------------------------------------------------------------
 
 
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def pod_pids(agent_pid: int, ips: set[str]) -> list[int]:
-    """Processes below our node agent whose argv has ``--host <ip>`` for one of ``ips``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
-            if "--host" not in argv[:-1] or argv[argv.index("--host") + 1] not in ips:
-                continue
-            parent = pid
-            for _ in range(8):
-                parent = _ppid(parent)
-                if parent in (agent_pid, 0, 1):
-                    break
-            if parent == agent_pid:
-                found.append(pid)
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
 def signal_pids(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-
-
-@contextlib.contextmanager
-def kept_dead(agent_pid: int, ips: set[str]) -> Iterator[dict[str, float]]:
-    """Kill the pod's processes and keep killing restarts; yields {'t0': wall time}."""
-    pids = pod_pids(agent_pid, ips)
-    if not pids:
-        raise RuntimeError(f"no process for {ips}")
-    info = {"t0": time.time()}
-    signal_pids(pids, signal.SIGKILL)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            signal_pids(pod_pids(agent_pid, ips), signal.SIGKILL)
-            stop.wait(POLL)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield info
-    finally:
-        stop.set()
-        thread.join()
 
 
 # -- the stack -----------------------------------------------------------------------------
@@ -358,8 +306,8 @@ def mcp_trial(stack: Stack, api: Api, name: str, interval: float) -> dict[str, f
     backup = set(api.pod_ips(f"{SERVER}={name},{TIER}=backup").values())
     time.sleep(random.uniform(0, interval))  # a random point of the probe cycle
     sample: dict[str, float] = {}
-    with kept_dead(stack.agent_pid, primary) as fault:
-        t0 = fault["t0"]
+    with kept_dead(stack.agent_pid, primary, poll=POLL) as fault:
+        t0 = time.time() - (time.monotonic() - fault["first_kill"])  # wall time of the kill
         deadline = time.time() + 60
         while time.time() < deadline and len(sample) < 3:
             now = time.time()

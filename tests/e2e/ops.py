@@ -6,8 +6,12 @@ rely on ``tests/e2e/conftest.py`` re-exporting them.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,3 +92,35 @@ def stable_selector_tier(kubectl: Kubectl, namespace: str, name: str) -> str:
 
 def elapsed(since: float) -> float:
     return time.monotonic() - since
+
+
+def _session_operators() -> list[int]:
+    """Operators this test session started (children of this process), e.g. the session
+    ``operator`` fixture."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and b"mcp_operator.cli" in cmdline and b"run" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+@contextlib.contextmanager
+def others_paused() -> Iterator[None]:
+    """SIGSTOP this session's other operators (they would reconcile our objects and mask
+    what is tested), SIGCONT them afterwards."""
+    pids = _session_operators()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

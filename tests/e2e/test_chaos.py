@@ -10,11 +10,8 @@ is disabled so the desired set depends only on the spec, not on probe verdicts.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 import random
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +27,7 @@ from mcp_operator.reconcile.children import comparable, is_applied
 from mcp_operator.render import Capabilities, RenderContext, render
 from tests.e2e import ops
 from tests.e2e.conftest import get_json
-from tests.e2e.ops import Kubectl, server_manifest
+from tests.e2e.ops import Kubectl, others_paused, server_manifest
 
 crd_and_rbac = ops.crd_and_rbac  # fixtures
 
@@ -40,38 +37,6 @@ COUNT = 20
 KILLS = 12
 CHILD_KINDS = "deployments,services,serviceaccounts,poddisruptionbudgets"
 Obj = dict[str, Any]
-
-
-def _session_operators() -> list[int]:
-    """Operators this test session started (children of this process), e.g. the session
-    ``operator`` fixture — one per module importing it from ``tests.e2e.ops``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(stat[1]) == os.getpid() and b"mcp_operator.cli" in cmdline and b"run" in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
-
-@contextlib.contextmanager
-def others_paused() -> Iterator[None]:
-    """SIGSTOP this session's other operators (they would reconcile our objects and mask
-    what is tested), SIGCONT them afterwards."""
-    pids = _session_operators()
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture

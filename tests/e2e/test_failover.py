@@ -12,20 +12,17 @@ Each test has its own namespace and uses fast health settings so a run takes min
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from mcp_operator.dev.controlplane import ControlPlane
+from mcp_operator.dev.faults import hung, kept_dead
 from mcp_operator.dev.stack import OperatorProcess, condition
 from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
 from tests.e2e.ops import (
@@ -49,92 +46,6 @@ FAST_HEALTH = {
 COOLDOWN = 5
 TIER_LABEL = "mcp-operator.dev/tier"
 SERVER_LABEL = "mcp-operator.dev/server"
-
-
-# -- processes of pods ---------------------------------------------------------------------
-
-
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    for _ in range(8):
-        pid = _ppid(pid)
-        if pid == ancestor:
-            return True
-        if pid <= 1:
-            return False
-    return False
-
-
-def pod_pids(agent_pid: int, ips: set[str]) -> list[int]:
-    """Live processes under the node agent whose argv has ``--host <ip>`` for one of ``ips``
-    (several engineers' agents may share this host and even a pod CIDR: the ancestry check
-    keeps us on ours)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
-            if "--host" not in argv[:-1] or argv[argv.index("--host") + 1] not in ips:
-                continue
-            if _descends_from(pid, agent_pid):
-                found.append(pid)
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
-
-
-def signal_pods(agent_pid: int, ips: set[str], sig: signal.Signals) -> list[int]:
-    pids = pod_pids(agent_pid, ips)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-    return pids
-
-
-@contextlib.contextmanager
-def kept_dead(agent_pid: int, ips: set[str]) -> Iterator[dict[str, Any]]:
-    """SIGKILL the pods' processes now and every time the agent restarts them, until exit.
-    Yields a dict with ``first_kill`` (monotonic time) and ``kills``."""
-    info: dict[str, Any] = {"first_kill": None, "kills": 0}
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            killed = signal_pods(agent_pid, ips, signal.SIGKILL)
-            if killed:
-                info["kills"] += len(killed)
-                if info["first_kill"] is None:
-                    info["first_kill"] = time.monotonic()
-            stop.wait(0.05)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: info["first_kill"], timeout=10, interval=0.05, what=f"kill {ips}")
-        yield info
-    finally:
-        stop.set()
-        thread.join()
-
-
-@contextlib.contextmanager
-def hung(agent_pid: int, ips: set[str]) -> Iterator[list[int]]:
-    """SIGSTOP the pods' processes; SIGCONT them on exit (also on failure)."""
-    pids = signal_pods(agent_pid, ips, signal.SIGSTOP)
-    assert pids, f"no processes for {ips}"
-    try:
-        yield pids
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 # -- cluster helpers -----------------------------------------------------------------------
@@ -583,3 +494,32 @@ def test_operator_kill9_right_after_intent_completes_on_restart(
     finally:
         ensure_running(op)
         watcher.join(timeout=1)
+
+
+def test_cold_standby_scales_up_on_failure_and_back_to_zero_after_failback(
+    op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
+) -> None:
+    apply(kubectl, fast_server(unique_ns, backup={"replicas": 1, "standby": "cold"}))
+    wait_condition(kubectl, unique_ns, NAME, "Ready", "True", timeout=60)
+    wait_condition(kubectl, unique_ns, NAME, "BackupHealthy", "Unknown", reason="ColdStandby")
+
+    def backup_replicas() -> int:
+        deploy = get_json(kubectl, "deployment", f"{NAME}-backup", "-n", unique_ns)
+        return int(deploy["spec"]["replicas"])
+
+    assert backup_replicas() == 0
+    primary = tier_ips(kubectl, unique_ns, "primary")
+    with kept_dead(node_agent.pid, primary):
+        wait_for(lambda: backup_replicas() == 1, timeout=30, what="cold backup scaled up")
+        wait_selector(kubectl, unique_ns, "backup", timeout=60)
+        fo = failover_status(kubectl, unique_ns)
+        assert (fo["phase"], fo["kind"], fo["targetTier"]) == ("Switched", "failover", "backup")
+        backup = tier_ips(kubectl, unique_ns, "backup")
+        wait_for(
+            lambda: ready_endpoint_ips(kubectl, unique_ns) == backup,
+            timeout=10,
+            what="the stable Service's ready endpoints are the backup pod",
+        )
+    wait_selector(kubectl, unique_ns, "primary", timeout=90)
+    wait_for(lambda: backup_replicas() == 0, timeout=30, what="cold backup scaled to zero")
+    wait_condition(kubectl, unique_ns, NAME, "BackupHealthy", "Unknown", reason="ColdStandby")

@@ -25,11 +25,9 @@ The battery (stops at the first failure, which is the user-visible symptom):
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -52,7 +50,7 @@ from mcp_operator.dev.stack import (
 )
 from tests.conftest import kubectl_binary
 from tests.e2e.conftest import NodeAgentProcess, get_json
-from tests.e2e.ops import Kubectl, server_manifest
+from tests.e2e.ops import Kubectl, others_paused, server_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -63,38 +61,6 @@ GATE_TIMEOUT = 30.0
 PARALLEL = 6
 IDS_NAMESPACE = "mcp-rbac-ids"
 UNSCHEDULABLE = {"nodeSelector": {"mcp-operator.dev/test": "unschedulable"}}
-
-
-def _session_operators() -> list[int]:
-    """Operators this test session started (children of this process), e.g. the session
-    ``operator`` fixture — one per module importing it from ``tests.e2e.ops``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if int(stat[1]) == os.getpid() and b"mcp_operator.cli" in cmdline and b"run" in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
-
-@contextlib.contextmanager
-def others_paused() -> Iterator[None]:
-    """SIGSTOP this session's other operators (they would reconcile our objects and mask
-    what is tested), SIGCONT them afterwards."""
-    pids = _session_operators()
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 # -- rule surgery ------------------------------------------------------------------------

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
+from mcp_operator.dev.faults import kept_dead
 from mcp_operator.dev.stack import OperatorProcess, install_crd, install_operator_rbac
 from mcp_operator.kube.client import KubeClient, credentials_from_kubeconfig
 
@@ -128,21 +126,7 @@ class Demo:
         return f"add(2, 3) = {text} via {url}"
 
 
-@contextlib.contextmanager
-def keep_killing(ips: list[str]) -> Iterator[None]:
-    """Keep the primary's processes dead, as a crash-looping server would be."""
-    script = "; ".join(f"pkill -KILL -f -- '--host {ip}( |$)'" for ip in ips)
-    killer = subprocess.Popen(
-        ["bash", "-c", f"while true; do {script}; sleep 0.2; done"], start_new_session=True
-    )
-    try:
-        yield
-    finally:
-        os.killpg(killer.pid, signal.SIGKILL)
-        killer.wait()
-
-
-async def run_demo(cp: ControlPlane, agent_log: Path, cooldown: int) -> None:
+async def run_demo(cp: ControlPlane, agent_log: Path, agent_pid: int, cooldown: int) -> None:
     client = KubeClient(credentials_from_kubeconfig(str(cp.admin_kubeconfig)))
     demo = Demo(client, agent_log)
     try:
@@ -155,7 +139,7 @@ async def run_demo(cp: ControlPlane, agent_log: Path, cooldown: int) -> None:
         primary_ips = await demo.tier_pod_ips("primary")
         say(f"killing the primary ({', '.join(primary_ips)}) and keeping it dead")
         t_kill = time.monotonic()
-        with keep_killing(primary_ips):
+        with kept_dead(agent_pid, set(primary_ips)):
 
             async def detected() -> bool:
                 tiers = ((await demo.server()).get("status") or {}).get("tiers") or {}
@@ -237,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         ).start()
         operator.wait_live()
         say(f"operator running as the restricted identity (log: {state / 'operator.log'})")
-        asyncio.run(run_demo(cp, state / "agent.log", args.cooldown))
+        asyncio.run(run_demo(cp, state / "agent.log", agent.pid, args.cooldown))
         say(f"demo finished at {datetime.now(UTC):%H:%M:%S} UTC")
         return 0
     finally:

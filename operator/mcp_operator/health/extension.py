@@ -26,6 +26,7 @@ from mcp_operator.kube.client import ApiError
 from mcp_operator.reconcile.conditions import Want
 from mcp_operator.reconcile.worker import PAUSE_ANNOTATION, ServerWorker, Shared
 from mcp_operator.render.meta import HEALTH_GATE, TIER_LABEL
+from mcp_operator.render.workload import tier_replicas
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -191,6 +192,8 @@ class HealthLoop:
         """One round into the tier's breaker and status."""
         health = server.spec.health
         old: TierStatus = getattr(self.worker.status.tiers, tier)
+        if self.cold_idle(server, tier):
+            return self.forget_tier(tier, old)
         verdict = breaker.tier_round_ok([i.result for i in items], health.min_healthy_pods)
         ok = verdict.ok
         if ok is False and old.healthy is None:
@@ -226,6 +229,20 @@ class HealthLoop:
         )
         self.tier_metrics(tier, new, verdict)
         return verdict
+
+    def cold_idle(self, server: MCPServer, tier: Tier) -> bool:
+        """A cold standby scaled to zero has no health to judge: it is a scale-up away."""
+        return tier == "backup" and tier_replicas(server, tier, self.worker.render_context()) == 0
+
+    def forget_tier(self, tier: Tier, old: TierStatus) -> breaker.TierRound:
+        """Drop a scaled-down tier's verdict, so it is judged afresh when it starts again."""
+        fresh = TierStatus(
+            replicas=old.replicas, ready_replicas=old.ready_replicas, summary=old.summary
+        )
+        self.worker.status = self.worker.status.model_copy(
+            update={"tiers": self.worker.status.tiers.model_copy(update={tier: fresh})}
+        )
+        return breaker.TierRound(ok=None, healthy=0, unhealthy=0, misconfigured=0)
 
     def tier_metrics(self, tier: Tier, status: TierStatus, verdict: breaker.TierRound) -> None:
         namespace, name = self.worker.key
@@ -390,7 +407,16 @@ class HealthLoop:
     ) -> list[Want]:
         status = self.worker.status
         wants = [tier_condition("PrimaryHealthy", status.tiers.primary, verdicts["primary"])]
-        if server.spec.backup.enabled:
+        if self.cold_idle(server, "backup"):
+            wants.append(
+                Want(
+                    "BackupHealthy",
+                    "Unknown",
+                    "ColdStandby",
+                    "scaled to zero until a failover needs it",
+                )
+            )
+        elif server.spec.backup.enabled:
             wants.append(tier_condition("BackupHealthy", status.tiers.backup, verdicts["backup"]))
         active = status.active_tier or "primary"
         message = getattr(decision, "reason", "")
