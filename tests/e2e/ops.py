@@ -1,7 +1,8 @@
 """Operator fixtures for e2e tests: CRD + restricted RBAC installed, operator running.
 
-Import the fixtures into a test module (``from tests.e2e.ops import operator, ...``) or
-rely on ``tests/e2e/conftest.py`` re-exporting them.
+Registered once for the whole session as a pytest plugin (``pytest_plugins`` in
+``tests/conftest.py``): test modules ask for ``operator``/``crd_and_rbac`` by name and must
+not import them (an imported fixture is a second, per-module instance).
 """
 
 from __future__ import annotations
