@@ -1,13 +1,12 @@
 # mcp-operator developer entry points. Every target works on a fresh Debian bookworm machine
 # (as root): it installs what it needs first.
 PY := .venv/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
 .PHONY: setup tools test unit demo lint manifests crd bench-reconcile bench-failover clean
 
 setup:            ## Python environment (uv, locked dependencies)
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv
-	uv sync --frozen -q
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
+	python3 -m uv sync --frozen -q
 
 tools:            ## kube-apiserver + kube-controller-manager 1.20 (built once, cached), kubectl, helm, etcd, redis, promtool
 	bash hack/build-k8s.sh
