@@ -69,10 +69,15 @@ import yaml
 from mcp_operator.api.models import API_VERSION
 from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
 from mcp_operator.dev.faults import kept_dead, pod_pids
-from mcp_operator.dev.stack import OperatorProcess, install_crd, install_operator_rbac
+from mcp_operator.dev.stack import (
+    EXAMPLE_IMAGE,
+    OperatorProcess,
+    install_crd,
+    install_operator_rbac,
+    server_manifest,
+)
 
 Obj = dict[str, Any]
-IMAGE = "ghcr.io/mcp-operator/example-server:dev"
 NS = "bench"
 NODE = "bench-node"
 TIER = "mcp-operator.dev/tier"
@@ -267,18 +272,14 @@ def wait(check: Callable[[], Any], timeout: float, what: str, interval: float = 
 # -- the MCP path --------------------------------------------------------------------------
 
 
-def server_manifest(name: str, health: Obj) -> Obj:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "MCPServer",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "image": IMAGE,
-            "primary": {"replicas": 1},
-            "health": health,
-            "failover": {"cooldownSeconds": 3, "maxFailovers": 100, "windowSeconds": 60},
-        },
-    }
+def bench_server(name: str, health: Obj) -> Obj:
+    return server_manifest(
+        name,
+        NS,
+        primary={"replicas": 1},
+        health=health,
+        failover={"cooldownSeconds": 3, "maxFailovers": 100, "windowSeconds": 60},
+    )
 
 
 def steady(api: Api, name: str) -> Obj | None:
@@ -340,7 +341,7 @@ def mcp_trial(stack: Stack, api: Api, name: str, interval: float) -> dict[str, f
 def run_mcp(stack: Stack, scenario: str, trials: int, results: dict[str, list[Obj]]) -> None:
     cfg = SCENARIOS[scenario]
     name = f"mcp-{scenario}"
-    stack.apply(server_manifest(name, cfg["health"]))
+    stack.apply(bench_server(name, cfg["health"]))
     api = Api(stack.cp)
     log(f"{scenario}: waiting for {name} to be ready")
     wait(lambda: steady(api, name), 120, f"{name} ready", interval=0.5)
@@ -375,7 +376,7 @@ def plain_manifests(replicas: int) -> list[Obj]:
                     "containers": [
                         {
                             "name": "server",
-                            "image": IMAGE,
+                            "image": EXAMPLE_IMAGE,
                             "ports": [{"containerPort": 8080}],
                             "readinessProbe": probe,
                         }

@@ -35,26 +35,21 @@ import httpx
 from mcp_operator.api.models import API_VERSION
 from mcp_operator.api.validation import parse_server
 from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
-from mcp_operator.dev.stack import free_port, install_crd, install_operator_rbac
+from mcp_operator.dev.stack import free_port, install_crd, install_operator_rbac, server_manifest
 from mcp_operator.kube.client import KubeClient, load_credentials
 from mcp_operator.render import Capabilities, RenderContext, render
 
 Obj = dict[str, Any]
-IMAGE = "ghcr.io/mcp-operator/example-server:dev"
 
 
 def manifest(name: str, namespace: str) -> Obj:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "MCPServer",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "image": IMAGE,
-            "primary": {"replicas": 2},
-            "backup": {"standby": "cold"},
-            "failover": {"enabled": False},
-        },
-    }
+    return server_manifest(
+        name,
+        namespace,
+        primary={"replicas": 2},
+        backup={"standby": "cold"},
+        failover={"enabled": False},
+    )
 
 
 async def create_namespace(admin: KubeClient, name: str) -> None:

@@ -55,9 +55,6 @@ def register(
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings_fn(settings)
-        settings.persistence.diffbase_storage = EventsOnlyDiffBase(
-            settings.persistence.diffbase_storage
-        )
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:

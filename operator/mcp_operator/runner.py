@@ -12,6 +12,8 @@ import kopf
 from prometheus_client import start_http_server
 
 from mcp_operator.api.models import GROUP
+from mcp_operator.handlers import EventsOnlyDiffBase, register
+from mcp_operator.health.extension import install as install_health
 from mcp_operator.kube.client import KubeClient, load_credentials
 from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.supervisor import Supervisor
@@ -25,8 +27,8 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """Operator settings: our own names, bounded watches, and no state in ``status``."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+    settings.persistence.diffbase_storage = EventsOnlyDiffBase(
+        kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     )
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -55,13 +57,9 @@ async def operate(
     try:
         caps = Capabilities(await client.api_versions())
         shared = Shared(client=client, index=ChildIndex(), capabilities=caps, post_event=post_event)
-        from mcp_operator.health.extension import install as install_health
-
         install_health(shared)
         supervisor = Supervisor(shared)
         registry = kopf.OperatorRegistry()
-        from mcp_operator.handlers import register
-
         register(registry, supervisor, creds, configure_kopf)
         await kopf.operator(
             registry=registry,

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import pytest
 
 from mcp_operator.dev.controlplane import ControlPlane
+from mcp_operator.dev.stack import EXAMPLE_IMAGE
 
-EXAMPLE_IMAGE = "ghcr.io/mcp-operator/example-server:dev"
 REDIS_IMAGE = "redis:7"
 NODE_NAME = "mcp-local"
 

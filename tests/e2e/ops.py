@@ -19,9 +19,14 @@ import pytest
 import yaml
 
 from mcp_operator.dev.controlplane import ControlPlane
-from mcp_operator.dev.stack import OperatorProcess, condition, install_crd, install_operator_rbac
+from mcp_operator.dev.stack import (
+    OperatorProcess,
+    condition,
+    install_crd,
+    install_operator_rbac,
+)
 from tests.conftest import kubectl_binary
-from tests.e2e.conftest import EXAMPLE_IMAGE, get_json, wait_for
+from tests.e2e.conftest import get_json, wait_for
 
 Kubectl = Callable[..., Any]
 
@@ -48,15 +53,6 @@ def operator(
         yield proc
     finally:
         proc.stop()
-
-
-def server_manifest(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "mcp-operator.dev/v1alpha1",
-        "kind": "MCPServer",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"image": EXAMPLE_IMAGE, **spec},
-    }
 
 
 def apply(kubectl: Kubectl, obj: dict[str, Any]) -> None:

@@ -22,12 +22,12 @@ import yaml
 
 from mcp_operator.api.validation import parse_server
 from mcp_operator.dev.controlplane import ControlPlane
-from mcp_operator.dev.stack import OperatorProcess, condition
+from mcp_operator.dev.stack import OperatorProcess, condition, server_manifest
 from mcp_operator.reconcile.children import comparable, is_applied
 from mcp_operator.render import Capabilities, RenderContext, render
 from tests.e2e import ops
 from tests.e2e.conftest import get_json
-from tests.e2e.ops import Kubectl, others_paused, server_manifest
+from tests.e2e.ops import Kubectl, others_paused
 
 crd_and_rbac = ops.crd_and_rbac  # fixtures
 

@@ -23,16 +23,9 @@ import pytest
 
 from mcp_operator.dev.controlplane import ControlPlane
 from mcp_operator.dev.faults import hung, kept_dead
-from mcp_operator.dev.stack import OperatorProcess, condition
+from mcp_operator.dev.stack import OperatorProcess, condition, server_manifest
 from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
-from tests.e2e.ops import (
-    Kubectl,
-    apply,
-    get_server,
-    server_manifest,
-    stable_selector_tier,
-    wait_condition,
-)
+from tests.e2e.ops import Kubectl, apply, get_server, stable_selector_tier, wait_condition
 
 pytestmark = pytest.mark.e2e
 

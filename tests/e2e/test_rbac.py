@@ -47,10 +47,11 @@ from mcp_operator.dev.stack import (
     free_port,
     install_operator_rbac,
     kubectl_apply,
+    server_manifest,
 )
 from tests.conftest import kubectl_binary
 from tests.e2e.conftest import NodeAgentProcess, get_json
-from tests.e2e.ops import Kubectl, others_paused, server_manifest
+from tests.e2e.ops import Kubectl, others_paused
 
 pytestmark = pytest.mark.e2e
 

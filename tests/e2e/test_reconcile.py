@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from mcp_operator.dev.stack import OperatorProcess, condition
+from mcp_operator.dev.stack import OperatorProcess, condition, server_manifest
 from tests.e2e.conftest import NodeAgentProcess, get_json, pid_alive, wait_for
-from tests.e2e.ops import Kubectl, apply, get_server, server_manifest, wait_condition
+from tests.e2e.ops import Kubectl, apply, get_server, wait_condition
 
 
 def test_apply_to_ready_scale_repair_and_delete(

@@ -19,7 +19,12 @@ from typing import Any
 
 from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
 from mcp_operator.dev.faults import kept_dead
-from mcp_operator.dev.stack import OperatorProcess, install_crd, install_operator_rbac
+from mcp_operator.dev.stack import (
+    OperatorProcess,
+    install_crd,
+    install_operator_rbac,
+    server_manifest,
+)
 from mcp_operator.kube.client import KubeClient, credentials_from_kubeconfig
 
 NS = "default"
@@ -33,17 +38,14 @@ def say(message: str) -> None:
 
 
 def manifest(cooldown: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "mcp-operator.dev/v1alpha1",
-        "kind": "MCPServer",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": {
-            "image": IMAGE,
-            "primary": {"replicas": 2},
-            "backup": {"replicas": 1, "standby": "hot"},
-            "failover": {"failback": "Automatic", "cooldownSeconds": cooldown},
-        },
-    }
+    return server_manifest(
+        NAME,
+        NS,
+        IMAGE,
+        primary={"replicas": 2},
+        backup={"replicas": 1, "standby": "hot"},
+        failover={"failback": "Automatic", "cooldownSeconds": cooldown},
+    )
 
 
 class Demo:

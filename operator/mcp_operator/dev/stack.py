@@ -19,11 +19,26 @@ import yaml
 
 from mcp_operator import rbac
 from mcp_operator.api.crd import crd
+from mcp_operator.api.models import API_VERSION, KIND
 from mcp_operator.render.context import CURRENT_API_VERSIONS
 
 OPERATOR_USER = "mcp-operator"
+# The image the node agent maps to the project's example MCP server.
+EXAMPLE_IMAGE = "ghcr.io/mcp-operator/example-server:dev"
 ROLE_NAME = "mcp-operator"
 __all__ = ["CURRENT_API_VERSIONS", "OperatorProcess", "free_port", "install_operator_rbac"]
+
+
+def server_manifest(
+    name: str, namespace: str, image: str = EXAMPLE_IMAGE, **spec: Any
+) -> dict[str, Any]:
+    """An ``MCPServer`` of the example image; ``spec`` fields override or add."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"image": image, **spec},
+    }
 
 
 def free_port() -> int:
