@@ -19,11 +19,11 @@ unit: setup       ## the pure-core tests only (seconds, no cluster)
 	.venv/bin/pytest -q tests/unit
 
 demo: setup tools ## the main job: local cluster + node agent + operator, kill the primary, watch the promotion
-	$(PY) -m mcp_operator.dev.demo
+	$(PY) -m mcp_devcluster.demo
 
 lint: setup
-	.venv/bin/ruff format --check operator tests bench
-	.venv/bin/ruff check operator tests bench
+	.venv/bin/ruff format --check operator devcluster examples/server tests bench
+	.venv/bin/ruff check operator devcluster examples/server tests bench
 	.venv/bin/mypy
 
 crd: setup        ## regenerate the checked-in CRD from the models

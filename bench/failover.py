@@ -66,16 +66,16 @@ from typing import Any
 import httpx
 import yaml
 
-from mcp_operator.api.models import API_VERSION
-from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
-from mcp_operator.dev.faults import kept_dead, pod_pids
-from mcp_operator.dev.stack import (
+from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
+from mcp_devcluster.faults import kept_dead, pod_pids
+from mcp_devcluster.stack import (
     EXAMPLE_IMAGE,
     OperatorProcess,
     install_crd,
     install_operator_rbac,
     server_manifest,
 )
+from mcp_operator.api.models import API_VERSION
 
 Obj = dict[str, Any]
 NS = "bench"
@@ -150,7 +150,7 @@ class Stack:
         argv = [
             sys.executable,
             "-m",
-            "mcp_operator.dev.nodeagent",
+            "mcp_devcluster.nodeagent",
             "--kubeconfig",
             str(self.cp.admin_kubeconfig),
             "--node-name",

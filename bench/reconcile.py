@@ -32,10 +32,10 @@ from typing import Any
 
 import httpx
 
+from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
+from mcp_devcluster.stack import free_port, install_crd, install_operator_rbac, server_manifest
 from mcp_operator.api.models import API_VERSION
 from mcp_operator.api.validation import parse_server
-from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
-from mcp_operator.dev.stack import free_port, install_crd, install_operator_rbac, server_manifest
 from mcp_operator.kube.client import KubeClient, load_credentials
 from mcp_operator.render import Capabilities, RenderContext, render
 

@@ -46,7 +46,7 @@ SRC
 fi
 log "installing build dependencies"
 apt-get install -y -qq \
-  golang-go gcc libc6-dev make rsync jq etcd-server dpkg-dev \
+  golang-go golang-1.19-go gcc libc6-dev make rsync jq etcd-server dpkg-dev \
   golang-github-modern-go-reflect2-dev >/dev/null
 
 WORK="$(mktemp -d /tmp/k8s-build.XXXXXX)"
@@ -61,6 +61,10 @@ R2=vendor/github.com/modern-go/reflect2
 rm -f "$R2"/*.go
 cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$R2"/
 rm -f "$R2"/*_test.go
+# The machine's own `go` (first in PATH) is a current release that cannot build 1.20:
+# use Debian's Go 1.19 explicitly, and never let it switch toolchains.
+export PATH="/usr/lib/go-1.19/bin:$PATH" GOTOOLCHAIN=local
+[[ -x /usr/lib/go-1.19/bin/go ]] || { log "Debian's Go 1.19 (golang-1.19-go) is missing"; exit 1; }
 export GOPROXY=off GO111MODULE=on GOFLAGS=-mod=vendor
 log "building kube-apiserver + kube-controller-manager (go $(go env GOVERSION))"
 start=$SECONDS

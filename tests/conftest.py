@@ -28,7 +28,7 @@ from typing import Protocol
 
 import pytest
 
-from mcp_operator.dev.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir
+from mcp_devcluster.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir
 
 # Operator fixtures (crd_and_rbac, operator) for every test that asks for them.
 pytest_plugins = ["tests.e2e.ops"]

@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mcp_operator.dev.controlplane import ControlPlane
-from mcp_operator.dev.stack import EXAMPLE_IMAGE
+from mcp_devcluster.controlplane import ControlPlane
+from mcp_devcluster.stack import EXAMPLE_IMAGE
 
 REDIS_IMAGE = "redis:7"
 NODE_NAME = "mcp-local"
@@ -71,7 +71,7 @@ def start_node_agent(
     argv = [
         sys.executable,
         "-m",
-        "mcp_operator.dev.nodeagent",
+        "mcp_devcluster.nodeagent",
         "--kubeconfig",
         str(kubeconfig),
         "--node-name",

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mcp_operator.dev.controlplane import ControlPlane
-from mcp_operator.dev.stack import (
+from mcp_devcluster.controlplane import ControlPlane
+from mcp_devcluster.stack import (
     OperatorProcess,
     condition,
     install_crd,

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from mcp_devcluster.controlplane import ControlPlane
+from mcp_devcluster.stack import OperatorProcess, condition, server_manifest
 from mcp_operator.api.validation import parse_server
-from mcp_operator.dev.controlplane import ControlPlane
-from mcp_operator.dev.stack import OperatorProcess, condition, server_manifest
 from mcp_operator.reconcile.children import comparable, is_applied
 from mcp_operator.render import Capabilities, RenderContext, render
 from tests.e2e import ops

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from mcp_operator.dev.controlplane import ControlPlane
-from mcp_operator.dev.faults import hung, kept_dead
-from mcp_operator.dev.stack import OperatorProcess, condition, server_manifest
+from mcp_devcluster.controlplane import ControlPlane
+from mcp_devcluster.faults import hung, kept_dead
+from mcp_devcluster.stack import OperatorProcess, condition, server_manifest
 from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
 from tests.e2e.ops import Kubectl, apply, get_server, stable_selector_tier, wait_condition
 

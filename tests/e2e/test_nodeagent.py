@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mcp_operator.dev.controlplane import ControlPlane
+from mcp_devcluster.controlplane import ControlPlane
 
 from .conftest import REDIS_IMAGE, NodeAgentProcess, get_json, pid_alive, wait_for
 

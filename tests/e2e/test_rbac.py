@@ -40,15 +40,15 @@ from typing import Any
 import pytest
 import yaml
 
-from mcp_operator import rbac
-from mcp_operator.dev.controlplane import ControlPlane
-from mcp_operator.dev.stack import (
+from mcp_devcluster.controlplane import ControlPlane
+from mcp_devcluster.stack import (
     condition,
     free_port,
     install_operator_rbac,
     kubectl_apply,
     server_manifest,
 )
+from mcp_operator import rbac
 from tests.conftest import kubectl_binary
 from tests.e2e.conftest import NodeAgentProcess, get_json
 from tests.e2e.ops import Kubectl, others_paused

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from mcp_operator.dev.stack import OperatorProcess, condition, server_manifest
+from mcp_devcluster.stack import OperatorProcess, condition, server_manifest
 from tests.e2e.conftest import NodeAgentProcess, get_json, pid_alive, wait_for
 from tests.e2e.ops import Kubectl, apply, get_server, wait_condition
 

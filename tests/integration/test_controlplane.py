@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from mcp_operator.dev.controlplane import OPERATOR_USER, ControlPlane
+from mcp_devcluster.controlplane import OPERATOR_USER, ControlPlane
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mcp_operator.dev import example_server as ex
+import mcp_example_server as ex
 
 
 def _opts(**env: str) -> ex.Options:
@@ -96,7 +96,7 @@ def test_process_on_loopback_accepts_foreign_host_header_and_guards_token() -> N
 
     port = _free_port()
     env = {"EXAMPLE_REQUIRE_TOKEN": "s3cret", "PATH": "/usr/bin:/bin"}
-    argv = [sys.executable, "-m", "mcp_operator.dev.example_server", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "mcp_example_server", "--host", "127.0.0.1"]
     proc = subprocess.Popen([*argv, "--port", str(port)], env=env, stderr=subprocess.PIPE)
     init = {
         "jsonrpc": "2.0",

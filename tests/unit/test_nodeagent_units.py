@@ -14,19 +14,19 @@ from typing import Any
 
 import pytest
 
-from mcp_operator.dev.nodeagent import podstatus
-from mcp_operator.dev.nodeagent.container import BackoffPolicy, ContainerRunner
-from mcp_operator.dev.nodeagent.envvars import ConfigError, expand, resolve_env
-from mcp_operator.dev.nodeagent.images import (
+from mcp_devcluster.nodeagent import podstatus
+from mcp_devcluster.nodeagent.container import BackoffPolicy, ContainerRunner
+from mcp_devcluster.nodeagent.envvars import ConfigError, expand, resolve_env
+from mcp_devcluster.nodeagent.images import (
     ImageMap,
     ImageRule,
     build_argv,
     parse_rules,
     split_image,
 )
-from mcp_operator.dev.nodeagent.ipam import IpAllocator, listening_addresses
-from mcp_operator.dev.nodeagent.probes import ProbeContext, ProbeTracker, run_probe
-from mcp_operator.dev.nodeagent.volumes import PodVolumes, atomic_write, mounts_env
+from mcp_devcluster.nodeagent.ipam import IpAllocator, listening_addresses
+from mcp_devcluster.nodeagent.probes import ProbeContext, ProbeTracker, run_probe
+from mcp_devcluster.nodeagent.volumes import PodVolumes, atomic_write, mounts_env
 
 POD: dict[str, Any] = {
     "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "x"}},
@@ -154,7 +154,7 @@ def test_argv_entrypoint_command_args_and_bind_args() -> None:
     assert build_argv(example, None, ["--stateless"], values) == [
         sys.executable,
         "-m",
-        "mcp_operator.dev.example_server",
+        "mcp_example_server",
         "--stateless",
         "--host",
         "127.1.0.9",
@@ -337,7 +337,7 @@ def test_pod_volumes_missing_required_secret_blocks(tmp_path: Path) -> None:
 
 
 def test_secret_decoding_round_trip() -> None:
-    from mcp_operator.dev.nodeagent.envvars import decode_secret
+    from mcp_devcluster.nodeagent.envvars import decode_secret
 
     assert decode_secret(
         {"data": {"k": base64.b64encode(b"v").decode()}, "stringData": {"s": "t"}}

@@ -15,7 +15,7 @@ Service accounts work (TokenRequest, token controller, root CA publisher).
 
 Command line::
 
-    python -m mcp_operator.dev.controlplane up|down|status|env [--dir DIR]
+    python -m mcp_devcluster.controlplane up|down|status|env [--dir DIR]
 
 ``up`` reuses a healthy instance described by ``state.json`` in the directory; otherwise it
 (re)starts everything, keeping etcd data and certificates unless ``--fresh`` is given.
@@ -894,7 +894,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m mcp_operator.dev.controlplane",
+        prog="python -m mcp_devcluster.controlplane",
         description="Local etcd + kube-apiserver + kube-controller-manager (no scheduler).",
     )
     parser.add_argument("command", choices=["up", "down", "status", "env"])
@@ -920,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  operator: {cp.operator_kubeconfig}\n"
             f"  logs:     {cp.log_dir}\n"
             f"  timings:  {json.dumps(cp.timings)}\n"
-            f'  eval "$(python -m mcp_operator.dev.controlplane env --dir {cp.dir})"',
+            f'  eval "$(python -m mcp_devcluster.controlplane env --dir {cp.dir})"',
             file=sys.stderr,
         )
         return 0

@@ -1,4 +1,4 @@
-"""CLI: ``python -m mcp_operator.dev.nodeagent --kubeconfig PATH [...]``, until SIGINT/SIGTERM."""
+"""CLI: ``python -m mcp_devcluster.nodeagent --kubeconfig PATH [...]``, until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .node import AgentConflict
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m mcp_operator.dev.nodeagent", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m mcp_devcluster.nodeagent", description=__doc__)
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--node-name", default="mcp-local")
     p.add_argument("--pod-cidr", default="127.1.0.0/16")

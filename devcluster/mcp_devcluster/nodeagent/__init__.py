@@ -2,14 +2,14 @@
 
 Library use::
 
-    from mcp_operator.dev.nodeagent import AgentConfig, NodeAgent
+    from mcp_devcluster.nodeagent import AgentConfig, NodeAgent
 
     agent = NodeAgent(AgentConfig(kubeconfig="admin.kubeconfig"))
     agent.start()   # registers the node, binds and runs pods
     ...
     agent.stop()    # kills every process it started
 
-CLI: ``python -m mcp_operator.dev.nodeagent --kubeconfig PATH [--node-name mcp-local]
+CLI: ``python -m mcp_devcluster.nodeagent --kubeconfig PATH [--node-name mcp-local]
 [--pod-cidr 127.1.0.0/16] [--image-map FILE]``. See ``images`` for the map format and
 ``volumes`` for ``NODEAGENT_MOUNTS``.
 """

@@ -53,7 +53,7 @@ class ImageRule:
 DEFAULT_RULES: tuple[ImageRule, ...] = (
     ImageRule(
         f"{EXAMPLE_IMAGE_REPOSITORY}:*",
-        ("{python}", "-m", "mcp_operator.dev.example_server"),
+        ("{python}", "-m", "mcp_example_server"),
         ("--host", "{pod_ip}"),
     ),
     ImageRule("redis:*", ("redis-server",), ("--bind", "{pod_ip}")),

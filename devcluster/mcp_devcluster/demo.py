@@ -1,7 +1,7 @@
 """The one-command demo: a real control plane, the node agent, the operator, an MCP server,
 a primary failure, the promotion with its timeline, the failback, and a clean exit.
 
-    python -m mcp_operator.dev.demo        (``make demo`` builds the binaries first)
+    python -m mcp_devcluster.demo        (``make demo`` builds the binaries first)
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mcp_operator.dev.controlplane import ControlPlane, tools_bin_dir
-from mcp_operator.dev.faults import kept_dead
-from mcp_operator.dev.stack import (
+from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
+from mcp_devcluster.faults import kept_dead
+from mcp_devcluster.stack import (
     OperatorProcess,
     install_crd,
     install_operator_rbac,
@@ -190,7 +190,7 @@ def start_agent(cp: ControlPlane, state: Path) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "mcp_operator.dev.nodeagent",
+            "mcp_devcluster.nodeagent",
             "--kubeconfig",
             str(cp.admin_kubeconfig),
             "--state-dir",

@@ -12,7 +12,7 @@ It is deliberately small but exercises what the operator cares about:
 * no DNS-rebinding Host allowlist: pods are reached by pod IP and Service names, and
   the SDK's allowlist (enabled automatically on loopback binds) would answer 421.
 
-Run: ``python -m mcp_operator.dev.example_server [--host H] [--port P] [--path /mcp]
+Run: ``python -m mcp_example_server [--host H] [--port P] [--path /mcp]
 [--stateless]``. Logs go to stderr; tokens and cache credentials are never logged.
 """
 
@@ -56,7 +56,7 @@ class Options:
 
 def parse_options(argv: Sequence[str] | None, env: MutableMapping[str, str]) -> Options:
     """Merge argv over the environment; the env defaults are what the node agent sets."""
-    parser = argparse.ArgumentParser(prog="python -m mcp_operator.dev.example_server")
+    parser = argparse.ArgumentParser(prog="python -m mcp_example_server")
     parser.add_argument("--host", default=env.get("POD_IP") or env.get("HOST") or "0.0.0.0")
     parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")))
     parser.add_argument("--path", default=env.get("MCP_PATH", "/mcp"))
@@ -230,7 +230,7 @@ def _uvicorn_log_config() -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``python -m mcp_operator.dev.example_server``."""
+    """Entry point of ``python -m mcp_example_server``."""
     import uvicorn
 
     opts = parse_options(argv, os.environ)
@@ -252,5 +252,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     uvicorn.run(build_app(opts), host=opts.host, port=opts.port, log_config=_uvicorn_log_config())
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     main()
