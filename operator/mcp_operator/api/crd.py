@@ -73,7 +73,11 @@ class _Structurer:
     def convert(self, node: JSON, def_name: str | None = None) -> JSON:
         if "$ref" in node:
             name = node["$ref"].rsplit("/", 1)[-1]
-            return self.convert(self.defs[name], def_name=name)
+            inlined = self.convert(self.defs[name], def_name=name)
+            # The field's own docstring says more about this use than the class docstring.
+            if "description" in node:
+                inlined["description"] = _description(node["description"])
+            return inlined
         if "anyOf" in node:
             return self._nullable(node)
         out: JSON = {}
@@ -105,6 +109,8 @@ class _Structurer:
                 out[key] = node[key]
         if out.get("format") in {"date-time"}:
             out["type"] = "string"
+        if "description" in out:
+            out["description"] = _description(out["description"])
         return out
 
     def _nullable(self, node: JSON) -> JSON:
@@ -115,6 +121,8 @@ class _Structurer:
         out["nullable"] = True
         if "default" in node and node["default"] is not None:
             out["default"] = node["default"]
+        if "description" in node:
+            out["description"] = _description(node["description"])
         return out
 
     def _object(self, node: JSON, def_name: str | None) -> JSON:
@@ -141,6 +149,11 @@ class _Structurer:
         if extra is True or extra == {}:
             return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         return {"type": "object", "additionalProperties": self.convert(extra)}
+
+
+def _description(text: str) -> str:
+    """Docstrings are wrapped reStructuredText; `kubectl explain` wants one plain paragraph."""
+    return " ".join(text.replace("``", "`").split())
 
 
 def _is_defaulted_model(cls: type[BaseModel] | None, alias: str) -> bool:
@@ -179,8 +192,12 @@ def openapi_schema() -> JSON:
         "type": "object",
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
+            "apiVersion": {
+                "type": "string",
+                "description": f"`{models.API_VERSION}`: the versioned schema of this object.",
+            },
+            "kind": {"type": "string", "description": f"`{models.KIND}`."},
+            # Only `type: object` is allowed here; kubectl explain shows ObjectMeta's own text.
             "metadata": {"type": "object"},
             "spec": spec,
             "status": status,

@@ -11,9 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
+from mcp_operator.api import kubeschema
 from mcp_operator.api.durations import DURATION_PATTERN, parse_duration
 from mcp_operator.api.rules import Rule, RuledModel
 
@@ -32,14 +34,52 @@ RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
 
 Tier = Literal["primary", "backup"]
 KubeObject = dict[str, Any]
+NON_ROOT_UID = 65532
+
+
+def _kube_check(kind: str) -> AfterValidator:
+    """Validate a free-form Kubernetes sub-object against the real Kubernetes schema of
+    ``kind``; all its problems become one error that validation.py splits by path."""
+
+    def validate(value: KubeObject) -> KubeObject:
+        problems = kubeschema.check(kind, value)
+        if problems:
+            raise PydanticCustomError(
+                "k8s_schema",
+                "{summary}",
+                {"summary": "; ".join(f"{p}: {m}" for p, m in problems), "problems": problems},
+            )
+        return value
+
+    return AfterValidator(validate)
+
+
+EnvVar = Annotated[KubeObject, _kube_check("EnvVar")]
+EnvFromSource = Annotated[KubeObject, _kube_check("EnvFromSource")]
+Toleration = Annotated[KubeObject, _kube_check("Toleration")]
+Volume = Annotated[KubeObject, _kube_check("Volume")]
+VolumeMount = Annotated[KubeObject, _kube_check("VolumeMount")]
+LocalObjectReference = Annotated[KubeObject, _kube_check("LocalObjectReference")]
+TopologySpreadConstraint = Annotated[KubeObject, _kube_check("TopologySpreadConstraint")]
+Affinity = Annotated[KubeObject, _kube_check("Affinity")]
+Probe = Annotated[KubeObject, _kube_check("Probe")]
+ResourceRequirements = Annotated[KubeObject, _kube_check("ResourceRequirements")]
+PodSecurityContext = Annotated[KubeObject, _kube_check("PodSecurityContext")]
+SecurityContext = Annotated[KubeObject, _kube_check("SecurityContext")]
 
 
 class Model(RuledModel):
     """Base: camelCase aliases, unknown fields refused (a typo is an error, not a no-op)."""
 
     # strict: "8080" is not a port and "yes" is not a boolean, exactly as the API server says.
+    # Attribute docstrings become the CRD's field descriptions (`kubectl explain`).
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        use_attribute_docstrings=True,
     )
 
 
@@ -47,23 +87,68 @@ class StatusModel(Model):
     """Status arrives as JSON from the API server: timestamps are strings there."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=False
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=False,
+        use_attribute_docstrings=True,
     )
 
 
+class TierPod(Model):
+    """Placement of one tier's pods; each field set here replaces the one from ``spec.pod``
+    (unset fields are taken from ``spec.pod``)."""
+
+    node_selector: dict[str, str] | None = None
+    """Node labels the tier's nodes must carry (Kubernetes ``nodeSelector``)."""
+    affinity: Affinity | None = None
+    """Kubernetes ``Affinity`` for the tier's pods."""
+    tolerations: list[Toleration] | None = None
+    """Kubernetes ``Toleration`` list for the tier's pods."""
+    topology_spread_constraints: list[TopologySpreadConstraint] | None = None
+    """Kubernetes ``TopologySpreadConstraint`` list for the tier's pods."""
+
+
 class PodSettings(Model):
-    """Pod-level overrides; the operator's security defaults apply unless overridden."""
+    """Pod-level settings for both tiers. The pods meet the *restricted* Pod Security Standard
+    unless you override the security contexts (deep-merged over the defaults)."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels a pod's node must carry (Kubernetes ``nodeSelector``)."""
+    affinity: Affinity = Field(default_factory=dict)
+    """Kubernetes ``Affinity``. When empty, pods of a tier prefer different nodes, and the
+    two tiers prefer different zones (``topology.kubernetes.io/zone``) when nodes carry it."""
+    tolerations: list[Toleration] = Field(default_factory=list)
+    """Kubernetes ``Toleration`` list: taints the pods tolerate."""
+    topology_spread_constraints: list[TopologySpreadConstraint] = Field(default_factory=list)
+    """Kubernetes ``TopologySpreadConstraint`` list; the selector is up to you (the pods
+    carry ``mcp-operator.dev/server`` and ``mcp-operator.dev/tier`` labels)."""
 
     service_account_name: str | None = Field(default=None, max_length=253)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[KubeObject] = Field(default_factory=list)
-    affinity: KubeObject = Field(default_factory=dict)
+    """Run as this existing ServiceAccount instead of the one the operator creates
+    (``NAME``, which has no API token)."""
+    automount_service_account_token: bool = False
+    """Mount an API token into the pods. Off by default (an MCP server rarely needs the
+    Kubernetes API); turn it on for servers that call the API with their own ServiceAccount."""
     annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations added to the pod template (not to the Deployment)."""
     labels: dict[str, str] = Field(default_factory=dict)
-    image_pull_secrets: list[KubeObject] = Field(default_factory=list)
-    security_context: KubeObject = Field(default_factory=dict)
-    container_security_context: KubeObject = Field(default_factory=dict)
+    """Labels added to the pod template; the prefixes ``app.kubernetes.io/`` and
+    ``mcp-operator.dev/`` are reserved."""
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
+    """Secrets (``{name: ...}``) used to pull the image from a private registry."""
+    security_context: PodSecurityContext = Field(default_factory=dict)
+    """Kubernetes ``PodSecurityContext``, deep-merged over the defaults (runAsNonRoot,
+    UID/GID/fsGroup 65532, RuntimeDefault seccomp)."""
+    container_security_context: SecurityContext = Field(default_factory=dict)
+    """Kubernetes ``SecurityContext`` of the MCP container, deep-merged over the defaults (no
+    privilege escalation, read-only root filesystem, all capabilities dropped)."""
     priority_class_name: str | None = Field(default=None, max_length=253)
+    """Kubernetes ``priorityClassName`` of the pods."""
+    volumes: list[Volume] = Field(default_factory=list)
+    """Kubernetes ``Volume`` list added to the pods (ConfigMaps, Secrets, PVCs, ...); mount
+    them with ``spec.volumeMounts``. The names ``tmp`` and ``home`` are the operator's."""
 
     __rules__ = (
         Rule(
@@ -75,35 +160,114 @@ class PodSettings(Model):
         ),
     )
 
+    @model_validator(mode="after")
+    def _root_needs_run_as_non_root_off(self) -> PodSettings:
+        """``runAsUser: 0`` beside ``runAsNonRoot: true`` (a default) renders fine and then the
+        kubelet refuses to start the container: refuse it here, saying why."""
+        pod, ctr = self.security_context, self.container_security_context
+        uid = ctr.get("runAsUser", pod.get("runAsUser", NON_ROOT_UID))
+        non_root = ctr.get("runAsNonRoot", pod.get("runAsNonRoot", True))
+        if uid == 0 and non_root:
+            where = "containerSecurityContext" if "runAsUser" in ctr else "securityContext"
+            raise PydanticCustomError(
+                "cross_field",
+                "{message}",
+                {
+                    "field": f"{where}.runAsUser",
+                    "message": "0 (root) contradicts runAsNonRoot: true (the restricted "
+                    "default), so the kubelet would never start the container; set "
+                    "runAsNonRoot: false in securityContext and containerSecurityContext if "
+                    "the server really must run as root",
+                },
+            )
+        return self
+
+
+class ServiceSpec(Model):
+    """The Services in front of the pods."""
+
+    session_affinity: Literal["None", "ClientIP"] = "None"
+    """``ClientIP`` sends each client to the same pod: for legacy (session-based, 2025 MCP
+    revisions) servers with more than one replica, whose sessions live in one pod's memory.
+    Modern (sessionless) servers need ``None``."""
+
+
+class HomeSpec(Model):
+    """A writable home directory (npx/uvx-based servers write caches there; the root
+    filesystem is read-only)."""
+
+    enabled: bool = True
+    """Mount an emptyDir at ``mountPath`` and set ``HOME`` to it (unless ``spec.env`` sets
+    ``HOME``)."""
+    mount_path: str = Field(default="/home/mcp", pattern=r"^/.*$", max_length=256)
+    """Where the home directory is mounted."""
+    size_limit: str = Field(default="256Mi", pattern=QUANTITY_PATTERN, max_length=16)
+    """Size limit of the emptyDir."""
+
+
+class AutoscalingSpec(Model):
+    """Hand a tier's ``replicas`` to a HorizontalPodAutoscaler you create (target: the
+    Deployment ``NAME-primary``)."""
+
+    enabled: bool = False
+    """The operator leaves the Deployment's ``replicas`` out of its server-side apply, so an
+    HPA (or any other writer of the scale subresource) owns it and is never fought. A new
+    Deployment starts at 1 replica until the HPA scales it."""
+
 
 class Probes(Model):
     """Kubernetes probe overrides; by default each is a TCP check on the MCP port."""
 
-    startup: KubeObject | None = None
-    liveness: KubeObject | None = None
-    readiness: KubeObject | None = None
+    startup: Probe | None = None
+    """Kubernetes ``Probe`` replacing the default startup probe."""
+    liveness: Probe | None = None
+    """Kubernetes ``Probe`` replacing the default liveness probe."""
+    readiness: Probe | None = None
+    """Kubernetes ``Probe`` replacing the default readiness probe."""
 
 
 class PrimarySpec(Model):
+    """The primary tier: serves traffic while healthy."""
+
     replicas: int = Field(default=2, ge=1, le=100)
+    """Pods in the primary tier (the floor an HPA is expected to keep when autoscaling)."""
+    pod: TierPod = Field(default_factory=TierPod)
+    """Placement overrides for the primary tier's pods."""
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    """Let an HPA own the primary's replicas."""
 
 
 class BackupSpec(Model):
+    """The backup tier: takes traffic when the primary fails."""
+
     enabled: bool = True
+    """Run a backup tier. Without it there is no failover."""
     replicas: int = Field(default=1, ge=1, le=100)
+    """Pods in the backup tier while it runs."""
     standby: Literal["hot", "cold"] = "hot"
+    """``hot``: the backup runs all the time; ``cold``: zero pods until it is promoted
+    (slower failover, no idle cost)."""
+    pod: TierPod = Field(default_factory=TierPod)
+    """Placement overrides for the backup tier's pods."""
 
 
 class HealthSpec(Model):
     """MCP-level probing by the operator and the per-tier circuit breaker."""
 
     interval_seconds: int = Field(default=2, ge=1, le=300)
+    """Seconds between probe rounds (every pod of each tier is probed each round)."""
     timeout_seconds: int = Field(default=1, ge=1, le=60)
+    """Seconds one MCP probe may take."""
     failure_threshold: int = Field(default=3, ge=1, le=100)
+    """Failed rounds in a row that open a tier's circuit breaker (the tier is unhealthy)."""
     success_threshold: int = Field(default=2, ge=1, le=100)
+    """Successful half-open rounds that close the breaker again."""
     recovery_timeout_seconds: int = Field(default=30, ge=1, le=3600)
+    """Seconds an open breaker waits before probing again (half-open)."""
     min_healthy_pods: int = Field(default=1, ge=1, le=100)
+    """Pods that must answer MCP for a round to count as a success."""
     bearer_token_secret_ref: SecretKeyRef | None = None
+    """A Secret key holding a bearer token the probe sends, for servers that require auth."""
 
     __rules__ = (
         Rule(
@@ -128,33 +292,57 @@ class HealthSpec(Model):
 
 
 class SecretKeyRef(Model):
+    """A key of a Secret in the server's namespace."""
+
     name: str = Field(min_length=1, max_length=253)
+    """The Secret's name."""
     key: str = Field(min_length=1, max_length=253)
+    """The key within the Secret."""
 
 
 class FailoverSpec(Model):
+    """When and how the stable Service moves between the tiers."""
+
     enabled: bool = True
+    """Move traffic to the backup when the primary's breaker opens."""
     failback: Literal["Automatic", "Manual"] = "Automatic"
+    """``Automatic``: back to the primary after ``cooldownSeconds`` of health; ``Manual``:
+    only through the ``mcp-operator.dev/switchover`` annotation."""
     cooldown_seconds: int = Field(default=60, ge=0, le=86400)
+    """Seconds the primary must stay healthy before an automatic failback."""
     max_failovers: int = Field(default=3, ge=1, le=100)
+    """Failovers within ``windowSeconds`` after which automatic failback is held (flapping)."""
     window_seconds: int = Field(default=600, ge=60, le=86400)
+    """The flap-guard window, in seconds."""
     cold_start_timeout_seconds: int = Field(default=120, ge=5, le=3600)
+    """Seconds a cold backup may take to become healthy after being scaled up."""
 
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
 
 class RotationSpec(Model):
+    """Signing-key rotation schedule (rotation itself is a later issue)."""
+
     every: Duration = "720h"
+    """How often a new signing key is made (Go duration, e.g. ``720h``)."""
     publish_ahead: Duration = "10m"
+    """How long a new public key is published before it signs."""
 
 
 class AuthSpec(Model):
+    """Token authentication in front of the server (a later issue; validated only)."""
+
     enabled: bool = False
+    """Require tokens."""
     algorithm: Literal["ES256", "EdDSA", "RS256"] = "ES256"
+    """Signing algorithm."""
     token_ttl: Duration = Field(default="1h", alias="tokenTTL")
+    """Lifetime of issued tokens, 1m to 24h."""
     issuer: str | None = Field(default=None, max_length=253)
+    """The ``iss`` claim; defaults to the server's endpoint."""
     rotation: RotationSpec = Field(default_factory=RotationSpec)
+    """Key rotation schedule."""
 
     __rules__ = (
         Rule(
@@ -178,8 +366,12 @@ class AuthSpec(Model):
 
 
 class CacheSpec(Model):
+    """A Redis cache per server (a later issue; validated only)."""
+
     enabled: bool = False
+    """Provision the cache."""
     max_memory: str = Field(default="256Mi", pattern=QUANTITY_PATTERN, max_length=16)
+    """Redis ``maxmemory``."""
     eviction_policy: Literal[
         "allkeys-lru",
         "allkeys-lfu",
@@ -190,45 +382,86 @@ class CacheSpec(Model):
         "volatile-ttl",
         "noeviction",
     ] = "allkeys-lru"
+    """Redis ``maxmemory-policy``."""
     image: str = Field(default="redis:7.2", min_length=1, max_length=512)
+    """Redis image."""
 
 
 class PrometheusRuleSpec(Model):
+    """Alert rules (shipping them is a later issue)."""
+
     enabled: bool = True
+    """Create a PrometheusRule."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Labels on the PrometheusRule (for the Prometheus rule selector)."""
 
 
 class ServiceMonitorSpec(Model):
+    """Scrape configuration (a later issue)."""
+
     enabled: bool = False
+    """Create a ServiceMonitor."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Labels on the ServiceMonitor."""
 
 
 class MonitoringSpec(Model):
+    """Prometheus integration."""
+
     prometheus_rule: PrometheusRuleSpec = Field(default_factory=PrometheusRuleSpec)
+    """Alert rules."""
     service_monitor: ServiceMonitorSpec = Field(default_factory=ServiceMonitorSpec)
+    """Scraping."""
 
 
 class MCPServerSpec(Model):
     """What the user asks for. Never written by the operator."""
 
     image: str = Field(min_length=1, max_length=512)
+    """Container image of the MCP server."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Kubernetes ``imagePullPolicy`` of the MCP container."""
     command: list[str] = Field(default_factory=list)
+    """Container entrypoint (replaces the image's ENTRYPOINT)."""
     args: list[str] = Field(default_factory=list)
+    """Container arguments (replace the image's CMD)."""
     port: int = Field(default=8080, ge=1, le=65535)
+    """TCP port the server listens on (named ``mcp`` in the pods and Services)."""
     path: str = Field(default="/mcp", pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@/%-]*$", max_length=256)
+    """HTTP path of the MCP endpoint."""
     transport: Literal["streamable-http", "sse"] = "streamable-http"
-    env: list[KubeObject] = Field(default_factory=list)
-    env_from: list[KubeObject] = Field(default_factory=list)
-    resources: KubeObject = Field(default_factory=dict)
+    """MCP transport the server speaks."""
+    env: list[EnvVar] = Field(default_factory=list)
+    """Kubernetes ``EnvVar`` list. Referenced Secrets/ConfigMaps must exist (unless
+    ``optional``), or nothing is applied (reason ``MissingReference``)."""
+    env_from: list[EnvFromSource] = Field(default_factory=list)
+    """Kubernetes ``EnvFromSource`` list."""
+    resources: ResourceRequirements = Field(default_factory=dict)
+    """Kubernetes ``ResourceRequirements``; default requests 50m CPU / 64Mi, limit 512Mi."""
+    volume_mounts: list[VolumeMount] = Field(default_factory=list)
+    """Kubernetes ``VolumeMount`` list of the MCP container, for ``spec.pod.volumes``."""
+    home: HomeSpec = Field(default_factory=HomeSpec)
+    """A writable ``HOME`` (emptyDir)."""
     pod: PodSettings = Field(default_factory=PodSettings)
+    """Pod settings for both tiers."""
     probes: Probes = Field(default_factory=Probes)
+    """Kubelet probe overrides (MCP-level health is probed by the operator, see ``health``)."""
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+    """Service settings."""
     primary: PrimarySpec = Field(default_factory=PrimarySpec)
+    """The primary tier."""
     backup: BackupSpec = Field(default_factory=BackupSpec)
+    """The backup tier."""
     health: HealthSpec = Field(default_factory=HealthSpec)
+    """MCP-level probing and the per-tier circuit breaker."""
     failover: FailoverSpec = Field(default_factory=FailoverSpec)
+    """Failover and failback policy."""
     auth: AuthSpec = Field(default_factory=AuthSpec)
+    """Token authentication (later issue)."""
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    """Redis cache (later issue)."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    """Prometheus integration (later issue)."""
 
     __rules__ = (
         Rule(
@@ -243,21 +476,7 @@ class MCPServerSpec(Model):
             message="must not exceed primary.replicas",
             check=lambda s: s.health.min_healthy_pods <= s.primary.replicas,
         ),
-        Rule(
-            field="port",
-            cel="self.port != 9090",
-            message="must not be 9090, which the operator reserves for pod metrics",
-            check=lambda s: s.port != 9090,
-        ),
     )
-
-    @field_validator("env")
-    @classmethod
-    def _env_items_named(cls, env: list[KubeObject]) -> list[KubeObject]:
-        for i, item in enumerate(env):
-            if not isinstance(item.get("name"), str) or not item["name"]:
-                raise ValueError(f"item {i} needs a non-empty name")
-        return env
 
 
 class ObjectMeta(Model):
@@ -268,7 +487,8 @@ class ObjectMeta(Model):
     )
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS1035)
-    namespace: str = Field(default="default", min_length=1, max_length=63)
+    # None = "wherever it is applied" (kustomize, Argo CD): render keeps it absent.
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
     uid: str | None = None
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
@@ -279,75 +499,137 @@ class ObjectMeta(Model):
 
 
 class Condition(StatusModel):
+    """A Kubernetes-style condition (docs/conditions.md lists every type and reason)."""
+
     type: str = Field(max_length=316)
+    """Condition type: Ready, Reconciled, PrimaryHealthy, BackupHealthy, FailedOver,
+    Misconfigured (see docs/conditions.md)."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown. For FailedOver and Misconfigured, True is the bad news."""
     reason: str = Field(min_length=1, max_length=1024)
+    """CamelCase machine-readable cause (every reason is listed in docs/conditions.md)."""
     message: str = Field(default="", max_length=32768)
+    """Human-readable detail."""
     last_transition_time: datetime
+    """When status last changed (not when reason or message changed)."""
     observed_generation: int | None = None
+    """The metadata.generation this condition was computed for."""
 
 
 class BreakerStatus(StatusModel):
     """A tier's circuit breaker, persisted so a restarted operator resumes it."""
 
     phase: Literal["closed", "open", "half-open"] = "closed"
+    """closed (healthy), open (unhealthy, waiting), half-open (probing for recovery)."""
     failures: int = 0
+    """Failed rounds in a row."""
     successes: int = 0
+    """Successful half-open rounds in a row."""
     since: datetime | None = None
+    """When the breaker entered this phase."""
 
 
 class TierStatus(StatusModel):
+    """One tier as the operator last saw it."""
+
     replicas: int = 0
+    """Pods the tier's Deployment runs."""
     ready_replicas: int = 0
+    """Pods Kubernetes counts ready (including the MCP readiness gate)."""
     summary: str = "-"
+    """ready/desired, as shown by kubectl get."""
     healthy: bool | None = None
+    """The operator's MCP-level verdict for the tier (null before the first round)."""
     healthy_pods: int = 0
+    """Pods that answered the last MCP probe round."""
     breaker: BreakerStatus = Field(default_factory=BreakerStatus)
+    """The tier's circuit breaker."""
     consecutive_failures: int = 0
+    """Failed probe rounds in a row."""
     last_probe_time: datetime | None = None
+    """When the tier was last probed."""
     last_error: str | None = Field(default=None, max_length=1024)
+    """The last probe error (no secrets)."""
     era: str | None = None
+    """The MCP protocol era the tier's pods speak: modern or legacy."""
 
 
 class TiersStatus(StatusModel):
+    """Both tiers."""
+
     primary: TierStatus = Field(default_factory=TierStatus)
+    """The primary tier."""
     backup: TierStatus = Field(default_factory=TierStatus)
+    """The backup tier."""
 
 
 class FailoverStatus(StatusModel):
+    """The failover state machine."""
+
     phase: Literal["Idle", "Intent", "ScalingBackup", "Switched"] = "Idle"
+    """Idle, Intent (decided, not yet switched), ScalingBackup (cold backup starting), Switched."""
     target_tier: Tier | None = None
+    """The tier a switch in progress moves traffic to."""
     kind: Literal["failover", "failback", "switchover"] | None = None
+    """failover (primary failed), failback (back to primary) or switchover (requested by
+    annotation)."""
     reason: str | None = None
+    """Why the last switch happened."""
     started_at: datetime | None = None
+    """When the last switch started."""
     completed_at: datetime | None = None
+    """When the last switch completed."""
     count: int = 0
+    """Switches completed so far."""
     recent: list[datetime] = Field(default_factory=list)
+    """Times of recent failovers (for the flap guard)."""
     last_switchover: str | None = None
+    """The last processed value of the mcp-operator.dev/switchover annotation."""
 
 
 class KeysStatus(StatusModel):
+    """Signing keys (later issue)."""
+
     active_kid: str | None = None
+    """Key id signing tokens now."""
     next_kid: str | None = None
+    """Key id published ahead of use."""
     published_kids: list[str] = Field(default_factory=list)
+    """Key ids in the published key set."""
     last_rotation_time: datetime | None = None
+    """When the keys last rotated."""
     next_rotation_time: datetime | None = None
+    """When the keys rotate next."""
 
 
 class CacheStatus(StatusModel):
+    """The cache (later issue)."""
+
     endpoint: str | None = None
+    """The cache's address."""
     ready: bool | None = None
+    """Whether the cache answers."""
 
 
 class MCPServerStatus(StatusModel):
+    """What the operator observed; written only by the operator."""
+
     observed_generation: int | None = None
+    """The metadata.generation the operator last acted on."""
     active_tier: Tier | None = None
+    """The tier the stable Service selects: primary or backup."""
     endpoint: str | None = None
+    """The stable in-cluster URL: http://NAME.NAMESPACE.svc:PORT/PATH."""
     tiers: TiersStatus = Field(default_factory=TiersStatus)
+    """Per-tier state."""
     failover: FailoverStatus = Field(default_factory=FailoverStatus)
+    """The failover state machine, persisted so a restarted operator resumes it."""
     keys: KeysStatus = Field(default_factory=KeysStatus)
+    """Signing keys (later issue)."""
     cache: CacheStatus = Field(default_factory=CacheStatus)
+    """The cache (later issue)."""
     conditions: list[Condition] = Field(default_factory=list)
+    """Ready (summary), Reconciled, PrimaryHealthy, BackupHealthy, FailedOver, Misconfigured."""
 
 
 class MCPServer(Model):

@@ -38,9 +38,17 @@ class RuledModel(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> RuledModel:
-        for rule in type(self).__rules__:
-            if not rule.check(self):
-                raise PydanticCustomError(
-                    "cross_field", "{message}", {"field": rule.field, "message": rule.message}
-                )
+        # Every broken rule at once (a user fixing one problem per run is the bug this avoids):
+        # one error carrying all failures, which validation.py expands into one line each.
+        failures = [(r.field, r.message) for r in type(self).__rules__ if not r.check(self)]
+        if failures:
+            raise PydanticCustomError(
+                "cross_field",
+                "{message}",
+                {
+                    "field": failures[0][0],
+                    "message": "; ".join(f"{f}: {m}" for f, m in failures),
+                    "failures": failures,
+                },
+            )
         return self

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_operator.api.models import MCPServer
+from mcp_operator.api.models import API_VERSION, KIND, MCPServer
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,27 @@ _MESSAGES = {
 }
 
 
+def _join(base: str, rel: str) -> str:
+    if not rel:
+        return base
+    if base == "(document)":
+        return rel
+    return base + rel if rel.startswith("[") else f"{base}.{rel}"
+
+
+def _expand(err: Any) -> list[Problem]:
+    """One error may carry several problems (all broken rules of a model, all problems of a
+    Kubernetes sub-object): one line each."""
+    ctx = err.get("ctx") or {}
+    base = _path({**err, "type": "located"})
+    if err["type"] == "k8s_schema":
+        return [Problem(_join(base, rel), msg) for rel, msg in ctx["problems"]]
+    if err["type"] == "cross_field":
+        failures = ctx.get("failures") or [(ctx["field"], ctx["message"])]
+        return [Problem(_join(base, field), msg) for field, msg in failures]
+    return [Problem(_path(err), _message(err))]
+
+
 def _message(err: Any) -> str:
     ctx = err.get("ctx") or {}
     kind = err["type"]
@@ -69,8 +90,6 @@ def _message(err: Any) -> str:
 
 def _path(err: Any) -> str:
     parts = [str(p) for p in err["loc"]]
-    if err["type"] == "cross_field":
-        parts.append(err["ctx"]["field"])
     out = ""
     for part in parts:
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
@@ -78,13 +97,27 @@ def _path(err: Any) -> str:
 
 
 def problems_of(error: ValidationError) -> list[Problem]:
-    return [Problem(_path(e), _message(e)) for e in error.errors()]
+    out: list[Problem] = []
+    for err in error.errors():
+        for problem in _expand(err):
+            if problem not in out:
+                out.append(problem)
+    return out
 
 
 def parse_server(document: Any) -> MCPServer:
-    """Validate one manifest; raise :class:`InvalidSpec` with field-path messages."""
+    """Validate one manifest; raise :class:`InvalidSpec` with every problem, by field path."""
     if not isinstance(document, dict):
-        raise InvalidSpec([Problem("(document)", "must be a mapping")])
+        what = {list: "a list", str: "a string", type(None): "empty"}.get(
+            type(document), "a scalar"
+        )
+        raise InvalidSpec([Problem("(document)", f"must be a mapping (an object), not {what}")])
+    kind = document.get("kind")
+    if isinstance(kind, str) and kind != KIND:
+        # A foreign object: its fields mean nothing here, so one line instead of dozens.
+        raise InvalidSpec(
+            [Problem("kind", f"{kind} is not {KIND} ({API_VERSION}); only {KIND}s are accepted")]
+        )
     try:
         return MCPServer.model_validate(document)
     except ValidationError as exc:

@@ -337,6 +337,14 @@ def _references(server: MCPServer) -> set[tuple[str, str]]:
             ref = env_from.get(key)
             if ref and not ref.get("optional") and ref.get("name"):
                 refs.add((kind, ref["name"]))
+    for volume in server.spec.pod.volumes:
+        for key, kind, name_key in (
+            ("configMap", "ConfigMap", "name"),
+            ("secret", "Secret", "secretName"),
+        ):
+            source = volume.get(key)
+            if source and not source.get("optional") and source.get(name_key):
+                refs.add((kind, source[name_key]))
     token_ref = server.spec.health.bearer_token_secret_ref
     if token_ref is not None:
         refs.add(("Secret", token_ref.name))

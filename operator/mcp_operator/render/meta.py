@@ -47,11 +47,10 @@ def metadata(
     server: MCPServer, name: str, component: str, owner_uid: str | None, tier: Tier | None = None
 ) -> dict[str, Any]:
     """Object metadata with an owner reference (controller=true) when the owner is known."""
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": server.metadata.namespace,
-        "labels": labels(server, component, tier),
-    }
+    meta: dict[str, Any] = {"name": name}
+    if server.metadata.namespace is not None:  # absent stays absent (kustomize, Argo CD)
+        meta["namespace"] = server.metadata.namespace
+    meta["labels"] = labels(server, component, tier)
     if owner_uid:
         meta["ownerReferences"] = [
             {
@@ -70,4 +69,5 @@ def metadata(
 def endpoint(server: MCPServer) -> str:
     """The stable in-cluster URL: the Service that always selects the active tier."""
     meta, spec = server.metadata, server.spec
-    return f"http://{meta.name}.{meta.namespace}.svc:{spec.port}{spec.path}"
+    namespace = meta.namespace or "default"
+    return f"http://{meta.name}.{namespace}.svc:{spec.port}{spec.path}"

@@ -28,7 +28,13 @@ def _service(server: MCPServer, name: str, component: str, tier: Tier, ctx: Rend
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta.metadata(server, name, component, ctx.owner_uid, tier),
-        "spec": {"type": "ClusterIP", "selector": meta.selector(server, tier), "ports": [port]},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": meta.selector(server, tier),
+            "ports": [port],
+            # Always set (also None): a removed ClientIP must be reset, not left behind.
+            "sessionAffinity": server.spec.service.session_affinity,
+        },
     }
 
 

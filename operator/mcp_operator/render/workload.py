@@ -2,7 +2,8 @@
 
 Pods meet the *restricted* Pod Security Standard by default (non-root, no privilege
 escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root filesystem with
-a writable ``/tmp``); the user may override through ``spec.pod``. Every pod declares the
+a writable ``/tmp`` and ``HOME``); the user's security contexts are deep-merged over these
+defaults, so overriding one key keeps the others. Every pod declares the
 ``mcp-operator.dev/mcp-healthy`` readiness gate, which the operator sets from its MCP-level
 probe, so Services only route to pods that really answer MCP.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_operator.api.models import MCPServer, MCPServerSpec, Tier
+from mcp_operator.api.models import NON_ROOT_UID, MCPServer, MCPServerSpec, Tier
 from mcp_operator.render import meta
 from mcp_operator.render.context import RenderContext
 
@@ -21,7 +22,18 @@ DEFAULT_RESOURCES: Obj = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "512Mi"},
 }
-NON_ROOT_UID = 65532
+ZONE_KEY = "topology.kubernetes.io/zone"
+
+
+def deep_merge(base: Obj, override: Obj) -> Obj:
+    """``override`` over ``base``, recursing into mappings (lists and scalars replace)."""
+    out = dict(base)
+    for key, value in override.items():
+        old = out.get(key)
+        out[key] = (
+            deep_merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        )
+    return out
 
 
 def _pod_security(spec: MCPServerSpec) -> Obj:
@@ -32,7 +44,7 @@ def _pod_security(spec: MCPServerSpec) -> Obj:
         "fsGroup": NON_ROOT_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    return {**base, **spec.pod.security_context}
+    return deep_merge(base, spec.pod.security_context)
 
 
 def _container_security(spec: MCPServerSpec) -> Obj:
@@ -43,7 +55,7 @@ def _container_security(spec: MCPServerSpec) -> Obj:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    return {**base, **spec.pod.container_security_context}
+    return deep_merge(base, spec.pod.container_security_context)
 
 
 def _probes(spec: MCPServerSpec) -> Obj:
@@ -63,23 +75,38 @@ def _probes(spec: MCPServerSpec) -> Obj:
     return {k: overrides[k] if overrides[k] is not None else v for k, v in defaults.items()}
 
 
+def _home_wanted(spec: MCPServerSpec) -> bool:
+    return spec.home.enabled
+
+
+def _env(spec: MCPServerSpec) -> list[Obj]:
+    env = list(spec.env)
+    if _home_wanted(spec) and not any(e.get("name") == "HOME" for e in env):
+        env.append({"name": "HOME", "value": spec.home.mount_path})
+    return env
+
+
 def _container(spec: MCPServerSpec) -> Obj:
+    mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if _home_wanted(spec):
+        mounts.append({"name": "home", "mountPath": spec.home.mount_path})
     container: Obj = {
         "name": "mcp",
         "image": spec.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": spec.image_pull_policy,
         "ports": [{"name": meta.MCP_PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}],
         "resources": spec.resources or DEFAULT_RESOURCES,
         "securityContext": _container_security(spec),
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [*mounts, *spec.volume_mounts],
         **_probes(spec),
     }
     if spec.command:
         container["command"] = list(spec.command)
     if spec.args:
         container["args"] = list(spec.args)
-    if spec.env:
-        container["env"] = list(spec.env)
+    env = _env(spec)
+    if env:
+        container["env"] = env
     if spec.env_from:
         container["envFrom"] = list(spec.env_from)
     return container
@@ -90,32 +117,62 @@ def service_account_name(server: MCPServer) -> str:
 
 
 def _default_affinity(server: MCPServer, tier: Tier) -> Obj:
-    """Spread a tier's pods across nodes when possible (soft, so one node still works)."""
-    term = {
+    """Spread a tier's pods across nodes, and keep the two tiers in different zones, when
+    possible. Both are soft: one node or one zone still works, and nodes without the zone
+    label simply make the zone term moot (so one zone failure cannot take both tiers when
+    there are several)."""
+    same_tier = {
         "weight": 100,
         "podAffinityTerm": {
             "topologyKey": "kubernetes.io/hostname",
             "labelSelector": {"matchLabels": meta.selector(server, tier)},
         },
     }
-    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [term]}}
+    other: Tier = "backup" if tier == "primary" else "primary"
+    other_tier = {
+        "weight": 50,
+        "podAffinityTerm": {
+            "topologyKey": ZONE_KEY,
+            "labelSelector": {"matchLabels": meta.selector(server, other)},
+        },
+    }
+    terms = [same_tier, other_tier] if len(tiers(server)) > 1 else [same_tier]
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}}
+
+
+def _placement(server: MCPServer, tier: Tier) -> Obj:
+    """``spec.pod`` placement with the tier's own overrides (a field set there replaces)."""
+    pod = server.spec.pod
+    own = server.spec.primary.pod if tier == "primary" else server.spec.backup.pod
+
+    def pick(name: str) -> Any:
+        value = getattr(own, name)
+        return value if value is not None else getattr(pod, name)
+
+    return {
+        "nodeSelector": pick("node_selector"),
+        "affinity": pick("affinity") or _default_affinity(server, tier),
+        "tolerations": pick("tolerations"),
+        "topologySpreadConstraints": pick("topology_spread_constraints"),
+    }
 
 
 def pod_template(server: MCPServer, tier: Tier) -> Obj:
     spec, pod = server.spec, server.spec.pod
+    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    if _home_wanted(spec):
+        volumes.append({"name": "home", "emptyDir": {"sizeLimit": spec.home.size_limit}})
     pod_spec: Obj = {
         "serviceAccountName": service_account_name(server),
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": pod.automount_service_account_token,
         "securityContext": _pod_security(spec),
         "containers": [_container(spec)],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [*volumes, *pod.volumes],
         "readinessGates": [{"conditionType": meta.HEALTH_GATE}],
-        "affinity": pod.affinity or _default_affinity(server, tier),
         "enableServiceLinks": False,
     }
     optional = {
-        "nodeSelector": pod.node_selector,
-        "tolerations": pod.tolerations,
+        **_placement(server, tier),
         "imagePullSecrets": pod.image_pull_secrets,
         "priorityClassName": pod.priority_class_name,
     }
@@ -139,13 +196,22 @@ def tiers(server: MCPServer) -> list[Tier]:
     return ["primary", "backup"] if server.spec.backup.enabled else ["primary"]
 
 
+def replicas_handed_off(server: MCPServer, tier: Tier) -> bool:
+    """An autoscaler owns this tier's replicas: they are left out of the apply, so the
+    operator's field manager never owns (and never resets) them."""
+    return tier == "primary" and server.spec.primary.autoscaling.enabled
+
+
 def deployment(server: MCPServer, tier: Tier, ctx: RenderContext) -> Obj:
+    replicas = (
+        {} if replicas_handed_off(server, tier) else {"replicas": tier_replicas(server, tier, ctx)}
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta.metadata(server, meta.child_name(server, tier), tier, ctx.owner_uid, tier),
         "spec": {
-            "replicas": tier_replicas(server, tier, ctx),
+            **replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": meta.selector(server, tier)},
             "strategy": {
@@ -177,5 +243,5 @@ def service_account(server: MCPServer, ctx: RenderContext) -> Obj | None:
         "apiVersion": "v1",
         "kind": "ServiceAccount",
         "metadata": meta.metadata(server, meta.child_name(server), "identity", ctx.owner_uid),
-        "automountServiceAccountToken": False,
+        "automountServiceAccountToken": server.spec.pod.automount_service_account_token,
     }
