@@ -29,8 +29,8 @@ lint: setup
 crd: setup        ## regenerate the checked-in CRD from the models
 	.venv/bin/mcp-operator crd > crds/mcpservers.mcp-operator.dev.yaml
 
-manifests: setup  ## regenerate the checked-in install manifests
-	.venv/bin/mcp-operator manifests > manifests/install.yaml
+manifests: setup  ## regenerate the checked-in install files: manifests/ (flat, kustomize), chart data
+	.venv/bin/mcp-operator manifests --write .
 
 bench-reconcile: setup tools
 	$(PY) bench/reconcile.py

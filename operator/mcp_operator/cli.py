@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -104,10 +105,14 @@ def cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_manifests(_: argparse.Namespace) -> int:
-    from mcp_operator.install import manifests_yaml
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from mcp_operator.install import manifests_yaml, write_repo_files
 
-    print(manifests_yaml(), end="")
+    if args.write:
+        for path in write_repo_files(Path(args.write)):
+            print(path)
+    else:
+        print(manifests_yaml(), end="")
     return 0
 
 
@@ -154,9 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
     sub.add_parser("crd", help="print the generated CRD").set_defaults(func=cmd_crd)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
-    sub.add_parser("manifests", help="print the operator's install manifests").set_defaults(
-        func=cmd_manifests
+    p = sub.add_parser("manifests", help="print the operator's install manifests")
+    p.add_argument(
+        "--write",
+        metavar="ROOT",
+        help="write every generated install file (manifests/, chart data) under ROOT instead",
     )
+    p.set_defaults(func=cmd_manifests)
     p = sub.add_parser("run", help="run the operator")
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace")
     p.add_argument("-A", "--all-namespaces", action="store_true")

@@ -7,11 +7,12 @@ proves every rule is both needed and used.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from mcp_operator.api.models import GROUP, PLURAL
 
 Rule = dict[str, Any]
+Scope = Literal["cluster", "watched", "operator"]
 
 RULES: list[Rule] = [
     # The custom resource: kopf lists and watches it; the operator writes only its status.
@@ -52,12 +53,64 @@ RULES: list[Rule] = [
 ]
 
 
+# Where each rule must be granted. Most rules concern the namespaces whose MCPServers are
+# watched; these two are exceptions. Keyed by resource so that the rule list stays one list.
+CLUSTER_ONLY = frozenset({"namespaces"})  # cluster-scoped; only for `--namespace` globs
+OPERATOR_NAMESPACE_ONLY = frozenset({"leases"})  # the operator's own Lease, in its namespace
+
+
+def _scope(rule: Rule) -> Scope:
+    resources = set(rule["resources"])
+    if resources <= CLUSTER_ONLY:
+        return "cluster"
+    if resources <= OPERATOR_NAMESPACE_ONLY:
+        return "operator"
+    return "watched"
+
+
+def rules_for(*scopes: Scope) -> list[Rule]:
+    """The rules of :data:`RULES` granted in ``scopes``, in their order.
+
+    An install grants ``rules_for("watched", "cluster")`` cluster-wide (or ``"watched"`` in a
+    Role per watched namespace, so Secrets are readable only where servers live) and
+    ``rules_for("operator")`` in a Role in the operator's own namespace.
+    """
+    return [rule for rule in RULES if _scope(rule) in scopes]
+
+
 def cluster_role(name: str = "mcp-operator", rules: list[Rule] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mcp-operator"}},
         "rules": RULES if rules is None else rules,
+    }
+
+
+def role(name: str, namespace: str, rules: list[Rule]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "mcp-operator"},
+        },
+        "rules": rules,
+    }
+
+
+def role_binding(name: str, namespace: str, subject: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "mcp-operator"},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [subject],
     }
 
 
