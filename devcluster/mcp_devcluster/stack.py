@@ -25,7 +25,9 @@ from mcp_operator.render.context import CURRENT_API_VERSIONS
 OPERATOR_USER = "mcp-operator"
 # The image the node agent maps to the project's example MCP server.
 EXAMPLE_IMAGE = "ghcr.io/mcp-operator/example-server:dev"
-ROLE_NAME = "mcp-operator"
+# Not "mcp-operator": that is the name the install manifests (kustomize base) give their own
+# ClusterRole and binding, which the install e2e tests apply to the same cluster.
+ROLE_NAME = "mcp-operator-dev-user"
 __all__ = ["CURRENT_API_VERSIONS", "OperatorProcess", "free_port", "install_operator_rbac"]
 
 

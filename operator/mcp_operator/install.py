@@ -144,7 +144,10 @@ def operator_objects() -> list[Obj]:
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
             "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": LABELS},
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}},
+            "spec": {
+                "minAvailable": 1,
+                "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+            },
         },
     ]
 

@@ -8,23 +8,30 @@ import yaml
 
 from mcp_operator import rbac
 from mcp_operator.api.crd import crd
-from mcp_operator.install import manifests, manifests_yaml
+from mcp_operator.install import manifests, manifests_yaml, repo_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_checked_in_manifests_match_generator() -> None:
-    checked_in = (ROOT / "manifests" / "install.yaml").read_text()
-    assert checked_in == manifests_yaml(), (
-        "manifests/install.yaml drifted: run `mcp-operator manifests > manifests/install.yaml`"
-    )
+def test_checked_in_install_files_match_generator() -> None:
+    """install.yaml, the kustomize base and overlay, and the chart's CRD and rules."""
+    drifted = [rel for rel, text in repo_files().items() if (ROOT / rel).read_text() != text]
+    assert not drifted, f"{drifted} drifted: run `make manifests`"
+
+
+def test_generated_overlay_files_are_all_referenced() -> None:
+    overlay = ROOT / "manifests" / "overlays" / "namespaced"
+    on_disk = {p.name for p in overlay.iterdir()}
+    assert on_disk == {
+        rel.rsplit("/", 1)[1] for rel in repo_files() if rel.startswith("manifests/overlays")
+    }
 
 
 def test_manifests_carry_the_generated_crd_and_rules() -> None:
     docs = list(yaml.safe_load_all(manifests_yaml()))
     by_kind = {d["kind"]: d for d in docs}
     assert by_kind["CustomResourceDefinition"] == crd()
-    assert by_kind["ClusterRole"]["rules"] == rbac.RULES
+    assert by_kind["ClusterRole"]["rules"] + by_kind["Role"]["rules"] == rbac.RULES
     binding = by_kind["ClusterRoleBinding"]
     assert binding["subjects"][0]["name"] == by_kind["ServiceAccount"]["metadata"]["name"]
 
@@ -38,3 +45,13 @@ def test_operator_pod_is_restricted_and_leader_elected() -> None:
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert "--leader-lease" in container["args"]
     assert deploy["spec"]["replicas"] >= 2
+    assert {o["kind"] for o in manifests()} >= {"PodDisruptionBudget", "Service"}
+
+
+def test_rule_scopes_partition_the_one_list() -> None:
+    """Every rule is granted somewhere, and exactly once."""
+    scopes = [rbac.rules_for(s) for s in ("watched", "cluster", "operator")]
+    granted = [rule for scope in scopes for rule in scope]
+    assert sorted(map(repr, granted)) == sorted(map(repr, rbac.RULES))
+    assert all(scopes)
+    assert not any("secrets" in r["resources"] for r in rbac.rules_for("cluster", "operator"))
