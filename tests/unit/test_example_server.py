@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +34,7 @@ async def test_tools_in_process() -> None:
 
     async with Client(ex.build_server(_opts())) as client:
         names = {t.name for t in (await client.list_tools()).tools}
-        assert names == {"echo", "add", "counter"}
+        assert names == {"echo", "add", "counter", "read_file", "write_home", "kube_get"}
         assert (await client.call_tool("add", {"a": 2, "b": 40})).structured_content == {
             "result": 42
         }
@@ -129,3 +131,22 @@ def test_process_on_loopback_accepts_foreign_host_header_and_guards_token() -> N
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     assert b"s3cret" not in stderr  # the token is never logged
+
+
+def test_pod_paths_map_through_node_agent_mounts(tmp_path: Path) -> None:
+    from mcp_example_server import podfs
+
+    env = {
+        "NODEAGENT_MOUNTS": json.dumps(
+            {"/etc/cfg": str(tmp_path / "cfg"), "/home/mcp": str(tmp_path / "home")}
+        ),
+        "HOME": "/home/mcp",
+    }
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "app.toml").write_text("greeting = 'hi'\n")
+    assert podfs.host_path("/etc/cfg/app.toml", env).read_text() == "greeting = 'hi'\n"
+    assert podfs.host_path("/etc/cfgx", env) == Path("/etc/cfgx")  # not under the mount
+    assert podfs.write_home("note.txt", "x", env) == "/home/mcp/note.txt"
+    assert (tmp_path / "home" / "note.txt").read_text() == "x"
+    with pytest.raises(ValueError):
+        podfs.write_home("../escape", "x", env)

@@ -9,6 +9,8 @@ It is deliberately small but exercises what the operator cares about:
 * a fault knob, ``EXAMPLE_REQUIRE_TOKEN``, that makes MCP requests without the right
   bearer token answer 401: a *misconfigured* server, which health checks must tell apart
   from a *failed* one;
+* ``read_file``, ``write_home`` and ``kube_get`` tools: a mounted config file, a writable
+  ``HOME`` and the pod's ServiceAccount token, as real servers use them;
 * no DNS-rebinding Host allowlist: pods are reached by pod IP and Service names, and
   the SDK's allowlist (enabled automatically on loopback binds) would answer 421.
 
@@ -151,8 +153,33 @@ def build_server(opts: Options) -> Any:
         value, backend = await counter.increment()
         return f"counter={value} backend={backend}"
 
+    _add_pod_tools(server)
     _add_healthz(server)
     return server
+
+
+def _add_pod_tools(server: Any) -> None:
+    """Tools that touch what a pod gives a server: mounted files, HOME, the API token."""
+    from mcp_example_server import podfs
+
+    def read_file(path: str) -> str:
+        return podfs.host_path(path).read_text()
+
+    def write_home(name: str, content: str) -> str:
+        return podfs.write_home(name, content)
+
+    async def kube_get(path: str) -> str:
+        return await podfs.kube_get(path)
+
+    server.tool(description="Read a text file, e.g. a config file mounted from a ConfigMap.")(
+        read_file
+    )
+    server.tool(description="Write a file under $HOME (as npx/uvx caches do); returns its path.")(
+        write_home
+    )
+    server.tool(description="GET a Kubernetes API path with the pod's ServiceAccount token.")(
+        kube_get
+    )
 
 
 def _add_healthz(server: Any) -> None:
