@@ -2,7 +2,7 @@
 # (as root): it installs what it needs first.
 PY := .venv/bin/python
 
-.PHONY: setup tools test unit demo lint manifests crd bench-reconcile bench-failover clean
+.PHONY: setup tools test unit demo lint manifests crd docs vendor-k8s-schemas bench-reconcile bench-failover clean
 
 setup:            ## Python environment (uv, locked dependencies)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -28,6 +28,12 @@ lint: setup
 
 crd: setup        ## regenerate the checked-in CRD from the models
 	.venv/bin/mcp-operator crd > crds/mcpservers.mcp-operator.dev.yaml
+
+docs: setup       ## regenerate docs/api.md from the models
+	$(PY) -m mcp_operator.api.reference > docs/api.md
+
+vendor-k8s-schemas: setup  ## re-extract the Kubernetes schemas sub-objects are checked against
+	$(PY) hack/vendor_k8s_schemas.py
 
 manifests: setup  ## regenerate the checked-in install files: manifests/ (flat, kustomize), chart data
 	.venv/bin/mcp-operator manifests --write .

@@ -35,7 +35,8 @@ from mcp_operator.render import Capabilities, RenderContext, render
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "mcpservers.mcp-operator.dev.yaml"
 CRD_NAME = "mcpservers.mcp-operator.dev"
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+# examples/bad.yaml is the deliberately invalid one (README shows its errors).
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.stem != "bad")
 Obj = dict[str, Any]
 
 

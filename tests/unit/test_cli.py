@@ -15,7 +15,8 @@ import yaml
 from mcp_operator import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+# examples/bad.yaml is the deliberately invalid one (README shows its errors).
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.stem != "bad")
 CRD_FILE = ROOT / "crds" / "mcpservers.mcp-operator.dev.yaml"
 
 

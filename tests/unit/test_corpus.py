@@ -105,3 +105,21 @@ def test_missing_file_is_one_line() -> None:
     code, out, err = run_inprocess("render", "-f", "/nonexistent/x.yaml")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "cannot read" in err
+
+
+def test_examples_bad_yaml_lists_all_five_problems_as_the_readme_shows() -> None:
+    code, out, err = run_inprocess("render", "-f", "examples/bad.yaml")
+    assert code == 1 and out == ""
+    paths = [line.split(": ")[2] for line in err.splitlines()]
+    assert paths == [
+        "spec.env[0].valuFrom",
+        "spec.resources.limits.memory",
+        "spec.pod.tolerations[0].effect",
+        "spec.pod.securityContext.runAsUser",
+        "spec.health.timeoutSeconds",
+    ]
+    readme = (ROOT / "README.md").read_text()
+    quoted = [line for line in readme.splitlines() if line.startswith("examples/bad.yaml: ")]
+    assert quoted, "README shows no output of examples/bad.yaml"
+    for line in quoted:
+        assert line in err.splitlines(), line

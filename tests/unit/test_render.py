@@ -14,7 +14,8 @@ from mcp_operator.api.validation import parse_server
 from mcp_operator.render import Capabilities, RenderContext, render
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+# examples/bad.yaml is the deliberately invalid one (README shows its errors).
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.stem != "bad")
 
 SERVER = "mcp-operator.dev/server"
 TIER = "mcp-operator.dev/tier"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -141,9 +141,11 @@ class PodSettings(Model):
     security_context: PodSecurityContext = Field(default_factory=dict)
     """Kubernetes ``PodSecurityContext``, deep-merged over the defaults (runAsNonRoot,
     UID/GID/fsGroup 65532, RuntimeDefault seccomp)."""
-    container_security_context: SecurityContext = Field(default_factory=dict)
+    # validate_default: the root check below must run when only the pod context is given.
+    container_security_context: SecurityContext = Field(default_factory=dict, validate_default=True)
     """Kubernetes ``SecurityContext`` of the MCP container, deep-merged over the defaults (no
-    privilege escalation, read-only root filesystem, all capabilities dropped)."""
+    privilege escalation, read-only root filesystem, all capabilities dropped). ``runAsUser:
+    0`` (here or in ``securityContext``) is refused unless ``runAsNonRoot`` is false."""
     priority_class_name: str | None = Field(default=None, max_length=253)
     """Kubernetes ``priorityClassName`` of the pods."""
     volumes: list[Volume] = Field(default_factory=list)
@@ -160,11 +162,13 @@ class PodSettings(Model):
         ),
     )
 
-    @model_validator(mode="after")
-    def _root_needs_run_as_non_root_off(self) -> PodSettings:
+    @field_validator("container_security_context")
+    @classmethod
+    def _root_needs_run_as_non_root_off(cls, ctr: KubeObject, info: ValidationInfo) -> KubeObject:
         """``runAsUser: 0`` beside ``runAsNonRoot: true`` (a default) renders fine and then the
-        kubelet refuses to start the container: refuse it here, saying why."""
-        pod, ctr = self.security_context, self.container_security_context
+        kubelet refuses to start the container: refuse it here, saying why. A field validator
+        (not a model one) so that it is reported beside problems of other pod fields."""
+        pod = info.data.get("security_context") or {}
         uid = ctr.get("runAsUser", pod.get("runAsUser", NON_ROOT_UID))
         non_root = ctr.get("runAsNonRoot", pod.get("runAsNonRoot", True))
         if uid == 0 and non_root:
@@ -174,13 +178,14 @@ class PodSettings(Model):
                 "{message}",
                 {
                     "field": f"{where}.runAsUser",
+                    "sibling": True,  # the path is relative to spec.pod, not to this field
                     "message": "0 (root) contradicts runAsNonRoot: true (the restricted "
                     "default), so the kubelet would never start the container; set "
                     "runAsNonRoot: false in securityContext and containerSecurityContext if "
                     "the server really must run as root",
                 },
             )
-        return self
+        return ctr
 
 
 class ServiceSpec(Model):

@@ -66,7 +66,8 @@ def _expand(err: Any) -> list[Problem]:
     """One error may carry several problems (all broken rules of a model, all problems of a
     Kubernetes sub-object): one line each."""
     ctx = err.get("ctx") or {}
-    base = _path({**err, "type": "located"})
+    loc = err["loc"][:-1] if ctx.get("sibling") else err["loc"]
+    base = _path({**err, "loc": loc})
     if err["type"] == "k8s_schema":
         return [Problem(_join(base, rel), msg) for rel, msg in ctx["problems"]]
     if err["type"] == "cross_field":
