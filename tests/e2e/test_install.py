@@ -217,11 +217,28 @@ class Release:
     objects: list[Obj]
 
 
+def adopt_existing_crd(kubectl: Kubectl, release: str, namespace: str) -> None:
+    """A CRD installed before (kubectl, kustomize, an earlier test) blocks `helm install`
+    unless Helm may adopt it: the documented labels and annotations (README, Install)."""
+    if kubectl("get", "crd", CRD_NAME, check=False).returncode != 0:
+        return
+    kubectl("label", "--overwrite", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm")
+    kubectl(
+        "annotate",
+        "--overwrite",
+        "crd",
+        CRD_NAME,
+        f"meta.helm.sh/release-name={release}",
+        f"meta.helm.sh/release-namespace={namespace}",
+    )
+
+
 @pytest.fixture(scope="module")
 def release(cluster: ControlPlane, kubectl: Kubectl, old_server: bool) -> Iterator[Release]:
     namespace = f"mcp-helm-{secrets.token_hex(3)}"
     name = "mcp"
     flags = helm_write_flags(old_server)
+    adopt_existing_crd(kubectl, name, namespace)
     helm(cluster, "install", name, str(CHART), "-n", namespace, "--create-namespace", *flags)
     rendered = helm(cluster, "get", "manifest", name, "-n", namespace).stdout
     objects = [d for d in yaml.safe_load_all(rendered) if d]
