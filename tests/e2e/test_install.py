@@ -77,22 +77,10 @@ def token_kubeconfig(
 ) -> Path:
     """A kubeconfig carrying a TokenRequest token of ``namespace/sa``: that identity only."""
     token = kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout.strip()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority": str(cluster.ca_file),
-                },
-            }
-        ],
-        "users": [{"name": sa, "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": sa}}],
-        "current-context": "c",
-    }
+    config = yaml.safe_load(cluster.admin_kubeconfig.read_text())  # same server and CA
+    config["users"] = [{"name": sa, "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = sa
     path.write_text(yaml.safe_dump(config))
     return path
 
