@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,42 @@ def test_crd_installs_and_is_established(installed_crd: Obj, kubectl: Any) -> No
     assert "mcp" in accepted["categories"]
     resources = kubectl("api-resources", "--api-group=mcp-operator.dev", "-o", "wide").stdout
     assert "mcpservers" in resources and "mcps" in resources
+
+
+def _explain(kubectl: Any, *args: str) -> str:
+    """The API server publishes a new CRD's OpenAPI a few seconds after Established."""
+    deadline = time.monotonic() + 60
+    while True:
+        result = kubectl("explain", *args, check=False)
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return str(result.stdout + result.stderr)
+        time.sleep(1)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("field", "words"),
+    [
+        ("mcpservers.spec", "Never written by the operator"),
+        ("mcpservers.spec.pod.automountServiceAccountToken", "Off by default"),
+        ("mcpservers.spec.primary.autoscaling.enabled", "never fought"),
+        ("mcpservers.spec.backup.pod.tolerations", "Toleration"),
+        ("mcpservers.status.conditions.reason", "CamelCase"),
+    ],
+)
+def test_kubectl_explain_shows_descriptions(
+    installed_crd: Obj, kubectl: Any, field: str, words: str
+) -> None:
+    """What a user sees; the unit test walks every field of the schema for a description."""
+    out = _explain(kubectl, field)
+    assert words in " ".join(out.split()), out
+
+
+@pytest.mark.cluster
+def test_kubectl_explain_recursive_lists_the_new_fields(installed_crd: Obj, kubectl: Any) -> None:
+    out = _explain(kubectl, "mcpservers.spec", "--recursive")
+    for name in ("volumeMounts", "automountServiceAccountToken", "sessionAffinity", "autoscaling"):
+        assert name in out
 
 
 @pytest.mark.cluster
