@@ -21,6 +21,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kubeconfig", required=True)
     p.add_argument("--node-name", default="mcp-local")
     p.add_argument("--pod-cidr", default="127.1.0.0/16")
+    p.add_argument(
+        "--service-cidr",
+        help="loopback range of Service proxy addresses (default: pod CIDR's last /24)",
+    )
+    p.add_argument("--no-proxy", action="store_true", help="do not proxy Services")
     p.add_argument("--image-map", type=Path, help="YAML/JSON rules tried before the built-in ones")
     p.add_argument(
         "--state-dir",
@@ -48,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kubeconfig=args.kubeconfig,
         node_name=args.node_name,
         pod_cidr=args.pod_cidr,
+        service_cidr=args.service_cidr,
+        proxy=not args.no_proxy,
         image_map=ImageMap.load(args.image_map),
         state_dir=args.state_dir,
         backoff=BackoffPolicy(args.backoff_base, args.backoff_max),

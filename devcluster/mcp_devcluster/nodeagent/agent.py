@@ -3,7 +3,9 @@
 It registers one Node, binds every unscheduled pod to it (honouring ``nodeSelector`` only;
 affinity, taints and resources are ignored: there is one node and the point is to run
 the pods), and runs each bound pod's containers as local processes via a pod worker.
-Watches (pods, Secrets, ConfigMaps) drive everything; nothing polls the API.
+It also proxies every Service to its ready endpoints (``proxy``: a kube-proxy stand-in).
+Watches (pods, Secrets, ConfigMaps, Services, EndpointSlices) drive everything; nothing
+polls the API.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .kubeapi import ApiError, Informer, KubeClient, key_of
 from .node import NodeHeartbeat
 from .podworker import NodeContext, PodWorker
 from .process import Spawner, kill_leftovers
+from .proxy import ServiceProxy, default_service_cidr
 
 log = logging.getLogger("nodeagent")
 
@@ -43,6 +46,8 @@ class AgentConfig:
     kubeconfig: str
     node_name: str = "mcp-local"
     pod_cidr: str = "127.1.0.0/16"
+    service_cidr: str | None = None  # default: the pod CIDR's last /24
+    proxy: bool = True
     host_ip: str = "127.0.0.1"
     image_map: ImageMap = field(default_factory=ImageMap)
     state_dir: Path | None = None
@@ -103,7 +108,9 @@ class NodeAgent:
         self.config = config
         self.state_dir = config.state_dir or default_state_dir(config.node_name)
         self.client = KubeClient(config.kubeconfig)
-        self.ipam = IpAllocator(config.pod_cidr)
+        self.service_cidr = config.service_cidr or default_service_cidr(config.pod_cidr)
+        self.ipam = IpAllocator(config.pod_cidr, exclude=self.service_cidr)
+        self.proxy: ServiceProxy | None = None
         self._workers: dict[str, PodWorker] = {}
         self._lock = threading.Lock()
         self._binds: queue.Queue[JSON | None] = queue.Queue()
@@ -146,15 +153,21 @@ class NodeAgent:
         for informer in (self._secrets, self._config_maps, self._pods):
             if not informer.synced.wait(timeout):
                 raise TimeoutError(f"informer {informer.name} did not sync in {timeout}s")
+        if self.config.proxy:
+            self.proxy = ServiceProxy(self.client, self.service_cidr)
+            self.proxy.start(timeout)
         log.info(
-            "node agent %s ready (pod CIDR %s, state %s)",
+            "node agent %s ready (pod CIDR %s, service proxy %s, state %s)",
             self.config.node_name,
             self.config.pod_cidr,
+            self.service_cidr if self.config.proxy else "off",
             self.state_dir,
         )
 
     def stop(self) -> None:
         """Stop watching and kill every process this agent started; pods stay in the API."""
+        if self.proxy is not None:
+            self.proxy.stop()
         for informer in (self._pods, self._secrets, self._config_maps):
             informer.stop(join=False)
         if self._binder.is_alive():

@@ -38,8 +38,14 @@ def listening_addresses(proc_net: Path = Path("/proc/net/tcp")) -> set[str]:
 class IpAllocator:
     """Thread-safe round-robin allocator over a CIDR, skipping .0 and .255 host octets."""
 
-    def __init__(self, cidr: str, busy: Callable[[], set[str]] = listening_addresses) -> None:
+    def __init__(
+        self,
+        cidr: str,
+        busy: Callable[[], set[str]] = listening_addresses,
+        exclude: str | None = None,
+    ) -> None:
         self._net = ipaddress.IPv4Network(cidr, strict=False)
+        self._exclude = ipaddress.IPv4Network(exclude, strict=False) if exclude else None
         if not self._net.is_loopback:
             raise ValueError(f"pod CIDR {cidr} must be inside 127.0.0.0/8")
         self._first = int(self._net.network_address) + 1
@@ -57,11 +63,14 @@ class IpAllocator:
                 candidate = ipaddress.IPv4Address(self._first + self._next)
                 self._next = (self._next + 1) % self._size
                 ip = str(candidate)
-                taken = ip in self._used or ip in busy
+                taken = ip in self._used or ip in busy or self._excluded(candidate)
                 if not taken and ip.rsplit(".", 1)[1] not in ("0", "255"):
                     self._used.add(ip)
                     return ip
         raise RuntimeError(f"pod CIDR {self._net} exhausted")
+
+    def _excluded(self, ip: ipaddress.IPv4Address) -> bool:
+        return self._exclude is not None and ip in self._exclude
 
     def reserve(self, ip: str) -> bool:
         """Keep a pod's existing IP (a pod's IP never changes) if it is loopback and free.
