@@ -2,7 +2,7 @@
 # (as root): it installs what it needs first.
 PY := .venv/bin/python
 
-.PHONY: setup tools test unit demo lint manifests crd docs vendor-k8s-schemas bench-reconcile bench-failover clean
+.PHONY: setup tools test unit demo lint manifests crd docs vendor-k8s-schemas bench-reconcile bench-failover bench-traffic clean
 
 setup:            ## Python environment (uv, locked dependencies)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -43,3 +43,6 @@ bench-reconcile: setup tools
 
 bench-failover: setup tools
 	$(PY) bench/failover.py
+
+bench-traffic: setup tools  ## a client calling a tool every 50 ms through the Service, per scenario
+	$(PY) bench/traffic.py
