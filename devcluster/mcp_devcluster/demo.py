@@ -1,6 +1,10 @@
 """The one-command demo: a real control plane, the node agent, the operator, an MCP server,
 a primary failure, the promotion with its timeline, the failback, and a clean exit.
 
+A client calls a tool every 50 ms *through the stable Service* (the node agent's kube-proxy
+stand-in forwards to ready endpoints only) from before the kill until after the failback,
+and the demo prints how many requests it made and how many failed, by kind and by phase.
+
     python -m mcp_devcluster.demo        (``make demo`` builds the binaries first)
 """
 
@@ -25,6 +29,7 @@ from mcp_devcluster.stack import (
     install_operator_rbac,
     server_manifest,
 )
+from mcp_devcluster.traffic import ToolTraffic, service_address
 from mcp_operator.kube.client import KubeClient, credentials_from_kubeconfig
 
 NS = "default"
@@ -100,28 +105,21 @@ class Demo:
         )
         return [p["status"]["podIP"] for p in pods if (p.get("status") or {}).get("podIP")]
 
-    async def endpoint_ips(self) -> list[str]:
-        """Ready addresses behind the stable Service: what a client of the Service reaches."""
-        path = f"/apis/discovery.k8s.io/v1beta1/namespaces/{NS}/endpointslices"
-        result = await self.client.request(
-            "GET", path, params={"labelSelector": f"kubernetes.io/service-name={NAME}"}
-        )
-        return sorted(
-            addr
-            for item in result.get("items", [])
-            for ep in item.get("endpoints") or []
-            if (ep.get("conditions") or {}).get("ready")
-            for addr in ep["addresses"]
-        )
+    async def service_url(self, timeout: float = 30) -> str:
+        """The stable Service's address (written on it by the node agent's proxy)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            url = service_address(await self.client.get("v1", "Service", NS, NAME) or {})
+            if url:
+                return url
+            await asyncio.sleep(0.2)
+        raise TimeoutError("no proxy address on the Service (is the node agent's proxy on?)")
 
     async def call_tool(self) -> str:
-        """Call the ``add`` tool through the stable Service's current endpoint."""
+        """Call the ``add`` tool with the official SDK client, through the stable Service."""
         from mcp import Client
 
-        ips = await self.endpoint_ips()
-        if not ips:
-            return "no ready endpoint"
-        url = f"http://{ips[0]}:8080/mcp"
+        url = f"{await self.service_url()}/mcp"
         async with Client(url) as mcp_client:
             result = await mcp_client.call_tool("add", {"a": 2, "b": 3})
         text = result.structured_content
@@ -131,12 +129,16 @@ class Demo:
 async def run_demo(cp: ControlPlane, agent_log: Path, agent_pid: int, cooldown: int) -> None:
     client = KubeClient(credentials_from_kubeconfig(str(cp.admin_kubeconfig)))
     demo = Demo(client, agent_log)
+    caller: ToolTraffic | None = None
     try:
         say(f"applying MCPServer {NS}/{NAME} (2 primary, 1 hot backup)")
         await client.apply(manifest(cooldown))
         await demo.wait("Ready", demo.ready, timeout=90)
         say(f"Ready: {await demo.line()}")
         say(await demo.call_tool())
+        caller = ToolTraffic(await demo.service_url()).start()
+        say(f"a client now calls add() every 50 ms through the Service at {caller.url}")
+        await asyncio.sleep(2)
 
         primary_ips = await demo.tier_pod_ips("primary")
         say(f"killing the primary ({', '.join(primary_ips)}) and keeping it dead")
@@ -163,8 +165,13 @@ async def run_demo(cp: ControlPlane, agent_log: Path, agent_pid: int, cooldown: 
 
         t_done = await demo.wait("failback", failed_back, timeout=120 + cooldown)
         say(f"FAILED BACK after {t_done - t_back:.1f}s: {await demo.line()}")
+        await asyncio.sleep(3)
+        caller.stop()
+        print_traffic(caller, t_kill, t_switch, t_back)
         await print_events(client)
     finally:
+        if caller is not None:
+            caller.stop()
         say("cleaning up")
         await client.delete("mcp-operator.dev/v1alpha1", "MCPServer", NS, NAME)
         await client.close()
@@ -174,6 +181,23 @@ def print_timeline(t_kill: float, t_detect: float, t_switch: float) -> None:
     print("\n  failover timeline          seconds after the kill")
     print(f"  breaker open (detection)   {t_detect - t_kill:6.2f}")
     print(f"  Service switched (total)   {t_switch - t_kill:6.2f}\n", flush=True)
+
+
+def print_traffic(caller: ToolTraffic, t_kill: float, t_switch: float, t_back: float) -> None:
+    """Requests and failed requests of the client, per phase of the demo."""
+    phases = (
+        ("before the kill", 0.0, t_kill),
+        ("kill -> Service switched", t_kill, t_switch),
+        ("on the backup", t_switch, t_back),
+        ("primary back -> failback", t_back, float("inf")),
+        ("total", 0.0, float("inf")),
+    )
+    print("\n  client through the Service (a call every 50 ms)")
+    for label, since, until in phases:
+        print(f"  {label:<26} {caller.summary(since, until).line()}")
+    for detail, count in caller.summary().details.most_common(4):
+        print(f"      {count:4d} x {detail}")
+    print(flush=True)
 
 
 async def print_events(client: KubeClient) -> None:
