@@ -214,6 +214,7 @@ class Forwarder:
         self._services: dict[str, _ServiceState] = {}
         self._table: dict[tuple[str, str], list[Backend]] = {}
         self._rr = RoundRobin()
+        self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps weak ones
         self.connections = 0
         self.resets = 0
 
@@ -272,8 +273,10 @@ class Forwarder:
         raise RuntimeError(f"no free proxy address for {key}")
 
     async def _listen(self, key: str, ip: str, port: ServicePort) -> _Listener:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._forward(key, port.name, reader, writer)
+        def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.ensure_future(self._forward(key, port.name, reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
         server = await asyncio.start_server(handle, ip, port.port, reuse_address=True)
         log.info("proxy %s port %s on %s:%d", key, port.name or "-", ip, port.port)
