@@ -135,7 +135,8 @@ def freeze(run: Run) -> str:
 
 
 def port_change(run: Run) -> str:
-    run.patch({"port": 9090})
+    # The example server listens on $PORT: a user changes both, in one edit.
+    run.patch({"port": 9090, "env": [{"name": "PORT", "value": "9090"}]})
     started = time.monotonic()
     wait(lambda: run.rolled_out(port=9090), 120, "rollout to port 9090", interval=0.2)
     took = time.monotonic() - started

@@ -110,7 +110,8 @@ def test_port_change_on_a_serving_server_refuses_no_request(
     url = service_url(kubectl, unique_ns)
     with traffic(url) as caller:
         time.sleep(1)
-        patch_spec(kubectl, unique_ns, {"port": 9090})
+        # The example server listens on $PORT: a user changes both, in one edit.
+        patch_spec(kubectl, unique_ns, {"port": 9090, "env": [{"name": "PORT", "value": "9090"}]})
         wait_for(
             lambda: rolled_out_to_port(kubectl, unique_ns, 9090),
             timeout=60,
