@@ -20,7 +20,7 @@ Scenarios (``fast`` health = interval 1 s x failureThreshold 2, successThreshold
 * ``freeze-sub``: the primary (1 pod, default health: 2 s x 3) is SIGSTOPped for 3 s, less
   than failureThreshold rounds. Its own calls time out (counted as ``timeout``); any
   ``refused`` is the gate's doing;
-* ``port``: ``spec.port`` 8080 -> 9090 on a serving server (2 primary pods), until the
+* ``port``: ``spec.port`` 8080 -> 8081 on a serving server (2 primary pods), until the
   rollout is done + 3 s;
 * ``image``: the image tag changes (a rollout), until done + 3 s;
 * ``scale``: primary replicas 2 -> 4 -> 2;
@@ -136,9 +136,9 @@ def freeze(run: Run) -> str:
 
 def port_change(run: Run) -> str:
     # The example server listens on $PORT: a user changes both, in one edit.
-    run.patch({"port": 9090, "env": [{"name": "PORT", "value": "9090"}]})
+    run.patch({"port": 8081, "env": [{"name": "PORT", "value": "8081"}]})
     started = time.monotonic()
-    wait(lambda: run.rolled_out(port=9090), 120, "rollout to port 9090", interval=0.2)
+    wait(lambda: run.rolled_out(port=8081), 120, "rollout to port 8081", interval=0.2)
     took = time.monotonic() - started
     time.sleep(3)
     return f"rollout done in {took:.1f}s"

@@ -111,11 +111,11 @@ def test_port_change_on_a_serving_server_refuses_no_request(
     with traffic(url) as caller:
         time.sleep(1)
         # The example server listens on $PORT: a user changes both, in one edit.
-        patch_spec(kubectl, unique_ns, {"port": 9090, "env": [{"name": "PORT", "value": "9090"}]})
+        patch_spec(kubectl, unique_ns, {"port": 8081, "env": [{"name": "PORT", "value": "8081"}]})
         wait_for(
-            lambda: rolled_out_to_port(kubectl, unique_ns, 9090),
+            lambda: rolled_out_to_port(kubectl, unique_ns, 8081),
             timeout=60,
-            what="rollout to port 9090",
+            what="rollout to port 8081",
         )
         time.sleep(2)
     summary = caller.summary()
