@@ -15,6 +15,9 @@ user-visible bug of issue 8 and asserts what the client noticed:
 
 Kinds of failure are those of ``mcp_devcluster.traffic``: ``refused`` = refused/reset
 before any reply (no ready endpoint, a dead backend), ``timeout``, ``error``.
+
+Every test failed on main before the data-path fixes (2c3ae1c..ff7b7f5); ``bug`` marks the
+ones still failing (strict xfail: a fix makes it XPASS, i.e. fail, until the mark goes).
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ from tests.e2e.test_failover import (
 pytestmark = pytest.mark.e2e
 
 TOKEN = "e2e-client-token"
+
+
+def bug(what: str) -> pytest.MarkDecorator:
+    """A bug of issue 8 not fixed on main yet: the test reproduces it (strict: it must
+    fail); drop the marker when the fix lands."""
+    return pytest.mark.xfail(strict=True, reason=f"issue 8, not fixed yet: {what}")
 
 
 @pytest.fixture
@@ -86,6 +95,7 @@ def rolled_out_to_port(kubectl: Kubectl, ns: str, port: int) -> bool:
 # -- tests ---------------------------------------------------------------------------------
 
 
+@bug("a 401 (OAuth) server is gated out for ever")
 def test_401_protected_server_is_served_to_clients_with_a_token(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -103,6 +113,7 @@ def test_401_protected_server_is_served_to_clients_with_a_token(
     assert stable_selector_tier(kubectl, unique_ns, NAME) == "primary"
 
 
+@bug("old pods are probed at the new port and gated out")
 def test_port_change_on_a_serving_server_refuses_no_request(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -125,6 +136,7 @@ def test_port_change_on_a_serving_server_refuses_no_request(
     assert served(caller, 1.5)
 
 
+@bug("an abandoned cold scale-up still switches later")
 def test_abandoned_cold_scale_up_never_switches_traffic_later(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -172,6 +184,7 @@ def test_abandoned_cold_scale_up_never_switches_traffic_later(
     )
 
 
+@bug("the health loop stops while reconcile fails")
 def test_failing_reconcile_still_fails_over(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -197,6 +210,7 @@ def test_failing_reconcile_still_fails_over(
     assert switched < 8
 
 
+@bug("a gate follows a single probe round")
 def test_sub_threshold_freeze_loses_no_request_to_gating(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
