@@ -103,6 +103,7 @@ DOCUMENTED_DEFAULTS: JSON = {
         "enabled": False,
         "algorithm": "ES256",
         "tokenTTL": "1h",
+        "leeway": "30s",
         "issuer": None,
         "rotation": {"every": "720h", "publishAhead": "10m"},
     },

@@ -243,15 +243,21 @@ CASES: list[Case] = [
     # cross-field rules (CEL on current servers; models everywhere)
     Case(
         "ttl-too-short",
-        {"spec.auth.tokenTTL": "30s"},
+        {"spec.auth.tokenTTL": "5s"},
         "spec.auth.tokenTTL",
-        "must be between 1m and 24h",
+        "must be between 10s and 24h",
     ),
     Case(
         "ttl-too-long",
         {"spec.auth.tokenTTL": "25h"},
         "spec.auth.tokenTTL",
-        "must be between 1m and 24h",
+        "must be between 10s and 24h",
+    ),
+    Case(
+        "leeway-too-long",
+        {"spec.auth.leeway": "2m"},
+        "spec.auth.leeway",
+        "must be at most 60s",
     ),
     Case(
         "rotation-shorter-than-ttl-plus-ahead",

@@ -327,7 +327,8 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
 
 class RotationSpec(Model):
-    """Signing-key rotation schedule (rotation itself is a later issue)."""
+    """When signing keys rotate. ``publishAhead`` must exceed the time a published JWKS
+    takes to reach every verifier (a ConfigMap volume: up to ~2 minutes on a kubelet)."""
 
     every: Duration = "720h"
     """How often a new signing key is made (Go duration, e.g. ``720h``)."""
@@ -336,16 +337,25 @@ class RotationSpec(Model):
 
 
 class AuthSpec(Model):
-    """Token authentication in front of the server (a later issue; validated only)."""
+    """The operator as the token issuer: signing keys, a published JWKS, rotation.
+
+    ``tokenTTL`` may be as short as 10s and ``rotation`` durations are free (only the
+    cross-field rule below), so a whole rotation can be exercised in a minute; production
+    values are the defaults. ``leeway`` is the clock skew verifiers accept after ``exp``;
+    a retired key stays published for ``tokenTTL`` + ``leeway`` after its last signature.
+    """
 
     enabled: bool = False
-    """Require tokens."""
+    """Issue tokens: signing keys, a JWKS mounted into the pods, rotation."""
     algorithm: Literal["ES256", "EdDSA", "RS256"] = "ES256"
     """Signing algorithm."""
     token_ttl: Duration = Field(default="1h", alias="tokenTTL")
-    """Lifetime of issued tokens, 1m to 24h."""
+    """Lifetime of issued tokens, 10s to 24h (the CLI refuses longer ones)."""
+    leeway: Duration = "30s"
+    """Clock skew verifiers accept after ``exp``, at most 60s; retired keys stay published
+    for tokenTTL + leeway after their last signature."""
     issuer: str | None = Field(default=None, max_length=253)
-    """The ``iss`` claim; defaults to the server's endpoint."""
+    """The ``iss`` claim; defaults to ``urn:mcp-operator:NAMESPACE:NAME``."""
     rotation: RotationSpec = Field(default_factory=RotationSpec)
     """Key rotation schedule."""
 
@@ -362,10 +372,16 @@ class AuthSpec(Model):
         ),
         Rule(
             field="tokenTTL",
-            cel="duration(self.tokenTTL) >= duration('1m') && duration(self.tokenTTL) <= "
+            cel="duration(self.tokenTTL) >= duration('10s') && duration(self.tokenTTL) <= "
             "duration('24h')",
-            message="must be between 1m and 24h",
-            check=lambda s: 60 <= parse_duration(s.token_ttl).total_seconds() <= 86400,
+            message="must be between 10s and 24h",
+            check=lambda s: 10 <= parse_duration(s.token_ttl).total_seconds() <= 86400,
+        ),
+        Rule(
+            field="leeway",
+            cel="duration(self.leeway) <= duration('60s')",
+            message="must be at most 60s (RFC 8725: a small clock-skew allowance)",
+            check=lambda s: parse_duration(s.leeway).total_seconds() <= 60,
         ),
     )
 
@@ -462,7 +478,7 @@ class MCPServerSpec(Model):
     failover: FailoverSpec = Field(default_factory=FailoverSpec)
     """Failover and failback policy."""
     auth: AuthSpec = Field(default_factory=AuthSpec)
-    """Token authentication (later issue)."""
+    """Token issuing: signing keys, JWKS, rotation (see AuthSpec)."""
     cache: CacheSpec = Field(default_factory=CacheSpec)
     """Redis cache (later issue)."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
@@ -593,7 +609,7 @@ class FailoverStatus(StatusModel):
 
 
 class KeysStatus(StatusModel):
-    """Signing keys (later issue)."""
+    """A mirror of the signing-key schedule (the Secret holds the truth): key ids only."""
 
     active_kid: str | None = None
     """Key id signing tokens now."""
@@ -605,6 +621,12 @@ class KeysStatus(StatusModel):
     """When the keys last rotated."""
     next_rotation_time: datetime | None = None
     """When the keys rotate next."""
+    rotations: int = 0
+    """How many times a new key began signing (first key included)."""
+    last_rotate_request: str | None = None
+    """The last processed value of the ``mcp-operator.dev/rotate-keys`` annotation."""
+    revoked_kids: list[str] = Field(default_factory=list)
+    """Key ids removed by ``mcp-operator.dev/revoke-kid`` (the last 20)."""
 
 
 class CacheStatus(StatusModel):
@@ -630,7 +652,7 @@ class MCPServerStatus(StatusModel):
     failover: FailoverStatus = Field(default_factory=FailoverStatus)
     """The failover state machine, persisted so a restarted operator resumes it."""
     keys: KeysStatus = Field(default_factory=KeysStatus)
-    """Signing keys (later issue)."""
+    """Signing keys: active, next and published key ids (never key material)."""
     cache: CacheStatus = Field(default_factory=CacheStatus)
     """The cache (later issue)."""
     conditions: list[Condition] = Field(default_factory=list)
