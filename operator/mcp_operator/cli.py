@@ -1,4 +1,4 @@
-"""The ``mcp-operator`` command: render, crd, version, run."""
+"""The ``mcp-operator`` command: render, crd, manifests, version, token, run."""
 
 from __future__ import annotations
 
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write every generated install file (manifests/, chart data) under ROOT instead",
     )
     p.set_defaults(func=cmd_manifests)
+    from mcp_operator.keys.cli import add_parser as add_token_parser
+
+    add_token_parser(sub)
     p = sub.add_parser("run", help="run the operator")
     p.add_argument("-n", "--namespace", action="append", default=[], help="watch this namespace")
     p.add_argument("-A", "--all-namespaces", action="store_true")

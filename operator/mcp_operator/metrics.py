@@ -73,7 +73,41 @@ def set_conditions(namespace: str, server: str, statuses: dict[str, str]) -> Non
 
 def forget(namespace: str, server: str) -> None:
     """Drop an object's series when it is deleted, so dashboards don't show ghosts."""
-    for gauge in (CONDITION, TIER_HEALTHY, ACTIVE_TIER, BREAKER_STATE, MISCONFIGURED):
+    for gauge in (CONDITION, TIER_HEALTHY, ACTIVE_TIER, BREAKER_STATE, MISCONFIGURED, *KEY_GAUGES):
         for labels in list(gauge._metrics):
             if labels[:2] == (namespace, server):
                 gauge.remove(*labels)
+
+
+# Signing keys (spec.auth). Key ids are not labels: they are unbounded over time.
+SIGNING_KEY_AGE = Gauge(
+    f"{PREFIX}_signing_key_age_seconds",
+    "Age of the active signing key (since it began signing).",
+    ["namespace", "server"],
+)
+SIGNING_KEY_NEXT_ROTATION = Gauge(
+    f"{PREFIX}_signing_key_next_rotation_timestamp_seconds",
+    "When the next signing key is due to start signing (Unix time).",
+    ["namespace", "server"],
+)
+SIGNING_KEYS_PUBLISHED = Gauge(
+    f"{PREFIX}_signing_keys_published",
+    "Keys in the published JWKS (next, active and retiring).",
+    ["namespace", "server"],
+)
+SIGNING_KEY_ROTATIONS = Counter(
+    f"{PREFIX}_signing_key_rotations_total",
+    "A new key began signing; kind: initial, scheduled, manual, algorithm, emergency.",
+    ["namespace", "server", "kind"],
+)
+SIGNING_KEYS_READY = Gauge(
+    f"{PREFIX}_signing_keys_ready",
+    "1 while the signing keys are usable (KeysReady=True).",
+    ["namespace", "server"],
+)
+KEY_GAUGES = (
+    SIGNING_KEY_AGE,
+    SIGNING_KEY_NEXT_ROTATION,
+    SIGNING_KEYS_PUBLISHED,
+    SIGNING_KEYS_READY,
+)

@@ -50,6 +50,11 @@ RULES: list[Rule] = [
         "resources": ["leases"],
         "verbs": ["get", "create", "update"],
     },
+    # spec.auth: the Secret NAME-signing-keys is created once, then replaced with its
+    # resourceVersion (optimistic concurrency); the JWKS ConfigMap is server-side applied.
+    # Reading both uses the `get` rule above.
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
 ]
 
 

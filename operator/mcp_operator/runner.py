@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from mcp_operator.api.models import GROUP
 from mcp_operator.handlers import EventsOnlyDiffBase, register
 from mcp_operator.health.extension import install as install_health
+from mcp_operator.keys.controller import install as install_keys
 from mcp_operator.kube.client import KubeClient, load_credentials
 from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.supervisor import Supervisor
@@ -58,6 +59,7 @@ async def operate(
         caps = Capabilities(await client.api_versions())
         shared = Shared(client=client, index=ChildIndex(), capabilities=caps, post_event=post_event)
         install_health(shared)
+        install_keys(shared)
         supervisor = Supervisor(shared)
         registry = kopf.OperatorRegistry()
         register(registry, supervisor, creds, configure_kopf)

@@ -35,6 +35,7 @@ SETTINGS = Settings(
     token_ttl=timedelta(hours=1),
     leeway=timedelta(seconds=30),
 )
+NO_REQUESTS = Requests()
 LAG = timedelta(minutes=2)  # verifier propagation, < publishAhead
 
 
@@ -92,7 +93,7 @@ class Controller:
     def _crash(self) -> bool:
         return self.world.rng.random() < self.crash_p
 
-    def step(self, now: datetime, requests: Requests = Requests()) -> bool:
+    def step(self, now: datetime, requests: Requests = NO_REQUESTS) -> bool:
         """One pass; returns False when the process "died" during it."""
         fresh: dict[str, keygen.KeyMaterial] = {}
 
@@ -197,7 +198,7 @@ def test_manual_rotations_keep_the_overlap() -> None:
 _KIDS = iter(range(10**6))
 
 
-def _run(ring: KeyRing, now: datetime, live: frozenset[str], req: Requests = Requests()) -> KeyRing:
+def _run(ring: KeyRing, now: datetime, live: frozenset[str], req: Requests = NO_REQUESTS) -> KeyRing:
     return decide(ring, SETTINGS, now, live, req, lambda alg: f"k{next(_KIDS)}").ring
 
 

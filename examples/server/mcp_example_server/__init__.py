@@ -6,6 +6,9 @@ It is deliberately small but exercises what the operator cares about:
   ``MCP-Protocol-Version`` header), stateful by default, ``--stateless`` on request;
 * a ``counter`` tool backed by Redis when ``MCP_CACHE_URL`` is set, so that the
   operator-provisioned cache can be checked end to end (and its absence is visible);
+* real token verification when the operator's ``spec.auth`` is on (env ``MCP_AUTH_*``):
+  :mod:`mcp_operator.auth.verify` against the mounted JWKS, 401 with ``WWW-Authenticate``
+  and RFC 9728 protected-resource metadata otherwise;
 * a fault knob, ``EXAMPLE_REQUIRE_TOKEN``, that makes MCP requests without the right
   bearer token answer 401: a *misconfigured* server, which health checks must tell apart
   from a *failed* one;
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import json
 import logging
 import os
 import sys
@@ -29,6 +33,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from mcp_operator.auth.verify import InvalidToken, Verifier, VerifierConfig, bearer
 
 log = logging.getLogger("example_server")
 
@@ -54,6 +60,7 @@ class Options:
     cache_url: str | None
     counter_key: str
     request_state_keys: tuple[str, ...]
+    verifier: VerifierConfig | None = None
 
 
 def parse_options(argv: Sequence[str] | None, env: MutableMapping[str, str]) -> Options:
@@ -79,7 +86,21 @@ def parse_options(argv: Sequence[str] | None, env: MutableMapping[str, str]) -> 
         cache_url=env.get("MCP_CACHE_URL") or None,
         counter_key=env.get("EXAMPLE_COUNTER_KEY", COUNTER_KEY_DEFAULT),
         request_state_keys=keys,
+        verifier=VerifierConfig.from_env(env, resolve=lambda p: mounted_path(p, env)),
     )
+
+
+def mounted_path(path: str, env: MutableMapping[str, str]) -> str:
+    """Where a container path really is. Under the dev node agent there is no mount
+    namespace: it passes ``NODEAGENT_MOUNTS`` (``{mountPath: hostPath}``); elsewhere the
+    path is used as is."""
+    mounts: dict[str, str] = json.loads(env.get("NODEAGENT_MOUNTS") or "{}")
+    best = max(
+        (m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")),
+        key=len,
+        default=None,
+    )
+    return path if best is None else mounts[best] + path[len(best) :]
 
 
 def redact_url(url: str) -> str:
@@ -228,6 +249,69 @@ class RequireToken:
         await send({"type": "http.response.body", "body": body})
 
 
+class VerifyTokens:
+    """ASGI middleware: MCP requests need a valid operator-issued token (else 401 with
+    ``WWW-Authenticate: Bearer resource_metadata=…``); serves the RFC 9728 metadata."""
+
+    def __init__(self, app: ASGIApp, verifier: Verifier, path: str) -> None:
+        self._app = app
+        self._verifier = verifier
+        self._path = path.rstrip("/")
+        audience = verifier.config.audience
+        parts = urlsplit(audience)
+        self._metadata_path = "/.well-known/oauth-protected-resource" + parts.path.rstrip("/")
+        self._metadata_url = f"{parts.scheme}://{parts.netloc}{self._metadata_path}"
+        self._metadata = json.dumps(
+            {
+                "resource": audience,
+                "authorization_servers": [verifier.config.issuer],
+                "bearer_methods_supported": ["header"],
+            }
+        ).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self._metadata_path:
+            await _respond(send, 200, self._metadata, [])
+            return
+        if scope["type"] == "http" and _under(scope["path"], self._path):
+            reason = self._refusal(scope)
+            if reason is not None:
+                challenge = (
+                    f'Bearer error="invalid_token", resource_metadata="{self._metadata_url}"'
+                )
+                body = json.dumps({"error": "invalid_token", "error_description": reason})
+                await _respond(
+                    send, 401, body.encode(), [(b"www-authenticate", challenge.encode())]
+                )
+                return
+        await self._app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> str | None:
+        header = next((v for n, v in scope.get("headers", []) if n == b"authorization"), None)
+        token = bearer(bytes(header).decode("latin-1") if header else None)
+        if token is None:
+            return "no bearer token"
+        try:
+            self._verifier.verify(token)
+        except InvalidToken as exc:
+            return str(exc)
+        return None
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path.rstrip("/") == prefix or path.startswith(prefix + "/")
+
+
+async def _respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def build_app(opts: Options) -> Any:
     """The ASGI app: SDK streamable HTTP, no Host allowlist, optional token guard."""
     from mcp.server.transport_security import TransportSecuritySettings
@@ -240,6 +324,8 @@ def build_app(opts: Options) -> Any:
     )
     if opts.require_token:
         app = RequireToken(app, opts.require_token, opts.path)
+    if opts.verifier is not None:
+        app = VerifyTokens(app, Verifier(opts.verifier), opts.path)
     return app
 
 
@@ -267,13 +353,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log.info(
-        "serving %s on http://%s:%d%s stateless=%s token_required=%s cache=%s",
+        "serving %s on http://%s:%d%s stateless=%s token_required=%s jwt=%s cache=%s",
         opts.name,
         opts.host,
         opts.port,
         opts.path,
         opts.stateless,
         bool(opts.require_token),
+        opts.verifier is not None,
         redact_url(opts.cache_url) if opts.cache_url else "memory",
     )
     uvicorn.run(build_app(opts), host=opts.host, port=opts.port, log_config=_uvicorn_log_config())

@@ -119,6 +119,9 @@ class HealthLoop:
 
     async def bearer_token(self, server: MCPServer) -> str | None:
         """The probe's token, from the referenced Secret; cached for a minute."""
+        minted = self.worker.probe_token()  # hook: spec.auth on → minted by the keys loop
+        if minted is not None:
+            return minted
         ref = server.spec.health.bearer_token_secret_ref
         if ref is None:
             return None

@@ -79,6 +79,10 @@ class ServerWorker:
         # Set by the health extension: its verdict feeds Ready and its own conditions.
         self.no_healthy_tier = False
         self.extra_conditions: list[conditions.Want] = []
+        # Set by the signing-keys loop (mcp_operator.keys.controller): KeysReady, and the
+        # probe's short-lived token when spec.auth is on (None: probe without a token).
+        self.keys_conditions: list[conditions.Want] = []
+        self.probe_token: Callable[[], str | None] = lambda: None
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -238,7 +242,7 @@ class ServerWorker:
             wanted.append(
                 conditions.Want("Ready", "False", self.outcome.reason, self.outcome.message)
             )
-        wanted += self.extra_conditions
+        wanted += self.extra_conditions + self.keys_conditions
         self.status = self.status.model_copy(
             update={
                 "observed_generation": generation,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_operator.api.models import NON_ROOT_UID, MCPServer, MCPServerSpec, Tier
-from mcp_operator.render import meta
+from mcp_operator.render import auth, meta
 from mcp_operator.render.context import RenderContext
 
 Obj = dict[str, Any]
@@ -166,8 +166,8 @@ def pod_template(server: MCPServer, tier: Tier) -> Obj:
         "serviceAccountName": service_account_name(server),
         "automountServiceAccountToken": pod.automount_service_account_token,
         "securityContext": _pod_security(spec),
-        "containers": [_container(spec)],
-        "volumes": [*volumes, *pod.volumes],
+        "containers": [auth.with_verifier(_container(spec), server)],
+        "volumes": [*volumes, *pod.volumes, *auth.volumes(server)],
         "readinessGates": [{"conditionType": meta.HEALTH_GATE}],
         "enableServiceLinks": False,
     }
