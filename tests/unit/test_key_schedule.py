@@ -198,7 +198,9 @@ def test_manual_rotations_keep_the_overlap() -> None:
 _KIDS = iter(range(10**6))
 
 
-def _run(ring: KeyRing, now: datetime, live: frozenset[str], req: Requests = NO_REQUESTS) -> KeyRing:
+def _run(
+    ring: KeyRing, now: datetime, live: frozenset[str], req: Requests = NO_REQUESTS
+) -> KeyRing:
     return decide(ring, SETTINGS, now, live, req, lambda alg: f"k{next(_KIDS)}").ring
 
 
