@@ -150,7 +150,8 @@ class KeysLoop:
         )
         materials: dict[str, KeyMaterial] = {}
         if secret is None:
-            ring, version = KeyRing(), None
+            # Counting on from status makes a regeneration an "emergency", not a first key.
+            ring, version = KeyRing(rotations=self.worker.status.keys.rotations), None
             self._note_lost_secret()
         else:
             try:
@@ -288,8 +289,8 @@ class KeysLoop:
             log.info("signing keys of %s/%s: %s", *self.worker.key, event.message)
             if event.rotation is not None:
                 metrics.SIGNING_KEY_ROTATIONS.labels(*self.worker.key, event.rotation).inc()
-                if event.rotation != "emergency":
-                    self.regenerated = None
+                if event.rotation in ("scheduled", "manual", "algorithm"):
+                    self.regenerated = None  # a normal rotation since: back to KeysActive
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.shared.post_event(self.worker.body, kind, reason, message)
