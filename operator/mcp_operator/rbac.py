@@ -42,6 +42,11 @@ RULES: list[Rule] = [
     {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]},
     # Events for humans (kopf posts core v1 Events).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # spec.auth: the Secret NAME-signing-keys is created once, then replaced with its
+    # resourceVersion (optimistic concurrency); the JWKS ConfigMap is server-side applied.
+    # Reading both uses the `get` rule.
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
     # Only for `--namespace PATTERN` with globs: kopf follows matching namespaces.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     # Leader election among operator replicas (`--leader-lease`).
@@ -50,11 +55,6 @@ RULES: list[Rule] = [
         "resources": ["leases"],
         "verbs": ["get", "create", "update"],
     },
-    # spec.auth: the Secret NAME-signing-keys is created once, then replaced with its
-    # resourceVersion (optimistic concurrency); the JWKS ConfigMap is server-side applied.
-    # Reading both uses the `get` rule above.
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
 ]
 
 
