@@ -424,3 +424,30 @@ def test_duration_fields_carry_the_pattern_in_the_crd() -> None:
         assert node["type"] == "string"
         assert node["pattern"] == DURATION_PATTERN
         assert parse_duration(node["default"]) > timedelta(0)
+
+
+def _schema_paths(node: JSON, path: str) -> list[str]:
+    out = []
+    for name, sub in (node.get("properties") or {}).items():
+        out += [f"{path}.{name}", *_schema_paths(sub, f"{path}.{name}")]
+    return out
+
+
+def _doc_paths(value: Any, path: str) -> set[str]:
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            out |= {f"{path}.{key}", *_doc_paths(sub, f"{path}.{key}")}
+    return out
+
+
+def test_examples_cover_every_spec_field() -> None:
+    """Every field of the API is shown in at least one example (and so applied to the real
+    API server by tests/integration/test_crd_cluster.py). A new field needs an example."""
+    shown: set[str] = set()
+    for path in EXAMPLES:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                shown |= _doc_paths(doc["spec"], "spec")
+    missing = [p for p in _schema_paths(_schema()["properties"]["spec"], "spec") if p not in shown]
+    assert not missing, f"no example in examples/ shows {missing}"

@@ -6,12 +6,13 @@ path as written in YAML (``spec.health.failureThreshold``) and the rule in plain
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from mcp_operator.api.models import API_VERSION, KIND, MCPServer
+from mcp_operator.api.models import API_VERSION, KIND, MCPServer, MCPServerSpec
 
 
 @dataclass(frozen=True)
@@ -122,4 +123,32 @@ def parse_server(document: Any) -> MCPServer:
     try:
         return MCPServer.model_validate(document)
     except ValidationError as exc:
-        raise InvalidSpec(problems_of(exc)) from None
+        problems = problems_of(exc)
+        problems += [p for p in _spec_rule_problems(document.get("spec")) if p not in problems]
+        raise InvalidSpec(problems) from None
+
+
+def _spec_rule_problems(spec: Any) -> list[Problem]:
+    """The spec's cross-field rules, also when another spec field is invalid.
+
+    Pydantic skips a model's rules as soon as any of its fields fails, so a user fixing an
+    unrelated typo would only then learn about a rule. Each rule is checked here on just the
+    fields its CEL reads (plus a placeholder image), so it is reported whenever those fields
+    themselves are valid."""
+    if not isinstance(spec, dict):
+        return []
+    out: list[Problem] = []
+    for rule in MCPServerSpec.__rules__:
+        fields = {m.split(".")[0] for m in re.findall(r"self\.([A-Za-z]\w*)", rule.cel)}
+        subset = {k: spec[k] for k in fields if k in spec}
+        try:
+            MCPServerSpec.model_validate({**subset, "image": "placeholder"})
+        except ValidationError as exc:
+            out += [
+                Problem(f"spec.{field}", message)
+                for err in exc.errors()
+                if err["type"] == "cross_field" and not err["loc"]
+                for field, message in err["ctx"].get("failures") or []
+                if field == rule.field
+            ]
+    return out
