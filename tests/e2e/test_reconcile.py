@@ -136,11 +136,25 @@ def test_invalid_spec_is_reported_not_applied(
     operator: OperatorProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
     # CEL is ignored by the 1.20 server, so the cross-field rule reaches the operator.
-    bad = server_manifest("bad", unique_ns, health={"intervalSeconds": 1, "timeoutSeconds": 5})
+    # Kubernetes sub-objects are free-form in the CRD: the operator checks them against the
+    # Kubernetes schemas and reports every problem, by path, at once.
+    bad = server_manifest(
+        "bad",
+        unique_ns,
+        health={"intervalSeconds": 1, "timeoutSeconds": 5},
+        resources={"limits": {"memory": "lots"}},
+        pod={"tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedul"}]},
+    )
     apply(kubectl, bad)
     obj = wait_condition(kubectl, unique_ns, "bad", "Reconciled", "False", reason="InvalidSpec")
     cond = condition(obj, "Reconciled")
-    assert cond is not None and "spec.health.timeoutSeconds" in cond["message"]
+    assert cond is not None
+    for path in (
+        "spec.health.timeoutSeconds",
+        "spec.resources.limits.memory",
+        "spec.pod.tolerations[0].effect",
+    ):
+        assert path in cond["message"], cond["message"]
     assert not get_json(kubectl, "deployments", "-n", unique_ns)["items"]
     # A good object beside it is unaffected.
     apply(
