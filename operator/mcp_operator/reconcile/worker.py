@@ -156,7 +156,8 @@ class ServerWorker:
             server = parse_server(self.body)
         except InvalidSpec as exc:
             self.server = None
-            return Outcome("InvalidSpec", "; ".join(str(p) for p in exc.problems)[:1000])
+            # Every problem with its path; conditions allow 32 KiB, keep well under it.
+            return Outcome("InvalidSpec", "; ".join(str(p) for p in exc.problems)[:4000])
         self.server = server
         annotations = self.body["metadata"].get("annotations") or {}
         if annotations.get(PAUSE_ANNOTATION) == "disabled":
