@@ -150,3 +150,11 @@ def test_image_references_match_the_release_workflow() -> None:
     from mcp_devcluster.nodeagent import EXAMPLE_IMAGE_REPOSITORY
 
     assert EXAMPLE_IMAGE_REPOSITORY == install.EXAMPLE_IMAGE_REPOSITORY
+
+
+@pytest.mark.parametrize("package", sorted(DOCKERFILES))
+def test_no_image_holds_the_harness_or_dev_tools(package: str, built: dict[str, Path]) -> None:
+    python = str(built[package] / "venv" / "bin" / "python")
+    for module in ("mcp_devcluster", "pytest", "mypy", "lupa"):
+        probe = _run(built[package] / "venv", python, "-c", f"import {module}")
+        assert probe.returncode != 0, f"{module} is importable in the {package} image"
