@@ -167,6 +167,27 @@ def test_tokens_verify_through_rotations_and_revoke_kid_refuses_at_once(
     too_long = subprocess.run([*argv, "--ttl", "1h"], capture_output=True, text=True)
     assert too_long.returncode == 1 and "exceeds spec.auth.tokenTTL" in too_long.stderr
 
+    # Token revocation: `--revoke TOKEN` puts its jti on the list NAME-revoked (mounted in
+    # the pods); that token is refused, others are not; the entry expires with the token.
+    revoked = mint(cluster, ns)
+    done = subprocess.run([*argv, "--revoke", revoked], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    jti = jwt.decode(revoked, options={"verify_signature": False})["jti"]
+    wait_for(
+        lambda: all(call(ip, revoked).status_code == 401 for ip in ips),
+        timeout=15,
+        what="revoked jti refused",
+    )
+    assert call(ips[0], mint(cluster, ns)).status_code == 200
+    wait_for(
+        lambda: (
+            jti
+            not in (get_json(kubectl, "configmap", f"{NAME}-revoked", "-n", ns).get("data") or {})
+        ),
+        timeout=40,
+        what="expired revocation entry pruned",
+    )
+
     # Three rotations while minting and verifying continuously: no unexpired token fails.
     first_kid = kid_of(token)
     start = int(keys_status(kubectl, ns)["rotations"])

@@ -145,9 +145,9 @@ def test_render_mounts_the_jwks_volume_in_both_tiers() -> None:
         pod = dep["spec"]["template"]["spec"]
         volume = next(v for v in pod["volumes"] if v["name"] == render_auth.VOLUME)
         assert volume["configMap"]["name"] == "weather-jwks"
-        mount = next(
-            m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "mcp-operator-jwks"
-        )
+        mounts = pod["containers"][0]["volumeMounts"]
+        mount = next(m for m in mounts if m["name"] == "mcp-operator-jwks")
+        assert any(m["mountPath"] == render_auth.REVOKED_DIR for m in mounts)
         assert "subPath" not in mount and mount["mountPath"] == render_auth.MOUNT_DIR
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
         config = VerifierConfig.from_env(env)
@@ -187,3 +187,24 @@ async def test_example_server_401_and_protected_resource_metadata(
         assert meta.json()["resource"] == AUD
         ok = await client.post("/mcp", headers={"Authorization": f"Bearer {mint(key)}"})
         assert ok.status_code == 200 and ok.text == "mcp"
+
+
+def test_revoked_jti_is_refused_after_the_next_reread(tmp_path: Path) -> None:
+    clock = Clock()
+    revoked = tmp_path / "revoked"
+    revoked.mkdir()
+    (revoked / "..data").mkdir()  # the kubelet's atomic-update machinery is not a jti
+    config = VerifierConfig(
+        jwks_path=tmp_path / "jwks.json", issuer=ISS, audience=AUD, revoked_dir=revoked
+    )
+    verifier = Verifier(config, clock=clock)
+    key = keygen.generate("ES256")
+    write_jwks(config.jwks_path, [key])
+    token = mint(key)
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    verifier.verify(token)
+    (revoked / jti).write_text("9999999999")
+    clock.t += 5
+    with pytest.raises(InvalidToken, match="revoked"):
+        verifier.verify(token)
+    verifier.verify(mint(key))  # other tokens are unaffected

@@ -9,7 +9,10 @@ It reads the JWKS the operator publishes (a mounted ConfigMap file) and follows 
   cannot turn into a flood of reads); the file is also re-read every ``refresh`` seconds,
   so a removed (revoked) key stops verifying promptly;
 * ``exp``, ``iat``, ``iss``, ``aud``, ``sub`` and ``jti`` are required; ``iss`` and ``aud``
-  must match exactly; leeway is at most 60 s.
+  must match exactly; leeway is at most 60 s;
+* a token whose ``jti`` is in the revocation list (a mounted ConfigMap directory: one file
+  per revoked ``jti``, its content the token's expiry) is refused; the list is re-read with
+  the key set.
 
 The mounted volume is replaced atomically by the kubelet (a ``..data`` symlink swap), so a
 read never sees half a file; an unreadable file keeps the last good key set.
@@ -18,6 +21,7 @@ read never sees half a file; an unreadable file keeps the last good key set.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ ENV_ISSUER = "MCP_AUTH_ISSUER"
 ENV_AUDIENCE = "MCP_AUTH_AUDIENCE"
 ENV_ALGORITHMS = "MCP_AUTH_ALGORITHMS"
 ENV_LEEWAY = "MCP_AUTH_LEEWAY_SECONDS"
+ENV_REVOKED_DIR = "MCP_AUTH_REVOKED_DIR"
 
 
 class InvalidToken(Exception):
@@ -51,6 +56,7 @@ class VerifierConfig:
     leeway: float = 30.0
     min_reread_interval: float = 1.0
     refresh: float = 5.0
+    revoked_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.leeway <= MAX_LEEWAY:
@@ -68,7 +74,9 @@ class VerifierConfig:
         if not path:
             return None
         algorithms = tuple(a for a in env.get(ENV_ALGORITHMS, "").split(",") if a)
+        revoked = env.get(ENV_REVOKED_DIR)
         return cls(
+            revoked_dir=Path(resolve(revoked)) if revoked else None,
             jwks_path=Path(resolve(path)),
             issuer=env[ENV_ISSUER],
             audience=env[ENV_AUDIENCE],
@@ -80,6 +88,7 @@ class VerifierConfig:
 @dataclass
 class _KeySet:
     keys: dict[str, jwt.PyJWK] = field(default_factory=dict)
+    revoked: frozenset[str] = frozenset()
     loaded_at: float = float("-inf")
 
 
@@ -107,7 +116,7 @@ class Verifier:
         if key.algorithm_name != alg:
             raise InvalidToken("algorithm does not match the key")
         try:
-            return dict(
+            claims = dict(
                 jwt.decode(
                     token,
                     key=key.key,
@@ -120,6 +129,9 @@ class Verifier:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from None
+        if str(claims["jti"]) in self._set.revoked:
+            raise InvalidToken("revoked")
+        return claims
 
     def _key(self, kid: str) -> jwt.PyJWK:
         now = self._clock()
@@ -135,6 +147,7 @@ class Verifier:
 
     def _reload(self, now: float) -> None:
         self._set.loaded_at = now
+        self._set.revoked = self._read_revoked()
         try:
             doc = json.loads(self.config.jwks_path.read_text())
         except (OSError, ValueError):
@@ -150,6 +163,17 @@ class Verifier:
             except jwt.PyJWTError:
                 continue
         self._set.keys = keys
+
+    def _read_revoked(self) -> frozenset[str]:
+        """Revoked ``jti``s: the visible names of the mounted directory (``..data`` and the
+        kubelet's other dot-dot entries are its atomic-update machinery)."""
+        directory = self.config.revoked_dir
+        if directory is None:
+            return frozenset()
+        try:
+            return frozenset(n for n in os.listdir(directory) if not n.startswith(".."))
+        except OSError:
+            return self._set.revoked  # keep the last good list
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -10,17 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import jwt
 
 from mcp_operator.api.durations import format_duration, parse_duration
 from mcp_operator.api.models import API_VERSION, MCPServer
 from mcp_operator.api.validation import InvalidSpec, parse_server
 from mcp_operator.auth.verify import InvalidToken, Verifier, VerifierConfig
 from mcp_operator.keys import store, tokens
-from mcp_operator.kube.client import KubeClient, load_credentials
+from mcp_operator.kube.client import ApiError, KubeClient, load_credentials
 from mcp_operator.render import auth as render_auth
 
 
@@ -36,6 +39,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--scope", action="append", default=[], help="a scope (repeatable)")
     p.add_argument("--ttl", help="lifetime like 10m (default and maximum: spec.auth.tokenTTL)")
     p.add_argument("--verify", metavar="TOKEN", help="check TOKEN against the published JWKS")
+    p.add_argument(
+        "--revoke",
+        metavar="TOKEN_OR_JTI",
+        help="add a token's jti to the revocation list NAME-revoked (until the token expires)",
+    )
     p.add_argument("--kubeconfig", default=None)
     p.set_defaults(func=cmd_token)
 
@@ -55,6 +63,8 @@ async def _run(args: argparse.Namespace) -> str:
         server = await _server(client, args.namespace, args.server)
         if args.verify:
             return await _verify(client, server, args.verify)
+        if args.revoke:
+            return await _revoke(client, server, args.revoke)
         return await _mint(client, server, args)
     finally:
         await client.close()
@@ -136,3 +146,28 @@ async def _verify(client: KubeClient, server: MCPServer, token: str) -> str:
         except InvalidToken as exc:
             raise TokenError(f"invalid token: {exc}") from None
     return json.dumps({"valid": True, "claims": claims}, sort_keys=True)
+
+
+async def _revoke(client: KubeClient, server: MCPServer, value: str) -> str:
+    """Add ``jti: exp`` to the revocation list. Given a token, its own ``exp`` is used;
+    given a bare jti, the longest a token could still live (now + tokenTTL)."""
+    if value.count(".") == 2:
+        try:
+            claims = jwt.decode(value, options={"verify_signature": False})
+            jti, exp = str(claims["jti"]), float(claims["exp"])
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            raise TokenError("not a token with jti and exp") from None
+    else:
+        jti = value
+        exp = (datetime.now(UTC) + parse_duration(server.spec.auth.token_ttl)).timestamp()
+    if not re.fullmatch(r"[-._a-zA-Z0-9]{1,253}", jti):
+        raise TokenError("this jti cannot be a ConfigMap key; it was not issued by mcp-operator")
+    name = render_auth.revoked_config_map_name(server)
+    patch = {"data": {jti: str(int(exp) + 1)}}
+    try:
+        await client.patch("v1", "ConfigMap", server.metadata.namespace, name, patch)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise TokenError(f"no revocation list {name} yet (the operator creates it)") from None
+        raise
+    return f"revoked jti {jti} until {datetime.fromtimestamp(exp, UTC).isoformat()}"

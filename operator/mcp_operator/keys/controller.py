@@ -23,6 +23,7 @@ keys an admin may still restore and invalidate every outstanding token — but r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -82,6 +83,14 @@ def live_kids(config_map: Obj | None) -> frozenset[str]:
         return frozenset(str(k["kid"]) for k in doc.get("keys") or [] if "kid" in k)
     except (ValueError, TypeError, AttributeError):
         return frozenset()
+
+
+def _expiry(value: str) -> float:
+    """An entry's expiry (Unix seconds); unreadable entries count as expired."""
+    try:
+        return float(value)
+    except ValueError:
+        return float("-inf")
 
 
 @dataclass
@@ -190,6 +199,7 @@ class KeysLoop:
             return
         self.ring, self.materials = plan.ring, kept
         await self._apply_jwks(server, config_map)
+        await self._prune_revoked(server, settings, now)
         if any(k.published is None for k in plan.ring.keys):
             self.next_poll = time.monotonic() + PENDING_RECHECK_SECONDS
         self._announce(plan.events)
@@ -260,6 +270,30 @@ class KeysLoop:
             }
         )
         self.next_poll = time.monotonic() + PENDING_RECHECK_SECONDS
+
+    async def _prune_revoked(self, server: MCPServer, settings: Settings, now: datetime) -> None:
+        """The token revocation list (``mcp-operator token --revoke`` adds ``jti: exp``):
+        created empty if missing; entries whose token has expired (plus leeway) are dropped,
+        so the list stays bounded. A JSON merge patch removes only those keys, so a
+        revocation added concurrently is never lost."""
+        namespace, client = self.worker.key[0], self.shared.client
+        name = render_auth.revoked_config_map_name(server)
+        live = await client.get("v1", "ConfigMap", namespace, name)
+        if live is None:
+            uid = self.worker.body["metadata"].get("uid")
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta.metadata(server, name, "revoked", uid),
+            }
+            with contextlib.suppress(ApiError):  # 409: created meanwhile — fine
+                await client.create(body)
+            return
+        cutoff = (now - settings.leeway).timestamp()
+        expired = [k for k, v in (live.get("data") or {}).items() if _expiry(v) < cutoff]
+        if expired:
+            patch = {"data": dict.fromkeys(expired)}
+            await client.patch("v1", "ConfigMap", namespace, name, patch)
 
     # -- reporting --------------------------------------------------------------------------
 

@@ -21,10 +21,16 @@ VOLUME = "mcp-operator-jwks"
 MOUNT_DIR = "/var/run/mcp-operator/jwks"
 JWKS_FILE = "jwks.json"
 JWKS_PATH = f"{MOUNT_DIR}/{JWKS_FILE}"
+REVOKED_VOLUME = "mcp-operator-revoked"
+REVOKED_DIR = "/var/run/mcp-operator/revoked"
 
 
 def jwks_config_map_name(server: MCPServer) -> str:
     return meta.child_name(server, "jwks")
+
+
+def revoked_config_map_name(server: MCPServer) -> str:
+    return meta.child_name(server, "revoked")
 
 
 def signing_secret_name(server: MCPServer) -> str:
@@ -34,18 +40,26 @@ def signing_secret_name(server: MCPServer) -> str:
 def volumes(server: MCPServer) -> list[Obj]:
     if not server.spec.auth.enabled:
         return []
-    source = {"name": jwks_config_map_name(server), "optional": True}
-    return [{"name": VOLUME, "configMap": source}]
+    return [
+        {"name": VOLUME, "configMap": {"name": jwks_config_map_name(server), "optional": True}},
+        {
+            "name": REVOKED_VOLUME,
+            "configMap": {"name": revoked_config_map_name(server), "optional": True},
+        },
+    ]
 
 
 def with_verifier(container: Obj, server: MCPServer) -> Obj:
     """The MCP container plus the JWKS mount and the verifier's env (when auth is on)."""
     if not server.spec.auth.enabled:
         return container
-    mount = {"name": VOLUME, "mountPath": MOUNT_DIR, "readOnly": True}
+    mounts = [
+        {"name": VOLUME, "mountPath": MOUNT_DIR, "readOnly": True},
+        {"name": REVOKED_VOLUME, "mountPath": REVOKED_DIR, "readOnly": True},
+    ]
     return {
         **container,
-        "volumeMounts": [*container.get("volumeMounts", []), mount],
+        "volumeMounts": [*container.get("volumeMounts", []), *mounts],
         "env": [*container.get("env", []), *env(server)],
     }
 
@@ -63,5 +77,6 @@ def env(server: MCPServer) -> list[Obj]:
         # each JWK pins its own alg, and the verifier requires the token's to match it.
         verify.ENV_ALGORITHMS: ",".join(verify.DEFAULT_ALGORITHMS),
         verify.ENV_LEEWAY: str(int(parse_duration(auth.leeway).total_seconds())),
+        verify.ENV_REVOKED_DIR: REVOKED_DIR,
     }
     return [{"name": k, "value": v} for k, v in values.items()]
