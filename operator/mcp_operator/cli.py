@@ -122,15 +122,26 @@ def cmd_version(_: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mcp_operator.runner import run_operator
+    from mcp_operator.leader import ElectionConfig
+    from mcp_operator.runner import RunOptions, run_operator
 
+    election = ElectionConfig(args.lease_duration, args.renew_deadline, args.retry_period)
+    problems = election.problems()
+    for problem in problems:
+        print(f"mcp-operator run: {problem}", file=sys.stderr)
+    if problems:
+        return 2
     return run_operator(
-        namespaces=args.namespace,
-        all_namespaces=args.all_namespaces,
-        metrics_port=args.metrics_port,
-        liveness_port=args.liveness_port,
-        leader_lease=args.leader_lease,
-        verbose=args.verbose,
+        RunOptions(
+            namespaces=args.namespace,
+            all_namespaces=args.all_namespaces,
+            metrics_port=args.metrics_port,
+            liveness_port=args.liveness_port,
+            leader_lease=args.leader_lease,
+            election=election,
+            kubeconfig=args.kubeconfig,
+            verbose=args.verbose,
+        )
     )
 
 
@@ -178,7 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--leader-lease",
         default=None,
         metavar="NAME",
-        help="run with leader election on this Lease (for several replicas)",
+        help="run with leader election on this Lease in $POD_NAMESPACE (for several replicas)",
+    )
+    p.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="a candidate takes the lease after seeing it unrenewed this long (default 15)",
+    )
+    p.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="the leader stops acting when it could not renew for this long (default 10)",
+    )
+    p.add_argument(
+        "--retry-period",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="how often candidates try and the leader renews (default 2)",
+    )
+    p.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, in-cluster)"
     )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)

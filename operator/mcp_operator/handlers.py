@@ -1,8 +1,11 @@
-"""kopf handlers: thin. Each one only feeds a watch event to the supervisor.
+"""kopf handlers: thin. The MCPServer watch only feeds events to the supervisor.
 
 There is deliberately no handler per spec field and no create/update handler with its own
 logic: kopf's event handlers fire for the initial listing (resume), every change
 (create/update) and deletion, and the supervisor's workers reconcile by level.
+
+Children are *not* watched through kopf: see :mod:`mcp_operator.kube.informer` (server-side
+label selectors, and an index rebuilt on every relist).
 """
 
 from __future__ import annotations
@@ -14,16 +17,6 @@ import kopf
 from mcp_operator.api.models import GROUP, PLURAL, VERSION
 from mcp_operator.kube.client import Credentials
 from mcp_operator.reconcile.supervisor import Supervisor
-from mcp_operator.render.meta import MANAGED_BY
-
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-CHILD_KINDS = {
-    ("apps", "deployments"): "Deployment",
-    ("", "services"): "Service",
-    ("", "serviceaccounts"): "ServiceAccount",
-    ("policy", "poddisruptionbudgets"): "PodDisruptionBudget",
-    ("", "pods"): "Pod",
-}
 
 
 class EventsOnlyDiffBase(kopf.DiffBaseStorage):
@@ -72,20 +65,3 @@ def register(
     async def server_event(**kwargs: Any) -> None:
         deleted = kwargs["event"].get("type") == "DELETED"
         supervisor.observe_server(dict(kwargs["body"]), deleted=deleted)
-
-    for (group, plural), kind in CHILD_KINDS.items():
-        _register_child(registry, supervisor, group, plural, kind)
-
-
-def _register_child(
-    registry: kopf.OperatorRegistry, supervisor: Supervisor, group: str, plural: str, kind: str
-) -> None:
-    async def child_event(**kwargs: Any) -> None:
-        deleted = kwargs["event"].get("type") == "DELETED"
-        supervisor.observe_child(kind, dict(kwargs["body"]), deleted=deleted)
-
-    child_event.__name__ = f"{kind.lower()}_event"
-    if group:
-        kopf.on.event(group, plural, labels=MANAGED, registry=registry)(child_event)
-    else:
-        kopf.on.event(plural, labels=MANAGED, registry=registry)(child_event)

@@ -23,6 +23,7 @@ Obj = dict[str, Any]
 NAMESPACE = "mcp-operator-system"
 NAME = "mcp-operator"
 LEASE_ROLE = f"{NAME}-leader-election"
+CHART_LEASE_PLACEHOLDER = "LEASE-NAME"
 IMAGE_REPOSITORY = "ghcr.io/mcp-operator/mcp-operator"
 EXAMPLE_IMAGE_REPOSITORY = "ghcr.io/mcp-operator/example-server"
 IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
@@ -58,7 +59,9 @@ def _container() -> Obj:
             {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
         ],
         "livenessProbe": {**health, "failureThreshold": 3, "initialDelaySeconds": 15},
-        "readinessProbe": {**health, "failureThreshold": 1},
+        # Every replica answers both from process start; /readyz is 200 for the leader and
+        # the standby once connected to the API server (a standby must not block rollouts).
+        "readinessProbe": {**health, "httpGet": {"path": "/readyz", "port": "health"}},
         "resources": {
             "requests": {"cpu": "100m", "memory": "192Mi"},
             "limits": {"memory": "512Mi"},
@@ -121,7 +124,7 @@ def operator_objects() -> list[Obj]:
         },
         rbac.cluster_role(NAME, rbac.rules_for("watched", "cluster")),
         rbac.cluster_role_binding(NAME, SUBJECT),
-        rbac.role(LEASE_ROLE, NAMESPACE, rbac.rules_for("operator")),
+        rbac.role(LEASE_ROLE, NAMESPACE, rbac.lease_rules(NAME)),
         rbac.role_binding(LEASE_ROLE, NAMESPACE, SUBJECT),
         deployment(),
         {
@@ -226,7 +229,8 @@ def chart_rules() -> Obj:
     return {
         "clusterWide": rbac.rules_for("watched", "cluster"),
         "perWatchedNamespace": rbac.rules_for("watched"),
-        "operatorNamespace": rbac.rules_for("operator"),
+        # The chart substitutes its own Lease name for the placeholder.
+        "operatorNamespace": rbac.lease_rules(CHART_LEASE_PLACEHOLDER),
     }
 
 

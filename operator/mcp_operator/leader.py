@@ -1,103 +1,270 @@
-"""Leader election on a ``coordination.k8s.io/v1`` Lease, for running several replicas.
+"""Leader election on a ``coordination.k8s.io/v1`` Lease, with client-go's semantics.
 
 kopf's own peering is priority-based and only pauses kopf's handlers, not the workers and
-probe loops this operator runs beside them. A Lease fences all of it: only the holder
-runs the operator; a replica that cannot renew in time stops acting and exits, and its
-Deployment restarts it as a candidate (the controller-runtime behaviour).
+probe loops this operator runs beside them. A Lease fences all of it.
+
+The rules are client-go's (``tools/leaderelection``), because every Kubernetes controller
+that shares a lease with other tooling assumes them:
+
+* **lease duration** (15 s): a candidate may take the lease only after it has seen the
+  record *unchanged for that long on its own clock*. The holder's ``renewTime`` is never
+  compared with the local clock, so clock skew between nodes cannot steal a healthy lease.
+* **renew deadline** (10 s): the leader keeps trying to renew every retry period; transient
+  errors (5xx, 429, timeouts) are retried, not fatal. If no renewal succeeded for the renew
+  deadline, it stops acting. Because renew deadline < lease duration and a candidate's
+  clock starts only when it *observes* the last renewal (which the leader started earlier),
+  the old leader has stopped before a new one can start: two leaders never act at once.
+* **retry period** (2 s): how often candidates try and the leader renews.
+* **release on exit** (client-go ``ReleaseOnCancel``): a graceful stop clears the holder and
+  sets the duration to 1 s, so a standby takes over within one retry period.
+
+:class:`Elector` is the pure state machine (injected clock, no I/O), tested as a closed
+loop; :class:`LeaderElection` is the thin I/O edge. :meth:`LeaderElection.may_act` is the
+fence the Kubernetes client checks before every write, so no worker or probe loop can
+write after the deadline even if it never looks at the election.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-from collections.abc import Callable, Coroutine
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from mcp_operator.kube.client import ApiError, KubeClient, load_credentials
+from mcp_operator.kube.client import ApiError, KubeClient
 
 log = logging.getLogger(__name__)
-LEASE_SECONDS = 15
-RENEW_SECONDS = 5
+Obj = dict[str, Any]
+JITTER = 1.2  # candidates wait retry_period x U(1, 1.2), like client-go's wait.JitterUntil
+LEASE_API = "coordination.k8s.io/v1"
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+@dataclass(frozen=True)
+class ElectionConfig:
+    """client-go's defaults. ``lease > renew > JITTER x retry`` keeps the fence sound."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.lease_duration <= self.renew_deadline:
+            out.append("--lease-duration must be greater than --renew-deadline")
+        if self.renew_deadline <= JITTER * self.retry_period:
+            out.append(f"--renew-deadline must be greater than {JITTER} x --retry-period")
+        if self.retry_period <= 0:
+            out.append("--retry-period must be positive")
+        return out
 
 
-def _expired(lease: dict[str, object], now: datetime) -> bool:
-    spec = lease.get("spec") or {}
-    assert isinstance(spec, dict)
-    renew = spec.get("renewTime")
-    if not renew:
-        return True
-    renewed = datetime.strptime(str(renew), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    return (now - renewed).total_seconds() > float(spec.get("leaseDurationSeconds") or 15)
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The Lease's spec, as client-go's ``LeaderElectionRecord``."""
+
+    holder: str = ""
+    duration_s: int = 15
+    acquire_time: str | None = None
+    renew_time: str | None = None
+    transitions: int = 0
+
+    @classmethod
+    def from_lease(cls, lease: Obj) -> LeaseRecord:
+        spec = lease.get("spec") or {}
+        return cls(
+            holder=spec.get("holderIdentity") or "",
+            duration_s=int(spec.get("leaseDurationSeconds") or 0),
+            acquire_time=spec.get("acquireTime"),
+            renew_time=spec.get("renewTime"),
+            transitions=int(spec.get("leaseTransitions") or 0),
+        )
+
+    def spec(self) -> Obj:
+        return {
+            "holderIdentity": self.holder or None,
+            "leaseDurationSeconds": self.duration_s,
+            "acquireTime": self.acquire_time,
+            "renewTime": self.renew_time,
+            "leaseTransitions": self.transitions,
+        }
 
 
-async def _try_acquire(client: KubeClient, namespace: str, name: str, me: str) -> bool:
-    lease = await client.get("coordination.k8s.io/v1", "Lease", namespace, name)
-    spec = {"holderIdentity": me, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": _now()}
-    try:
-        if lease is None:
-            spec["acquireTime"] = _now()
-            await client.create(
-                {
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "spec": spec,
-                }
-            )
-            return True
-        held_by = (lease.get("spec") or {}).get("holderIdentity")
-        if held_by != me and not _expired(lease, datetime.now(UTC)):
-            return False
-        lease["spec"] = {**(lease.get("spec") or {}), **spec}
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
-        await client.request("PUT", path, body=lease)  # resourceVersion fences racing writers
-        return True
-    except ApiError as exc:
-        if exc.status in (409, 422):
-            return False
-        raise
+@dataclass(frozen=True)
+class Attempt:
+    """What one round decided: the record to write (None: someone else holds it)."""
+
+    write: LeaseRecord | None
+    create: bool = False
 
 
-async def _renewed(client: KubeClient, namespace: str, name: str, me: str) -> bool:
-    """A renewal that fails for any reason (403, timeout, 5xx) counts as lost: acting on
-    after the lease may have expired would let two replicas act at once."""
-    try:
-        return await _try_acquire(client, namespace, name, me)
-    except Exception:  # network or API failure: we can no longer prove we lead
-        log.exception("lease renewal failed")
-        return False
+class Elector:
+    """The pure lease state machine of one replica. ``now`` is a monotonic local clock;
+    ``wall`` only fills the record's timestamps for humans and is never compared."""
+
+    def __init__(self, me: str, config: ElectionConfig) -> None:
+        self.me = me
+        self.config = config
+        self.observed: LeaseRecord | None = None
+        self.observed_at = 0.0  # local time at which ``observed`` last changed
+        self.renewed_at: float | None = None  # start of the last successful write as leader
+
+    def attempt(self, live: LeaseRecord | None, exists: bool, now: float, wall: str) -> Attempt:
+        """client-go's ``tryAcquireOrRenew``, minus the I/O."""
+        duration = round(self.config.lease_duration)
+        if not exists or live is None:
+            return Attempt(LeaseRecord(self.me, duration, wall, wall, 0), create=True)
+        if live != self.observed:
+            self.observed, self.observed_at = live, now
+        held_by_other = bool(live.holder) and live.holder != self.me
+        if held_by_other and now < self.observed_at + max(live.duration_s, 1):
+            return Attempt(None)
+        if live.holder == self.me:
+            record = replace(live, duration_s=duration, renew_time=wall)
+        else:
+            record = LeaseRecord(self.me, duration, wall, wall, live.transitions + 1)
+        return Attempt(record)
+
+    def written(self, record: LeaseRecord, started: float, now: float) -> None:
+        """A write succeeded. The fence counts from when the request *started*: the API
+        server may have stored it at any moment since."""
+        self.observed, self.observed_at = record, now
+        if record.holder == self.me:
+            self.renewed_at = started
+        else:
+            self.renewed_at = None
+
+    def may_act(self, now: float) -> bool:
+        return self.renewed_at is not None and now < self.renewed_at + self.config.renew_deadline
+
+    def leading(self) -> bool:
+        return self.renewed_at is not None
+
+    def lost(self, now: float) -> bool:
+        """Was leading and could not renew in time: stop, let a candidate take over."""
+        return self.renewed_at is not None and not self.may_act(now)
+
+    def release(self, wall: str) -> LeaseRecord | None:
+        """The record that hands the lease over at once (ReleaseOnCancel), if we hold it."""
+        if self.observed is None or self.observed.holder != self.me:
+            return None
+        self.renewed_at = None
+        return LeaseRecord("", 1, wall, wall, self.observed.transitions)
 
 
-async def hold_leadership(
-    name: str, run: Callable[[asyncio.Event], Coroutine[Any, Any, None]], kubeconfig: str | None
-) -> int:
-    namespace = os.environ.get("POD_NAMESPACE", "default")
-    me = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    client = KubeClient(load_credentials(kubeconfig))
-    try:
-        while not await _try_acquire(client, namespace, name, me):
-            await asyncio.sleep(RENEW_SECONDS)
-        log.info("acquired leadership lease %s/%s as %s", namespace, name, me)
-        stop = asyncio.Event()
-        task = asyncio.create_task(run(stop))
-        while not task.done():
-            await asyncio.sleep(RENEW_SECONDS)
-            if not await _renewed(client, namespace, name, me):
-                log.error("lost the leadership lease; stopping so that a new leader can act")
-                stop.set()
-                try:
-                    await asyncio.wait_for(task, timeout=LEASE_SECONDS - RENEW_SECONDS)
-                except TimeoutError:
-                    log.error("operator did not stop in time; exiting anyway")
-                return 1
-        await task
-        return 0
-    finally:
-        await client.close()
+def micro_time(moment: datetime | None = None) -> str:
+    """Kubernetes ``MicroTime``."""
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElection:
+    """The I/O edge: reads and writes the Lease every retry period."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        namespace: str,
+        name: str,
+        me: str,
+        config: ElectionConfig,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.name = name
+        self.elector = Elector(me, config)
+        self.config = config
+        self.clock = clock or asyncio.get_running_loop().time
+        self.leading = asyncio.Event()
+        self.lost = asyncio.Event()
+        self._resource_version: str | None = None
+        self._complained = False
+
+    def may_act(self) -> bool:
+        """The write fence (see module docstring)."""
+        return self.elector.may_act(self.clock())
+
+    @property
+    def path(self) -> str:
+        return f"/apis/{LEASE_API}/namespaces/{self.namespace}/leases/{self.name}"
+
+    async def run(self) -> None:
+        """Campaign, then renew, until the lease is lost (sets ``lost``) or cancelled."""
+        while True:
+            budget = self.config.renew_deadline
+            if self.elector.renewed_at is not None:
+                budget = max(0.05, self.elector.renewed_at + budget - self.clock())
+            try:
+                await asyncio.wait_for(self.round(), timeout=budget)
+            except (TimeoutError, ApiError, OSError, ValueError) as exc:
+                self._complain(exc)
+            except Exception as exc:  # e.g. an httpx transport error: transient, retried
+                self._complain(exc)
+            if self.elector.leading() and not self.leading.is_set():
+                self._complained = False
+                log.info("leading: took lease %s/%s as %s", self.namespace, self.name, self.me)
+                self.leading.set()
+            if self.elector.lost(self.clock()):
+                log.error(
+                    "could not renew lease %s/%s within %.0fs: stopped acting",
+                    self.namespace,
+                    self.name,
+                    self.config.renew_deadline,
+                )
+                self.lost.set()
+                return
+            period = self.config.retry_period
+            if not self.elector.leading():
+                period *= random.uniform(1.0, JITTER)
+            await asyncio.sleep(period)
+
+    @property
+    def me(self) -> str:
+        return self.elector.me
+
+    def _complain(self, exc: BaseException) -> None:
+        """Transient errors are retried until the deadline; say so once, not every 2 s."""
+        if isinstance(exc, ApiError) and exc.status == 409:
+            return  # another replica wrote first: the next round re-reads
+        level = logging.WARNING if not self._complained else logging.DEBUG
+        log.log(level, "lease %s/%s: %s (retrying)", self.namespace, self.name, exc or repr(exc))
+        self._complained = True
+
+    async def round(self) -> None:
+        started = self.clock()
+        live = await self.client.get(LEASE_API, "Lease", self.namespace, self.name)
+        record = LeaseRecord.from_lease(live) if live else None
+        self._resource_version = (live or {}).get("metadata", {}).get("resourceVersion")
+        attempt = self.elector.attempt(record, live is not None, self.clock(), micro_time())
+        if attempt.write is None:
+            return
+        await self.write(attempt.write, create=attempt.create)
+        self.elector.written(attempt.write, started, self.clock())
+
+    async def write(self, record: LeaseRecord, create: bool = False) -> None:
+        lease: Obj = {
+            "apiVersion": LEASE_API,
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": record.spec(),
+        }
+        if create:
+            result = await self.client.create(lease, fenced=False)
+        else:
+            # resourceVersion makes the write conditional: a racing replica gets 409.
+            lease["metadata"]["resourceVersion"] = self._resource_version
+            result = await self.client.request("PUT", self.path, body=lease, fenced=False)
+        self._resource_version = (result.get("metadata") or {}).get("resourceVersion")
+
+    async def release(self) -> None:
+        """Hand the lease over (only called once this replica has stopped acting)."""
+        record = self.elector.release(micro_time())
+        if record is None:
+            return
+        try:
+            await asyncio.wait_for(self.write(record), timeout=self.config.retry_period * 2)
+            log.info("released lease %s/%s", self.namespace, self.name)
+        except Exception as exc:
+            log.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc)

@@ -2,11 +2,17 @@
 
 Label values are namespaces, object names, tiers and fixed reasons — never anything
 secret and never unbounded text such as error messages.
+
+**Per-server series** (labels starting with ``namespace, server``) must be listed in
+:data:`PER_SERVER`: :func:`forget` removes all of them when the server is deleted, so a
+cluster with churn does not grow the operator's memory and dashboards show no ghosts. A
+unit test fails if a metric with those labels is missing from the list.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 PREFIX = "mcp_operator"
 
@@ -62,6 +68,35 @@ MISCONFIGURED = Gauge(
     ["namespace", "server", "tier"],
 )
 
+LEADER = Gauge(
+    f"{PREFIX}_leader",
+    "1 while this replica leads (acts), 0 while it is a standby or stopping.",
+)
+WATCH_EVENTS = Counter(
+    f"{PREFIX}_watch_events_total",
+    "Child watch events received (after the API server's label selector).",
+    ["kind"],
+)
+WATCH_RELISTS = Counter(
+    f"{PREFIX}_watch_relists_total", "Child lists (start and after a watch gap).", ["kind"]
+)
+INDEXED = Gauge(f"{PREFIX}_indexed_objects", "Children held in the child index.", ["kind"])
+
+# Every metric whose first labels are (namespace, server). New per-server metrics must be
+# added here (test_metrics checks it), or their series outlive the server.
+PER_SERVER: tuple[MetricWrapperBase, ...] = (
+    RECONCILE_TOTAL,
+    RECONCILE_ERRORS,
+    CONDITION,
+    PROBE_DURATION,
+    PROBE_TOTAL,
+    TIER_HEALTHY,
+    ACTIVE_TIER,
+    BREAKER_STATE,
+    FAILOVERS,
+    MISCONFIGURED,
+)
+
 CONDITION_TYPES = ("Ready", "Reconciled", "PrimaryHealthy", "BackupHealthy", "FailedOver")
 
 
@@ -72,11 +107,11 @@ def set_conditions(namespace: str, server: str, statuses: dict[str, str]) -> Non
 
 
 def forget(namespace: str, server: str) -> None:
-    """Drop an object's series when it is deleted, so dashboards don't show ghosts."""
-    for gauge in (CONDITION, TIER_HEALTHY, ACTIVE_TIER, BREAKER_STATE, MISCONFIGURED, *KEY_GAUGES):
-        for labels in list(gauge._metrics):
+    """Drop every series of a deleted server (see :data:`PER_SERVER`)."""
+    for metric in PER_SERVER:
+        for labels in list(metric._metrics):
             if labels[:2] == (namespace, server):
-                gauge.remove(*labels)
+                metric.remove(*labels)
 
 
 # Signing keys (spec.auth). Key ids are not labels: they are unbounded over time.
@@ -111,3 +146,6 @@ KEY_GAUGES = (
     SIGNING_KEYS_PUBLISHED,
     SIGNING_KEYS_READY,
 )
+
+# Per-server too (see PER_SERVER above): registered here because they are defined here.
+PER_SERVER += (*KEY_GAUGES, SIGNING_KEY_ROTATIONS)

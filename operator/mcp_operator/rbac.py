@@ -12,6 +12,7 @@ from typing import Any, Literal
 from mcp_operator.api.models import GROUP, PLURAL
 
 Rule = dict[str, Any]
+DEFAULT_LEASE = "mcp-operator"  # the shipped Deployment's --leader-lease
 Scope = Literal["cluster", "watched", "operator"]
 
 RULES: list[Rule] = [
@@ -49,11 +50,16 @@ RULES: list[Rule] = [
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
     # Only for `--namespace PATTERN` with globs: kopf follows matching namespaces.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    # Leader election among operator replicas (`--leader-lease`).
+    # Leader election among operator replicas (`--leader-lease`), granted only in the
+    # operator's own namespace (scope "operator"). `create` cannot be limited to a name (it
+    # is not known when a create is authorised); reading and renewing are limited to the
+    # one Lease (`lease_rules(name)` for another name than the default).
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
-        "verbs": ["get", "create", "update"],
+        "resourceNames": [DEFAULT_LEASE],
+        "verbs": ["get", "update"],
     },
 ]
 
@@ -81,6 +87,26 @@ def rules_for(*scopes: Scope) -> list[Rule]:
     ``rules_for("operator")`` in a Role in the operator's own namespace.
     """
     return [rule for rule in RULES if _scope(rule) in scopes]
+
+
+def lease_rules(lease: str) -> list[Rule]:
+    """The operator-namespace rules for a Lease named ``lease``."""
+    return [
+        {**rule, "resourceNames": [lease]} if "resourceNames" in rule else dict(rule)
+        for rule in rules_for("operator")
+    ]
+
+
+def lease_role(
+    namespace: str, lease: str, name: str = "mcp-operator-leader", rules: list[Rule] | None = None
+) -> dict[str, Any]:
+    return role(name, namespace, lease_rules(lease) if rules is None else rules)
+
+
+def lease_role_binding(
+    namespace: str, subject: dict[str, str], name: str = "mcp-operator-leader"
+) -> dict[str, Any]:
+    return role_binding(name, namespace, subject)
 
 
 def cluster_role(name: str = "mcp-operator", rules: list[Rule] | None = None) -> dict[str, Any]:

@@ -1,27 +1,83 @@
-"""``mcp-operator run``: wire the client, the workers and kopf together, and run."""
+"""``mcp-operator run``: wire the client, the workers and kopf together, and run.
+
+Order matters for availability:
+
+1. ``/healthz`` and ``/readyz`` are served from process start, by every replica — a standby
+   that answered nothing would be restarted by its liveness probe into CrashLoopBackOff and
+   take over late.
+2. Credentials are loaded (one-line error if there are none) and the API server is waited
+   for with back-off (one line per attempt, never a traceback).
+3. With ``--leader-lease``, the replica campaigns; only the leader starts kopf and the
+   workers, and every write they make passes the election's fence. A leader that cannot
+   renew stops acting before its renew deadline and exits (restarting as a candidate); a
+   graceful stop releases the lease so a standby takes over within a retry period.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
+import httpx
 import kopf
+from aiohttp import web
 from prometheus_client import start_http_server
 
+from mcp_operator import metrics
 from mcp_operator.api.models import GROUP
 from mcp_operator.handlers import EventsOnlyDiffBase, register
 from mcp_operator.health.extension import install as install_health
 from mcp_operator.keys.controller import install as install_keys
-from mcp_operator.kube.client import KubeClient, load_credentials
+from mcp_operator.kube.client import (
+    ApiError,
+    Credentials,
+    CredentialsError,
+    KubeClient,
+    load_credentials,
+)
+from mcp_operator.kube.informer import start_child_informers, stop_informers
+from mcp_operator.leader import ElectionConfig, LeaderElection
 from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.supervisor import Supervisor
 from mcp_operator.reconcile.worker import Shared
 from mcp_operator.render.context import Capabilities
 
 log = logging.getLogger("mcp_operator")
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class RunOptions:
+    namespaces: list[str] = field(default_factory=list)
+    all_namespaces: bool = False
+    metrics_port: int = 9090
+    liveness_port: int = 8081
+    leader_lease: str | None = None
+    election: ElectionConfig = field(default_factory=ElectionConfig)
+    kubeconfig: str | None = None
+    verbose: bool = False
+
+    @property
+    def clusterwide(self) -> bool:
+        return self.all_namespaces or not self.namespaces
+
+
+@dataclass
+class Role:
+    """What ``/readyz`` and the ``mcp_operator_leader`` metric say about this replica."""
+
+    state: str = "starting"  # starting | standby | leader | stopping
+
+    def set(self, state: str) -> None:
+        self.state = state
+        metrics.LEADER.set(1 if state == "leader" else 0)
 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
@@ -47,73 +103,178 @@ def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> No
 
 
 async def operate(
-    namespaces: list[str],
-    all_namespaces: bool,
-    liveness_port: int,
-    kubeconfig: str | None = None,
-    stop_flag: asyncio.Event | None = None,
+    opts: RunOptions,
+    creds: Credentials,
+    stop_flag: asyncio.Event,
+    may_write: Callable[[], bool] | None = None,
 ) -> None:
-    creds = load_credentials(kubeconfig)
-    client = KubeClient(creds)
+    """kopf (MCPServer watch, events), the child informers and the per-object workers."""
+    client = KubeClient(creds, may_write=may_write)
+    # Watches hold their connections for minutes: their own pool, never the workers'.
+    watch_client = KubeClient(creds)
+    informers: list[asyncio.Task[None]] = []
     try:
         caps = Capabilities(await client.api_versions())
         shared = Shared(client=client, index=ChildIndex(), capabilities=caps, post_event=post_event)
         install_health(shared)
         install_keys(shared)
         supervisor = Supervisor(shared)
+        informers = start_child_informers(
+            watch_client,
+            supervisor,
+            None if opts.clusterwide else opts.namespaces,
+            api_versions=lambda version, kind: (
+                caps.pdb_api_version() if kind == "PodDisruptionBudget" else version
+            ),
+        )
         registry = kopf.OperatorRegistry()
         register(registry, supervisor, creds, configure_kopf)
         await kopf.operator(
             registry=registry,
             standalone=True,
-            clusterwide=all_namespaces or not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
+            clusterwide=opts.clusterwide,
+            namespaces=opts.namespaces,
             stop_flag=stop_flag,
         )
         await supervisor.stop_all()
     finally:
+        await stop_informers(informers)
+        await watch_client.close()
         await client.close()
 
 
-def run_operator(
-    namespaces: list[str],
-    all_namespaces: bool,
-    metrics_port: int,
-    liveness_port: int,
-    leader_lease: str | None,
-    verbose: bool,
-) -> int:
+async def serve_health(port: int, role: Role) -> web.AppRunner:
+    """``/healthz``: the process's event loop answers (liveness, every replica).
+    ``/readyz``: 200 with ``leader`` or ``standby`` once connected, 503 otherwise."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = role.state in ("leader", "standby")
+        return web.Response(text=role.state, status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
+
+
+async def wait_for_api(creds: Credentials, stop: asyncio.Event) -> bool:
+    """Until the API server answers discovery: one line per failed attempt, back-off up to
+    30 s. False when stopped while waiting."""
+    delay = 1.0
+    while not stop.is_set():
+        client = KubeClient(creds, timeout=10.0)
+        try:
+            await client.request("GET", "/version")
+            return True
+        except (httpx.HTTPError, ApiError, OSError) as exc:
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            log.error(
+                "API server %s unreachable (%s); retrying in %.0fs", creds.server, detail, delay
+            )
+        finally:
+            await client.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        delay = min(BACKOFF_MAX_S, delay * 2)
+    return False
+
+
+async def run(opts: RunOptions, stop: asyncio.Event | None = None) -> int:
+    """The whole process after logging is set up. Returns the exit code."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    role = Role()
+    health = await serve_health(opts.liveness_port, role)
+    try:
+        try:
+            creds = load_credentials(opts.kubeconfig)
+        except CredentialsError as exc:
+            log.error("%s", exc)
+            return 2
+        if not await wait_for_api(creds, stop):
+            return 0
+        if not opts.leader_lease:
+            role.set("leader")
+            await operate(opts, creds, stop)
+            return 0
+        return await lead(opts, creds, role, stop)
+    finally:
+        role.set("stopping")
+        await health.cleanup()
+
+
+async def lead(opts: RunOptions, creds: Credentials, role: Role, stop: asyncio.Event) -> int:
+    """Campaign; lead while the lease is ours; release it on a graceful stop."""
+    assert opts.leader_lease
+    namespace = os.environ.get("POD_NAMESPACE", "default")
+    me = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    # Its own connection pool: renewals must never queue behind the workers' writes.
+    lease_client = KubeClient(creds, timeout=opts.election.renew_deadline)
+    election = LeaderElection(lease_client, namespace, opts.leader_lease, me, opts.election)
+    campaign = asyncio.create_task(election.run(), name="leader-election")
+    role.set("standby")
+    log.info("standby: campaigning for lease %s/%s as %s", namespace, opts.leader_lease, me)
+    try:
+        if not await _first(election.leading, stop):
+            return 0
+        role.set("leader")
+        op_stop = asyncio.Event()
+        relay = asyncio.create_task(_relay(op_stop, stop, election.lost))
+        try:
+            await operate(opts, creds, op_stop, may_write=election.may_act)
+        finally:
+            relay.cancel()
+        if election.lost.is_set():
+            return 1  # restart as a candidate, like client-go's OnStoppedLeading
+        campaign.cancel()
+        role.set("stopping")
+        await election.release()
+        return 0
+    finally:
+        campaign.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await campaign
+        await lease_client.close()
+
+
+async def _first(leading: asyncio.Event, stop: asyncio.Event) -> bool:
+    """True when leadership came first, False when asked to stop."""
+    waits = [asyncio.create_task(leading.wait()), asyncio.create_task(stop.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+    return leading.is_set() and not stop.is_set()
+
+
+async def _relay(target: asyncio.Event, *sources: asyncio.Event) -> None:
+    waits = [asyncio.create_task(s.wait()) for s in sources]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        target.set()
+    finally:
+        for task in waits:
+            task.cancel()
+
+
+def run_operator(opts: RunOptions) -> int:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if opts.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # kopf logs every handler call per object at INFO; our own workers log what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    if metrics_port:
-        start_http_server(metrics_port)
-    kubeconfig = os.environ.get("KUBECONFIG") or None
-    if leader_lease:
-        from mcp_operator.leader import hold_leadership
-
-        return asyncio.run(
-            hold_leadership(
-                leader_lease,
-                lambda stop: operate(namespaces, all_namespaces, liveness_port, kubeconfig, stop),
-                kubeconfig,
-            )
-        )
-    asyncio.run(_run_until_signal(namespaces, all_namespaces, liveness_port, kubeconfig))
-    return 0
-
-
-async def _run_until_signal(
-    namespaces: list[str], all_namespaces: bool, liveness_port: int, kubeconfig: str | None
-) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await operate(namespaces, all_namespaces, liveness_port, kubeconfig, stop)
+    if opts.metrics_port:
+        start_http_server(opts.metrics_port)
+    opts.kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or None
+    return asyncio.run(run(opts))

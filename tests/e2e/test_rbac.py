@@ -112,8 +112,11 @@ class Case:
     groups: frozenset[str] | None = None
     gate: bool = False  # needs running pods (node agent) to exercise the rule
     xfail: str | None = None
+    lease: bool = False  # the removed part is in the lease Role, not the ClusterRole
 
     def rules(self) -> list[Obj]:
+        if self.lease:
+            return rbac.RULES
         return without(
             rbac.RULES,
             self.index,
@@ -121,6 +124,21 @@ class Case:
             set(self.resources) if self.resources is not None else None,
             set(self.groups) if self.groups is not None else None,
         )
+
+    def lease_rules(self, lease: str) -> list[Obj]:
+        rules = rbac.lease_rules(lease)
+        if not self.lease:
+            return rules
+        out = []
+        for rule in rules:
+            verbs = [v for v in rule["verbs"] if v not in (self.verbs or set())]
+            if verbs:
+                out.append({**rule, "verbs": verbs})
+        return out
+
+
+def _lease_case(id: str, verb: str) -> Case:
+    return Case(id, -1, frozenset({verb}), lease=True)
 
 
 def _case(
@@ -163,9 +181,9 @@ CASES += [
     _case("events-core-create", "events", {"create"}, groups={""}),
     _case("namespaces-list", "namespaces", {"list"}),
     _case("namespaces-watch", "namespaces", {"watch"}),
-    _case("leases-get", "leases", {"get"}),
-    _case("leases-create", "leases", {"create"}),
-    _case("leases-update", "leases", {"update"}),
+    _lease_case("leases-get", "get"),
+    _lease_case("leases-create", "create"),
+    _lease_case("leases-update", "update"),
 ]
 CONTROL = Case("control-all-rules", -1, gate=True)  # removes nothing: the battery must pass
 
@@ -463,7 +481,7 @@ class Battery:
         return self.until(ready, timeout=GATE_TIMEOUT)
 
     def step_lease(self) -> bool:
-        """After two renewals (leader.RENEW_SECONDS = 5) the operator still acts."""
+        """After several renewals (every retry period, 2 s) the operator still acts."""
         time.sleep(max(0.0, self.live_at + 12 - time.monotonic()))
         uid = get_json(self.kubectl, "service", "web", "-n", self.ns)["metadata"]["uid"]
         self.k("delete", "service", "web", "-n", self.ns, "--wait=false")
@@ -511,13 +529,24 @@ def sa_kubeconfig(cluster: ControlPlane, kubectl: Kubectl, sa: str, path: Path) 
     return path
 
 
-def bind(cluster: ControlPlane, sa: str, rules: list[Obj]) -> None:
-    name = f"mcp-rbac-{sa}"
-    subject = {"kind": "ServiceAccount", "name": sa, "namespace": IDS_NAMESPACE}
+def bind(
+    cluster: ControlPlane,
+    subject: dict[str, str],
+    name: str,
+    rules: list[Obj],
+    lease: str,
+    lease_rules: list[Obj],
+) -> None:
+    """``rules`` cluster-wide, ``lease_rules`` in a Role of the operator's namespace."""
     kubectl_apply(
         str(kubectl_binary()),
         cluster.admin_kubeconfig,
-        [rbac.cluster_role(name, rules), rbac.cluster_role_binding(name, subject)],
+        [
+            rbac.cluster_role(name, rules),
+            rbac.cluster_role_binding(name, subject),
+            rbac.lease_role(IDS_NAMESPACE, lease, name, lease_rules),
+            rbac.lease_role_binding(IDS_NAMESPACE, subject, name),
+        ],
     )
 
 
@@ -558,9 +587,16 @@ def outcomes(
 
     def one(index: int, case: Case) -> tuple[str, Outcome]:
         sa = f"case-{index}-{secrets.token_hex(2)}"
-        bind(crd_and_rbac, sa, case.rules() if case is not CONTROL else rbac.RULES)
         config = sa_kubeconfig(crd_and_rbac, kubectl, sa, workdir / f"{sa}.kubeconfig")
         battery = Battery(kubectl, config, workdir, f"c{index}", gate=case.gate)
+        subject = {"kind": "ServiceAccount", "name": sa, "namespace": IDS_NAMESPACE}
+        rules = case.rules() if case is not CONTROL else rbac.RULES
+        lease_rules = (
+            case.lease_rules(battery.lease)
+            if case is not CONTROL
+            else rbac.lease_rules(battery.lease)
+        )
+        bind(crd_and_rbac, subject, f"mcp-rbac-{sa}", rules, battery.lease, lease_rules)
         return case.id, battery.run()
 
     only = set(filter(None, os.environ.get("MCP_RBAC_CASES", "").split(",")))
@@ -593,6 +629,15 @@ def test_restricted_identity_reconciles(
         "user",
         gate=True,
         namespace_pattern=False,
+    )
+    user = {"kind": "User", "name": "mcp-operator", "apiGroup": "rbac.authorization.k8s.io"}
+    kubectl_apply(
+        str(kubectl_binary()),
+        crd_and_rbac.admin_kubeconfig,
+        [
+            rbac.lease_role(IDS_NAMESPACE, battery.lease),
+            rbac.lease_role_binding(IDS_NAMESPACE, user),
+        ],
     )
     outcome = battery.run()
     assert outcome.failed_step is None, f"{outcome}\n{outcome.log}"

@@ -61,3 +61,18 @@ def test_security_notes_name_every_granted_resource() -> None:
     notes = (ROOT / "docs" / "security.md").read_text()
     missing = [r for rule in rbac.RULES for r in rule["resources"] if f"`{r}`" not in notes]
     assert not missing, f"docs/security.md does not say why the operator may touch {missing}"
+
+
+def test_lease_rights_only_in_the_operator_namespace_for_its_lease() -> None:
+    """No cluster-wide lease rights; get/update only on the Lease the Deployment names."""
+    docs = manifests()
+    cluster_rules = next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+    assert not any("leases" in r["resources"] for r in cluster_rules)
+    role = next(d for d in docs if d["kind"] == "Role" and "leader" in d["metadata"]["name"])
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    lease = args[args.index("--leader-lease") + 1]
+    assert role["metadata"]["namespace"] == deploy["metadata"]["namespace"]
+    for rule in role["rules"]:
+        assert rule["resources"] == ["leases"]
+        assert rule.get("resourceNames") == [lease] or rule["verbs"] == ["create"]

@@ -3,26 +3,30 @@
 Why not the official client: it is synchronous (blocking the event loop for every object)
 and its generated modules cost most of a Python operator's memory. The operator needs a
 handful of verbs — server-side apply, get/list/delete, status patches, events and
-discovery — and they fit here.
+discovery — and they fit here. Credentials come from the official package's *config
+loader* (:mod:`mcp_operator.kube.auth`), which is small and handles kubeconfig's corners.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import ssl
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
-import yaml
+
+from mcp_operator.kube.auth import (
+    Credentials,
+    CredentialsError,
+    TokenSource,
+    credentials_from_kubeconfig,
+    credentials_in_cluster,
+    load_credentials,
+)
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "mcp-operator"
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # kind → (plural, namespaced). Only what the operator touches.
 RESOURCES: dict[str, tuple[str, bool]] = {
@@ -77,84 +81,60 @@ def resource_path(
     return path
 
 
-@dataclass(frozen=True)
-class Credentials:
-    server: str
-    token: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    insecure: bool = False
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if self.insecure:
-            return False
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        if self.cert_file and self.key_file:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
-        return ctx
+def ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
+    if creds.insecure:
+        return False
+    ctx = ssl.create_default_context(cafile=creds.ca_file)
+    if creds.cert_file and creds.key_file:
+        ctx.load_cert_chain(creds.cert_file, creds.key_file)
+    return ctx
 
 
-def _materialise(data_b64: str | None, path: str | None, suffix: str) -> str | None:
-    """kubeconfigs embed certs as base64; ssl wants files."""
-    if path or not data_b64:
-        return path
-    fd, name = tempfile.mkstemp(prefix="mcp-operator-", suffix=suffix)
-    with os.fdopen(fd, "wb") as out:
-        out.write(base64.b64decode(data_b64))
-    return name
+class NotLeading(ApiError):
+    """A write refused locally: this replica may not act (it is not, or may no longer be,
+    the leader). Raised before anything is sent."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "NotLeader", "this operator replica is not the leader")
 
 
-def credentials_from_kubeconfig(path: str | None = None, context: str | None = None) -> Credentials:
-    path = (
-        path
-        or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-        or str(Path.home() / ".kube" / "config")
-    )
-    config = yaml.safe_load(Path(path).read_text())
-    ctx_name = context or config["current-context"]
-    ctx = next(c["context"] for c in config["contexts"] if c["name"] == ctx_name)
-    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-    user = next(u["user"] for u in config["users"] if u["name"] == ctx["user"])
-    return Credentials(
-        server=cluster["server"].rstrip("/"),
-        token=user.get("token"),
-        ca_file=_materialise(
-            cluster.get("certificate-authority-data"), cluster.get("certificate-authority"), ".crt"
-        ),
-        cert_file=_materialise(
-            user.get("client-certificate-data"), user.get("client-certificate"), ".crt"
-        ),
-        key_file=_materialise(user.get("client-key-data"), user.get("client-key"), ".key"),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-    )
+class BearerAuth(httpx.Auth):
+    """The current token on every request; on a 401 the source is refreshed (a rotated
+    service-account token, an expired exec credential) and the request retried once."""
 
+    def __init__(self, tokens: TokenSource) -> None:
+        self.tokens = tokens
 
-def credentials_in_cluster() -> Credentials:
-    host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-    return Credentials(
-        server=f"https://{host}:{port}",
-        token=(SA_DIR / "token").read_text().strip(),
-        ca_file=str(SA_DIR / "ca.crt"),
-    )
-
-
-def load_credentials(kubeconfig: str | None = None) -> Credentials:
-    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ and SA_DIR.exists():
-        return credentials_in_cluster()
-    return credentials_from_kubeconfig(kubeconfig)
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.tokens.current()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            self.tokens.invalidate()
+            fresh = self.tokens.current()
+            if fresh and fresh != token:
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                yield request
 
 
 class KubeClient:
     """Async verbs over one pooled HTTP/1.1 connection set."""
 
-    def __init__(self, creds: Credentials, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        creds: Credentials,
+        timeout: float = 30.0,
+        may_write: Callable[[], bool] | None = None,
+    ) -> None:
         self.creds = creds
-        headers = {"Authorization": f"Bearer {creds.token}"} if creds.token else {}
+        # The write fence (leader election): checked before every non-GET request, so no
+        # caller can write once this replica may no longer act.
+        self.may_write = may_write
         self._http = httpx.AsyncClient(
             base_url=creds.server,
-            headers=headers,
-            verify=creds.ssl_context(),
+            auth=BearerAuth(creds.tokens) if creds.tokens is not None else None,
+            verify=ssl_context(creds),
             timeout=timeout,
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
         )
@@ -170,7 +150,10 @@ class KubeClient:
         params: dict[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        fenced: bool = True,
     ) -> Obj:
+        if fenced and method != "GET" and self.may_write is not None and not self.may_write():
+            raise NotLeading()
         content = None if body is None else json.dumps(body).encode()
         response = await self._http.request(
             method,
@@ -182,6 +165,12 @@ class KubeClient:
         if response.status_code >= 400:
             raise _api_error(response)
         return response.json() if response.content else {}
+
+    def stream(
+        self, method: str, path: str, *, params: dict[str, Any], timeout: httpx.Timeout
+    ) -> Any:
+        """A streaming response (watches): ``async with client.stream(...) as response``."""
+        return self._http.stream(method, path, params=params, timeout=timeout)
 
     async def apply(
         self, obj: Obj, *, force: bool = True, dry_run: bool = False, subresource: str | None = None
@@ -253,10 +242,10 @@ class KubeClient:
         path = resource_path(api_version, kind, namespace, name, subresource)
         return await self.request("PATCH", path, body=body, content_type=content_type)
 
-    async def create(self, obj: Obj) -> Obj:
+    async def create(self, obj: Obj, fenced: bool = True) -> Obj:
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
-        return await self.request("POST", path, body=obj)
+        return await self.request("POST", path, body=obj, fenced=fenced)
 
     async def api_versions(self) -> frozenset[str]:
         """Every served group/version, for the renderers' Capabilities."""
@@ -274,3 +263,15 @@ def _api_error(response: httpx.Response) -> ApiError:
         return ApiError(response.status_code, status.get("reason", ""), status.get("message", ""))
     except ValueError:
         return ApiError(response.status_code, response.reason_phrase, response.text[:200])
+
+
+__all__ = [
+    "ApiError",
+    "Credentials",
+    "CredentialsError",
+    "KubeClient",
+    "NotLeading",
+    "credentials_from_kubeconfig",
+    "credentials_in_cluster",
+    "load_credentials",
+]

@@ -7,7 +7,7 @@ was applied. The index is a cache only; losing it (a restart) costs one full re-
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from mcp_operator.render.meta import SERVER_LABEL
@@ -50,11 +50,19 @@ def comparable(desired: Obj) -> Obj:
 
 
 class ChildIndex:
-    """Children by owner, by kind and name; pods kept separately for the health prober."""
+    """Children by owner, by kind and name; pods kept separately for the health prober.
+
+    Entries are also tracked by uid, so an object whose server label changes (a relabelled
+    pod) moves — or leaves — instead of staying under its old owner, and :meth:`replace`
+    can drop what a relist no longer contains.
+    """
 
     def __init__(self) -> None:
         self._children: dict[Key, dict[ChildKey, Obj]] = defaultdict(dict)
         self._pods: dict[Key, dict[str, Obj]] = defaultdict(dict)
+        # (kind, namespace, name) → owner, for moves and relists.
+        self._where: dict[tuple[str, str, str], Key] = {}
+        self.counts: Counter[str] = Counter()
 
     @staticmethod
     def owner_of(obj: Obj) -> Key | None:
@@ -62,19 +70,60 @@ class ChildIndex:
         server = (meta.get("labels") or {}).get(SERVER_LABEL)
         return (meta.get("namespace", ""), server) if server else None
 
-    def observe(self, kind: str, obj: Obj, deleted: bool) -> Key | None:
-        """Record one watch event; returns the owning server's key, if any."""
-        owner = self.owner_of(obj)
+    def _remove(self, kind: str, namespace: str, name: str) -> Key | None:
+        owner = self._where.pop((kind, namespace, name), None)
         if owner is None:
             return None
-        name = obj["metadata"]["name"]
         table: dict[Any, Obj] = self._pods[owner] if kind == "Pod" else self._children[owner]
-        key: Any = name if kind == "Pod" else (kind, name)
-        if deleted:
-            table.pop(key, None)
-        else:
-            table[key] = obj
+        table.pop(name if kind == "Pod" else (kind, name), None)
+        if not table:
+            (self._pods if kind == "Pod" else self._children).pop(owner, None)
+        self.counts[kind] -= 1
         return owner
+
+    def observe(self, kind: str, obj: Obj, deleted: bool) -> Key | None:
+        """Record one watch event; returns the owning server's key (the previous owner
+        when the object left), if any."""
+        meta = obj.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta["name"]
+        owner = self.owner_of(obj)
+        previous = self._where.get((kind, namespace, name))
+        if deleted or owner != previous:
+            self._remove(kind, namespace, name)
+        if deleted or owner is None:
+            return previous
+        table: dict[Any, Obj] = self._pods[owner] if kind == "Pod" else self._children[owner]
+        if (kind, namespace, name) not in self._where:
+            self.counts[kind] += 1
+        table[name if kind == "Pod" else (kind, name)] = obj
+        self._where[(kind, namespace, name)] = owner
+        return owner
+
+    def replace(self, kind: str, namespace: str | None, objs: list[Obj]) -> set[Key]:
+        """A complete list of ``kind`` (in ``namespace``, or everywhere): drop what it no
+        longer holds, record the rest. Returns every owner whose entries changed."""
+        listed = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objs}
+        touched: set[Key] = set()
+        for k, ns, name in list(self._where):
+            if k == kind and (namespace is None or ns == namespace) and (ns, name) not in listed:
+                owner = self._remove(kind, ns, name)
+                if owner is not None:
+                    touched.add(owner)
+        for obj in objs:
+            before = self.get(kind, obj)
+            owner = self.observe(kind, obj, deleted=False)
+            if owner is not None and _version(before) != _version(obj):
+                touched.add(owner)
+        return touched
+
+    def get(self, kind: str, obj: Obj) -> Obj | None:
+        meta = obj.get("metadata", {})
+        owner = self._where.get((kind, meta.get("namespace", ""), meta["name"]))
+        if owner is None:
+            return None
+        if kind == "Pod":
+            return self._pods.get(owner, {}).get(meta["name"])
+        return self._children.get(owner, {}).get((kind, meta["name"]))
 
     def children(self, owner: Key) -> dict[ChildKey, Obj]:
         return dict(self._children.get(owner, {}))
@@ -83,5 +132,11 @@ class ChildIndex:
         return list(self._pods.get(owner, {}).values())
 
     def forget(self, owner: Key) -> None:
+        for kind, namespace, name in [k for k, o in self._where.items() if o == owner]:
+            self._remove(kind, namespace, name)
         self._children.pop(owner, None)
         self._pods.pop(owner, None)
+
+
+def _version(obj: Obj | None) -> str | None:
+    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")

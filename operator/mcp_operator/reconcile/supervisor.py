@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from mcp_operator import metrics
+from mcp_operator.api.models import API_VERSION, PLURAL
 from mcp_operator.reconcile.children import Key
 from mcp_operator.reconcile.worker import ServerWorker, Shared
 
@@ -22,6 +23,8 @@ class Supervisor:
         self.shared = shared
         self.workers: dict[Key, ServerWorker] = {}
         self._tasks: dict[Key, list[asyncio.Task[None]]] = {}
+        self._verifying: set[Key] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     def observe_server(self, body: Obj, deleted: bool) -> None:
         meta = body["metadata"]
@@ -44,9 +47,61 @@ class Supervisor:
 
     def observe_child(self, kind: str, body: Obj, deleted: bool) -> None:
         owner = self.shared.index.observe(kind, body, deleted)
-        worker = self.workers.get(owner) if owner else None
-        if worker is not None and kind != "Pod":
-            worker.wake()
+        metrics.INDEXED.labels(kind).set(self.shared.index.counts[kind])
+        if owner is None or kind == "Pod" or owner not in self.workers:
+            return
+        if deleted:
+            # Drift, or the garbage collector removing the children of a server deleted
+            # while its DELETED event was missed (a watch gap): re-creating them would
+            # fight the collector forever. Check the server still exists first.
+            self._verify_then_wake(owner)
+        else:
+            self.workers[owner].wake()
+
+    def sync_children(self, kind: str, namespace: str | None, bodies: list[Obj]) -> None:
+        """A complete (re)list of one child kind: the index drops what vanished."""
+        touched = self.shared.index.replace(kind, namespace, bodies)
+        metrics.INDEXED.labels(kind).set(self.shared.index.counts[kind])
+        if kind == "Pod":
+            return
+        for owner in touched:
+            if owner in self.workers:
+                self._verify_then_wake(owner)
+
+    def _verify_then_wake(self, key: Key) -> None:
+        if key in self._verifying:
+            return
+        self._verifying.add(key)
+        task = asyncio.create_task(self._verify(key), name=f"verify:{key}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _verify(self, key: Key) -> None:
+        try:
+            exists = await self._server_exists(key)
+        except Exception as exc:  # unknown: act as before (wake), the next event re-checks
+            log.debug("could not check %s/%s: %r", *key, exc)
+            exists = True
+        finally:
+            self._verifying.discard(key)
+        if not exists:
+            log.info("%s/%s no longer exists; stopping its worker", *key)
+            self._stop(key)
+        elif key in self.workers:
+            self.workers[key].wake()
+
+    async def _server_exists(self, key: Key) -> bool:
+        """Listed by name (the operator has list, not get, on MCPServers); same uid."""
+        worker = self.workers.get(key)
+        if worker is None:
+            return False
+        namespace, name = key
+        path = f"/apis/{API_VERSION}/namespaces/{namespace}/{PLURAL}"
+        params = {"fieldSelector": f"metadata.name={name}"}
+        async with self.shared.api_slots:
+            found = await self.shared.client.request("GET", path, params=params)
+        uids = [(i.get("metadata") or {}).get("uid") for i in found.get("items") or []]
+        return worker.body["metadata"].get("uid") in uids
 
     def _stop(self, key: Key) -> None:
         tasks = self._tasks.pop(key, [])
@@ -58,8 +113,11 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         tasks = [task for group in self._tasks.values() for task in group]
+        tasks += list(self._background)
         for key in list(self._tasks):
             self._stop(key)
+        for task in tasks:
+            task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

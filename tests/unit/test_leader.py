@@ -1,0 +1,167 @@
+"""Leader election as a closed loop: replicas (pure :class:`Elector`s) campaign against one
+simulated Lease with optimistic concurrency, on an injected clock. Each decision is fed
+into the next round, as the I/O edge does. The property that matters to users: never two
+replicas allowed to act at the same moment; a dead or released leader is replaced in time.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from mcp_operator.leader import JITTER, ElectionConfig, Elector, LeaseRecord
+
+CFG = ElectionConfig()  # client-go's 15 / 10 / 2
+STEP = 0.05
+
+
+@dataclass
+class Store:
+    """The API server's view of one Lease: a record and a resourceVersion."""
+
+    record: LeaseRecord | None = None
+    version: int = 0
+
+    def write(self, record: LeaseRecord, expected: int) -> bool:
+        if expected != self.version:
+            return False  # 409 Conflict
+        self.record, self.version = record, self.version + 1
+        return True
+
+
+@dataclass
+class Replica:
+    elector: Elector
+    wall_skew_s: float = 0.0
+    next_round: float = 0.0
+    dead_from: float = float("inf")  # kill -9: no more rounds
+    failing: tuple[float, float] = (0.0, 0.0)  # API errors in [start, end)
+    acted: list[float] = field(default_factory=list)
+
+    def wall(self, now: float) -> str:
+        return f"t={now + self.wall_skew_s:.2f}"
+
+    def round(self, store: Store, now: float) -> None:
+        if now >= self.dead_from:
+            return
+        if self.failing[0] <= now < self.failing[1]:
+            return  # the request failed: transient, retried next period
+        seen, version = store.record, store.version
+        attempt = self.elector.attempt(seen, seen is not None, now, self.wall(now))
+        if attempt.write is not None and store.write(attempt.write, version):
+            self.elector.written(attempt.write, now, now)
+
+    def schedule(self, now: float, rng: random.Random) -> None:
+        period = CFG.retry_period
+        if not self.elector.leading():
+            period *= rng.uniform(1.0, JITTER)
+        self.next_round = now + period
+
+
+def simulate(
+    replicas: list[Replica],
+    until: float,
+    store: Store | None = None,
+    seed: int = 1,
+    start: float = 0.0,
+) -> Store:
+    """Run every replica's loop; fail if two may act at the same instant."""
+    store = store or Store()
+    rng = random.Random(seed)
+    now = start
+    while now < until:
+        for replica in replicas:
+            if now >= replica.next_round:
+                replica.round(store, now)
+                replica.schedule(now, rng)
+        acting = [r for r in replicas if now < r.dead_from and r.elector.may_act(now)]
+        assert len(acting) <= 1, f"two leaders at t={now:.2f}"
+        for replica in acting:
+            replica.acted.append(now)
+        now = round(now + STEP, 6)
+    return store
+
+
+def replica(name: str, **kw: object) -> Replica:
+    return Replica(Elector(name, CFG), **kw)  # type: ignore[arg-type]
+
+
+def test_one_leader_and_the_standby_waits() -> None:
+    a, b = replica("a"), replica("b", next_round=0.5)
+    store = simulate([a, b], until=120)
+    assert store.record is not None and store.record.holder == "a"
+    assert a.acted and not b.acted
+    assert store.record.transitions == 0
+
+
+def test_kill_of_the_leader_hands_over_within_lease_duration() -> None:
+    """kill -9 at t=30: the standby acts within lease duration + one jittered retry."""
+    a, b = replica("a", dead_from=30.0), replica("b", next_round=0.5)
+    store = simulate([a, b], until=90)
+    assert b.acted, "standby never took over"
+    took = b.acted[0] - 30.0
+    assert took <= CFG.lease_duration + CFG.retry_period * JITTER + STEP
+    assert store.record is not None and store.record.holder == "b"
+    assert store.record.transitions == 1
+
+
+def test_a_skewed_wall_clock_cannot_steal_a_healthy_lease() -> None:
+    """The old code compared the holder's renewTime with the local clock: a candidate one
+    hour ahead saw every lease as expired. Expiry is judged on local observation only."""
+    a, b = replica("a"), replica("b", next_round=0.5, wall_skew_s=3600.0)
+    simulate([a, b], until=120)
+    assert not b.acted
+
+
+def test_transient_errors_are_retried_until_the_deadline() -> None:
+    """8 s of failed renewals (< renew deadline 10 s): still the leader, never stopped."""
+    a, b = replica("a", failing=(20.0, 28.0)), replica("b", next_round=0.5)
+    simulate([a, b], until=60)
+    gaps = [t2 - t1 for t1, t2 in zip(a.acted, a.acted[1:], strict=False)]
+    assert max(gaps) <= STEP + 1e-6, "the leader stopped acting during a short outage"
+    assert not b.acted
+
+
+def test_a_leader_that_cannot_renew_stops_before_a_successor_starts() -> None:
+    """Renewals fail from t=20 on (API server unreachable for it, not for the standby):
+    the leader stops acting at its renew deadline; the standby starts only later."""
+    a, b = replica("a", failing=(20.0, 1e9)), replica("b", next_round=0.5)
+    simulate([a, b], until=80)
+    last_a, first_b = a.acted[-1], b.acted[0]
+    assert last_a < 20.0 + CFG.renew_deadline
+    assert first_b > last_a
+    assert first_b - last_a >= CFG.lease_duration - CFG.renew_deadline - CFG.retry_period
+
+
+def test_release_hands_over_within_one_retry_period() -> None:
+    a, b = replica("a"), replica("b", next_round=0.5)
+    store = simulate([a, b], until=30)
+    released = a.elector.release("t=30")
+    assert released is not None and released.holder == "" and released.duration_s == 1
+    assert store.write(released, store.version)
+    a.dead_from = 30.0
+    simulate([a, b], until=40, store=store, start=30.0)
+    assert b.acted and b.acted[0] - 30.0 <= CFG.retry_period * JITTER + STEP
+    assert not a.elector.may_act(30.0), "a released lease must also close the fence"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_three_replicas_with_random_failures_never_overlap(seed: int) -> None:
+    rng = random.Random(seed)
+    replicas = []
+    for name in "abc":
+        start = rng.uniform(0, 100)
+        replicas.append(
+            replica(name, next_round=rng.uniform(0, 2), failing=(start, start + rng.uniform(0, 20)))
+        )
+    replicas[seed % 3].dead_from = rng.uniform(50, 150)
+    simulate(replicas, until=200, seed=seed)  # asserts at every step
+    assert any(r.acted for r in replicas)
+
+
+def test_config_checks() -> None:
+    assert ElectionConfig().problems() == []
+    assert ElectionConfig(10, 10, 2).problems()
+    assert ElectionConfig(15, 2, 2).problems()
