@@ -111,6 +111,7 @@ class OperatorProcess:
     liveness_port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ("--verbose",)
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. POD_NAME/POD_NAMESPACE
 
     def start(self) -> OperatorProcess:
         argv = [
@@ -126,6 +127,7 @@ class OperatorProcess:
             *self.extra_args,
         ]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env.update(self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

@@ -90,7 +90,9 @@ class ChildIndex:
         previous = self._where.get((kind, namespace, name))
         if deleted or owner != previous:
             self._remove(kind, namespace, name)
-        if deleted or owner is None:
+        if deleted:
+            return previous or owner
+        if owner is None:
             return previous
         table: dict[Any, Obj] = self._pods[owner] if kind == "Pod" else self._children[owner]
         if (kind, namespace, name) not in self._where:
