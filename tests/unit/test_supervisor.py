@@ -74,7 +74,7 @@ async def test_child_deleted_for_a_vanished_server_stops_its_worker() -> None:
 
 
 async def test_a_same_named_successor_does_not_keep_the_old_worker() -> None:
-    sup, worker, _ = supervisor(uids=["u2"])
+    sup, _worker, _ = supervisor(uids=["u2"])
     sup.observe_child("Service", child(), deleted=True)
     await settle()
     assert KEY not in sup.workers
@@ -88,7 +88,7 @@ async def test_drift_on_a_live_server_is_repaired() -> None:
 
 
 async def test_relist_without_the_children_checks_the_server() -> None:
-    sup, worker, _ = supervisor(uids=[])
+    sup, _worker, _ = supervisor(uids=[])
     sup.observe_child("Service", child(), deleted=False)
     sup.sync_children("Service", None, [])  # relist after a watch gap: the child is gone
     await settle()
