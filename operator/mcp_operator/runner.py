@@ -42,7 +42,7 @@ from mcp_operator.kube.client import (
     KubeClient,
     load_credentials,
 )
-from mcp_operator.kube.informer import start_child_informers, stop_informers
+from mcp_operator.kube.informer import start_child_informers, stop_informers, wait_synced
 from mcp_operator.leader import ElectionConfig, LeaderElection
 from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.supervisor import Supervisor
@@ -51,6 +51,7 @@ from mcp_operator.render.context import Capabilities
 
 log = logging.getLogger("mcp_operator")
 BACKOFF_MAX_S = 30.0
+SYNC_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -119,6 +120,7 @@ async def operate(
         install_health(shared)
         install_keys(shared)
         supervisor = Supervisor(shared)
+        synced: list[asyncio.Event] = []
         informers = start_child_informers(
             watch_client,
             supervisor,
@@ -126,7 +128,10 @@ async def operate(
             api_versions=lambda version, kind: (
                 caps.pdb_api_version() if kind == "PodDisruptionBudget" else version
             ),
+            synced=synced,
         )
+        if not await wait_synced(synced, timeout=SYNC_TIMEOUT_S):
+            log.warning("child lists not complete after %.0fs; starting anyway", SYNC_TIMEOUT_S)
         registry = kopf.OperatorRegistry()
         register(registry, supervisor, creds, configure_kopf)
         await kopf.operator(

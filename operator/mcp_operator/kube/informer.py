@@ -71,6 +71,7 @@ class Informer:
         self.sink = sink
         self.selector = selector
         self.path = resource_path(api_version, kind, namespace)
+        self.synced = asyncio.Event()  # the first complete list is in the index
 
     async def run(self) -> None:
         delay = 1.0
@@ -102,6 +103,7 @@ class Informer:
             params["continue"] = meta["continue"]
         metrics.WATCH_RELISTS.labels(self.kind).inc()
         self.sink.sync_children(self.kind, self.namespace, items)
+        self.synced.set()
         return str(meta.get("resourceVersion") or "")
 
     async def watch(self, version: str) -> str:
@@ -149,9 +151,11 @@ def start_child_informers(
     namespaces: Sequence[str] | None,
     kinds: Sequence[tuple[str, str]] = CHILD_KINDS,
     api_versions: Callable[[str, str], str] | None = None,
+    synced: list[asyncio.Event] | None = None,
 ) -> list[asyncio.Task[None]]:
     """One informer per kind, cluster-wide (``namespaces`` None, or any glob pattern) or
-    per listed namespace. ``client`` should be dedicated: watches hold connections."""
+    per listed namespace. ``client`` should be dedicated: watches hold connections.
+    Each informer's ``synced`` event is appended to ``synced``."""
     plain = namespaces is not None and not any(set(ns) & set("*?[!") for ns in namespaces)
     scopes: list[str | None] = list(namespaces) if plain and namespaces else [None]
     tasks = []
@@ -159,8 +163,20 @@ def start_child_informers(
         version = api_versions(api_version, kind) if api_versions else api_version
         for namespace in scopes:
             informer = Informer(client, version, kind, namespace, sink)
+            if synced is not None:
+                synced.append(informer.synced)
             tasks.append(asyncio.create_task(informer.run(), name=f"informer:{kind}:{namespace}"))
     return tasks
+
+
+async def wait_synced(events: list[asyncio.Event], timeout: float) -> bool:
+    """Until every informer has listed once (so workers starting next see what already
+    exists and do not re-apply it); False on timeout (the operator proceeds anyway)."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout=timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def stop_informers(tasks: list[asyncio.Task[None]]) -> None:

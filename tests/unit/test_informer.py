@@ -1,0 +1,71 @@
+"""The child informer against a scripted API server: label selector on every request,
+relist after 410 Gone, and the relist drops what vanished during the gap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from mcp_operator.kube.auth import Credentials
+from mcp_operator.kube.client import KubeClient
+from mcp_operator.kube.informer import MANAGED_SELECTOR, Informer
+
+
+def pod(name: str, version: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": version}}
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.synced: list[list[str]] = []
+        self.events: list[tuple[str, bool]] = []
+
+    def observe_child(self, kind: str, body: dict[str, Any], deleted: bool) -> None:
+        self.events.append((body["metadata"]["name"], deleted))
+
+    def sync_children(self, kind: str, namespace: str | None, bodies: list[Any]) -> None:
+        self.synced.append(sorted(b["metadata"]["name"] for b in bodies))
+
+
+async def test_relist_after_gone_and_server_side_selector() -> None:
+    lists = [
+        {"metadata": {"resourceVersion": "10"}, "items": [pod("a", "5"), pod("b", "6")]},
+        {"metadata": {"resourceVersion": "20"}, "items": [pod("a", "5")]},  # b gone in the gap
+    ]
+    watches = [
+        [
+            {"type": "ADDED", "object": pod("c", "11")},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+            {"type": "ERROR", "object": {"code": 410, "reason": "Expired"}},
+        ],
+    ]
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.params.get("watch"):
+            if not watches:
+                return httpx.Response(500, json={"message": "done"})
+            body = "\n".join(json.dumps(e) for e in watches.pop(0)) + "\n"
+            return httpx.Response(200, content=body.encode())
+        return httpx.Response(200, json=lists.pop(0))
+
+    client = KubeClient(Credentials(server="https://api"))
+    client._http = httpx.AsyncClient(base_url="https://api", transport=httpx.MockTransport(handler))
+    sink = Sink()
+    informer = Informer(client, "v1", "Pod", None, sink)
+    task = asyncio.create_task(informer.run())
+    for _ in range(100):
+        if len(sink.synced) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await client.close()
+    assert sink.synced == [["a", "b"], ["a"]]
+    assert sink.events == [("c", False)]
+    assert all(r.url.params.get("labelSelector") == MANAGED_SELECTOR for r in seen)
+    watch = next(r for r in seen if r.url.params.get("watch"))
+    assert watch.url.params["resourceVersion"] == "10"
