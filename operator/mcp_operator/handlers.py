@@ -49,6 +49,11 @@ def register(
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings_fn(settings)
 
+    @kopf.on.cleanup(registry=registry)
+    async def stop_workers(**_: Any) -> None:
+        # Before kopf's shutdown waits for (then cancels) tasks it did not start itself.
+        await supervisor.stop_all()
+
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(

@@ -103,28 +103,35 @@ def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> No
         log.debug("event not posted", exc_info=True)
 
 
-async def operate(
-    opts: RunOptions,
-    creds: Credentials,
-    stop_flag: asyncio.Event,
-    may_write: Callable[[], bool] | None = None,
-) -> None:
-    """kopf (MCPServer watch, events), the child informers and the per-object workers."""
-    client = KubeClient(creds, may_write=may_write)
-    # Watches hold their connections for minutes: their own pool, never the workers'.
-    watch_client = KubeClient(creds)
-    informers: list[asyncio.Task[None]] = []
-    try:
-        caps = Capabilities(await client.api_versions())
-        shared = Shared(client=client, index=ChildIndex(), capabilities=caps, post_event=post_event)
+class Operation:
+    """The operator's machinery: clients, the child informers and index, the supervisor,
+    and kopf (MCPServer watch, events). :meth:`prepare` needs no leadership (it only reads),
+    so a standby keeps its child index warm and a take-over starts only kopf."""
+
+    def __init__(
+        self, opts: RunOptions, creds: Credentials, may_write: Callable[[], bool] | None = None
+    ) -> None:
+        self.opts = opts
+        self.creds = creds
+        self.client = KubeClient(creds, may_write=may_write)
+        # Watches hold their connections for minutes: their own pool, never the workers'.
+        self.watch_client = KubeClient(creds)
+        self.informers: list[asyncio.Task[None]] = []
+        self.supervisor: Supervisor | None = None
+
+    async def prepare(self) -> None:
+        caps = Capabilities(await self.client.api_versions())
+        shared = Shared(
+            client=self.client, index=ChildIndex(), capabilities=caps, post_event=post_event
+        )
         install_health(shared)
         install_keys(shared)
-        supervisor = Supervisor(shared)
+        self.supervisor = Supervisor(shared)
         synced: list[asyncio.Event] = []
-        informers = start_child_informers(
-            watch_client,
-            supervisor,
-            None if opts.clusterwide else opts.namespaces,
+        self.informers = start_child_informers(
+            self.watch_client,
+            self.supervisor,
+            None if self.opts.clusterwide else self.opts.namespaces,
             api_versions=lambda version, kind: (
                 caps.pdb_api_version() if kind == "PodDisruptionBudget" else version
             ),
@@ -132,20 +139,50 @@ async def operate(
         )
         if not await wait_synced(synced, timeout=SYNC_TIMEOUT_S):
             log.warning("child lists not complete after %.0fs; starting anyway", SYNC_TIMEOUT_S)
+
+    async def run(self, stop_flag: asyncio.Event) -> None:
+        """kopf until ``stop_flag``; the workers are stopped in kopf's cleanup (else kopf
+        would wait 5 s for them as "hung tasks" before cancelling them)."""
+        assert self.supervisor is not None
         registry = kopf.OperatorRegistry()
-        register(registry, supervisor, creds, configure_kopf)
+        register(registry, self.supervisor, self.creds, configure_kopf)
+
+        @kopf.on.cleanup(registry=registry)
+        def settle_stop_flag(**_: Any) -> None:
+            # kopf stopped by its own SIGTERM handler keeps a waiter on our flag alive and
+            # waits 5 s for it as a "hung task": set the flag, shutdown ends at once.
+            stop_flag.set()
+
         await kopf.operator(
             registry=registry,
             standalone=True,
-            clusterwide=opts.clusterwide,
-            namespaces=opts.namespaces,
+            clusterwide=self.opts.clusterwide,
+            namespaces=self.opts.namespaces,
             stop_flag=stop_flag,
         )
-        await supervisor.stop_all()
+        await self.supervisor.stop_all()
+
+    async def close(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop_all()
+        await stop_informers(self.informers)
+        await self.watch_client.close()
+        await self.client.close()
+
+
+async def operate(
+    opts: RunOptions,
+    creds: Credentials,
+    stop_flag: asyncio.Event,
+    may_write: Callable[[], bool] | None = None,
+) -> None:
+    """Prepare and run until ``stop_flag`` (no leader election)."""
+    operation = Operation(opts, creds, may_write)
+    try:
+        await operation.prepare()
+        await operation.run(stop_flag)
     finally:
-        await stop_informers(informers)
-        await watch_client.close()
-        await client.close()
+        await operation.close()
 
 
 async def serve_health(port: int, role: Role) -> web.AppRunner:
@@ -228,16 +265,16 @@ async def lead(opts: RunOptions, creds: Credentials, role: Role, stop: asyncio.E
     campaign = asyncio.create_task(election.run(), name="leader-election")
     role.set("standby")
     log.info("standby: campaigning for lease %s/%s as %s", namespace, opts.leader_lease, me)
+    operation = Operation(opts, creds, may_write=election.may_act)
     try:
+        await operation.prepare()  # while standing by: the index is warm at take-over
         if not await _first(election.leading, stop):
             return 0
         role.set("leader")
+        # kopf handles SIGTERM itself from here on; losing the lease stops it too.
         op_stop = asyncio.Event()
-        relay = asyncio.create_task(_relay(op_stop, stop, election.lost))
-        try:
-            await operate(opts, creds, op_stop, may_write=election.may_act)
-        finally:
-            relay.cancel()
+        election.on_lost.append(op_stop.set)
+        await operation.run(op_stop)
         if election.lost.is_set():
             return 1  # restart as a candidate, like client-go's OnStoppedLeading
         campaign.cancel()
@@ -245,6 +282,7 @@ async def lead(opts: RunOptions, creds: Credentials, role: Role, stop: asyncio.E
         await election.release()
         return 0
     finally:
+        await operation.close()
         campaign.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await campaign
@@ -258,16 +296,6 @@ async def _first(leading: asyncio.Event, stop: asyncio.Event) -> bool:
     for task in waits:
         task.cancel()
     return leading.is_set() and not stop.is_set()
-
-
-async def _relay(target: asyncio.Event, *sources: asyncio.Event) -> None:
-    waits = [asyncio.create_task(s.wait()) for s in sources]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        target.set()
-    finally:
-        for task in waits:
-            task.cancel()
 
 
 def run_operator(opts: RunOptions) -> int:
