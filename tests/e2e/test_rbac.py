@@ -266,7 +266,7 @@ class Battery:
             url = f"http://127.0.0.1:{self.liveness_port}/healthz"
             return httpx.get(url, timeout=1).is_success
 
-        ok = self.until(live, timeout=20)
+        ok = self.until(live, timeout=60)  # a loaded 2-core machine imports slowly
         self.live_at = time.monotonic()
         return ok
 
