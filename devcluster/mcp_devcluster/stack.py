@@ -84,7 +84,10 @@ def install_operator_rbac(
 ) -> None:
     """Bind the restricted user to exactly the generated rules (or ``rules``)."""
     subject = {"kind": "User", "name": OPERATOR_USER, "apiGroup": "rbac.authorization.k8s.io"}
-    objects = [rbac.cluster_role(ROLE_NAME, rules), rbac.cluster_role_binding(ROLE_NAME, subject)]
+    # Lease rights are not cluster-wide: a test that runs with --leader-lease binds
+    # rbac.lease_role(...) in its operator namespace.
+    granted = rbac.rules_for("watched", "cluster") if rules is None else rules
+    objects = [rbac.cluster_role(ROLE_NAME, granted), rbac.cluster_role_binding(ROLE_NAME, subject)]
     if rules is not None:  # a replaced rule set must not keep rules of the previous one
         subprocess.run(
             [

@@ -1,7 +1,8 @@
 """RBAC: the generated rules (``mcp_operator.rbac.RULES``) are enough, and each is needed.
 
 ``test_restricted_identity_reconciles`` runs the operator as the restricted user
-``mcp-operator`` bound to exactly ``RULES`` and walks the whole battery below.
+``mcp-operator`` bound to exactly ``RULES`` (cluster-wide ones in a ClusterRole, the lease
+rules in a Role of the operator's namespace, as installed) and walks the battery below.
 
 ``test_rule_is_needed[...]`` then removes one rule (or one verb group / resource of it) at a
 time and shows a user-visible failure. To fit the time budget the cases run side by side:
@@ -96,8 +97,12 @@ def without(
     return out
 
 
+# Granted cluster-wide; the lease rules go to a Role in the operator's namespace.
+CLUSTER_RULES = rbac.rules_for("watched", "cluster")
+
+
 def rule_index(resource: str) -> int:
-    for i, rule in enumerate(rbac.RULES):
+    for i, rule in enumerate(CLUSTER_RULES):
         if resource in rule["resources"]:
             return i
     raise KeyError(resource)
@@ -116,9 +121,9 @@ class Case:
 
     def rules(self) -> list[Obj]:
         if self.lease:
-            return rbac.RULES
+            return CLUSTER_RULES
         return without(
-            rbac.RULES,
+            CLUSTER_RULES,
             self.index,
             set(self.verbs) if self.verbs is not None else None,
             set(self.resources) if self.resources is not None else None,
@@ -590,7 +595,7 @@ def outcomes(
         config = sa_kubeconfig(crd_and_rbac, kubectl, sa, workdir / f"{sa}.kubeconfig")
         battery = Battery(kubectl, config, workdir, f"c{index}", gate=case.gate)
         subject = {"kind": "ServiceAccount", "name": sa, "namespace": IDS_NAMESPACE}
-        rules = case.rules() if case is not CONTROL else rbac.RULES
+        rules = case.rules() if case is not CONTROL else CLUSTER_RULES
         lease_rules = (
             case.lease_rules(battery.lease)
             if case is not CONTROL
