@@ -118,7 +118,9 @@ def test_cluster_wide_rbac_is_the_generated_rule_list() -> None:
     ]
     (lease_role,) = by_kind(objs, "Role")
     assert lease_role["metadata"]["namespace"] == "mcp-system"
-    assert lease_role["rules"] == rbac.rules_for("operator")
+    args = the(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    # get/update only on the Lease the operator is told to use
+    assert lease_role["rules"] == rbac.lease_rules(args[args.index("--leader-lease") + 1])
     assert (
         "--all-namespaces"
         in the(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -131,7 +133,7 @@ def test_namespaced_mode_grants_secrets_only_where_servers_live() -> None:
     roles = {r["metadata"]["namespace"]: r["rules"] for r in by_kind(objs, "Role")}
     assert set(roles) == {"team-a", "team-b", "mcp-system"}
     assert roles["team-a"] == roles["team-b"] == rbac.rules_for("watched")
-    assert roles["mcp-system"] == rbac.rules_for("operator")  # leases only, no Secrets
+    assert roles["mcp-system"] == rbac.lease_rules("mcp-mcp-operator")  # leases only
     secrets = [r for ns, rules in roles.items() for r in rules if "secrets" in r["resources"]]
     assert len(secrets) == 2
     bindings = {b["metadata"]["namespace"] for b in by_kind(objs, "RoleBinding")}
@@ -250,7 +252,10 @@ def test_namespaced_overlay_has_no_cluster_rights() -> None:
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
     ns = install.OVERLAY_WATCHED_NAMESPACE
     roles = {r["metadata"]["namespace"]: r["rules"] for r in by_kind(objs, "Role")}
-    assert roles == {ns: rbac.rules_for("watched"), install.NAMESPACE: rbac.rules_for("operator")}
+    assert roles == {
+        ns: rbac.rules_for("watched"),
+        install.NAMESPACE: rbac.lease_rules(install.NAME),
+    }
     args = the(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == install.operator_args([ns])
 
