@@ -54,7 +54,9 @@ from tests.conftest import kubectl_binary
 from tests.e2e.conftest import NodeAgentProcess, get_json
 from tests.e2e.ops import Kubectl, others_paused
 
-pytestmark = pytest.mark.e2e
+# The side-by-side batteries run inside the first test's fixture: more than the default
+# 300 s on a loaded 2-core machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 Obj = dict[str, Any]

@@ -71,7 +71,9 @@ class Informer:
         self.sink = sink
         self.selector = selector
         self.path = resource_path(api_version, kind, namespace)
-        self.synced = asyncio.Event()  # the first complete list is in the index
+        # Set after the first list attempt, complete or failed (e.g. 403): workers start
+        # then, and do not wait on a kind they cannot see anyway.
+        self.synced = asyncio.Event()
 
     async def run(self) -> None:
         delay = 1.0
@@ -84,6 +86,7 @@ class Informer:
             except Gone:
                 log.debug("%s watch expired; relisting", self.kind)
             except (httpx.HTTPError, ApiError, OSError, ValueError) as exc:
+                self.synced.set()
                 log.warning("%s watch failed (%s); retrying in %.0fs", self.kind, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
