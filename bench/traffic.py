@@ -74,10 +74,17 @@ class Run:
             "-p", json.dumps({"spec": spec}),
         )  # fmt: skip
 
-    def url(self) -> str:
-        """The Service's proxy address (written by the node agent)."""
+    def url(self) -> Callable[[], str | None]:
+        """The Service's proxy address (written by the node agent), re-read on each call
+        so the client follows a changed Service port."""
         path = f"/api/v1/namespaces/{NS}/services/{self.name}"
-        return str(wait(lambda: service_address(self.api.get(path) or {}), 60, "proxy address"))
+        own = Api(self.stack.cp)  # its own HTTP client: it runs on the traffic thread
+
+        def resolve() -> str | None:
+            return service_address(own.get(path) or {})
+
+        wait(resolve, 60, "proxy address")
+        return resolve
 
     def rolled_out(self, port: int | None = None, image: str | None = None) -> bool:
         """Every pod of the server runs the wanted port/image, none terminating, and the

@@ -27,7 +27,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,19 +131,31 @@ def summarize(outcomes: list[Outcome]) -> Summary:
 
 
 class ToolTraffic:
-    """Calls ``add`` at ``url`` every ``period`` seconds in a background thread."""
+    """Calls ``add`` at ``url`` every ``period`` seconds in a background thread.
+
+    ``url`` may be a callable (e.g. reading the Service's proxy annotation): it is called
+    again every ``follow`` seconds and calls go to its latest answer, as a client that
+    follows the Service's address (a changed ``spec.port`` changes the Service's port).
+    """
 
     def __init__(
         self,
-        url: str,
+        url: str | Callable[[], str | None],
         *,
+        follow: float = 0.1,
         path: str = "/mcp",
         period: float = 0.05,
         timeout: float = 2.0,
         token: str | None = None,
         keepalive: bool = False,
     ) -> None:
-        self.url = url.rstrip("/") + path
+        self.path = path
+        self._resolve = url if callable(url) else None
+        first = url() if callable(url) else url
+        if not first:
+            raise ValueError("no address to call")
+        self.url = first.rstrip("/") + path
+        self.follow = follow
         self.period, self.timeout, self.keepalive = period, timeout, keepalive
         self.headers = {
             "Accept": "application/json, text/event-stream",
@@ -172,7 +184,16 @@ class ToolTraffic:
         return summarize([o for o in list(self.outcomes) if since <= o.started < until])
 
     def _run(self) -> None:
+        if self._resolve is not None:
+            threading.Thread(target=self._follow, name="traffic-follow", daemon=True).start()
         asyncio.run(self._loop())
+
+    def _follow(self) -> None:
+        assert self._resolve is not None
+        while not self._stop.wait(self.follow):
+            with contextlib.suppress(Exception):  # a failed read keeps the last address
+                if url := self._resolve():
+                    self.url = url.rstrip("/") + self.path
 
     async def _loop(self) -> None:
         limits = httpx.Limits(max_keepalive_connections=10 if self.keepalive else 0)
@@ -205,7 +226,7 @@ class ToolTraffic:
 
 
 @contextlib.contextmanager
-def traffic(url: str, **kwargs: Any) -> Iterator[ToolTraffic]:
+def traffic(url: str | Callable[[], str | None], **kwargs: Any) -> Iterator[ToolTraffic]:
     """``with traffic(url) as t: ...`` -- calls run for the block's duration."""
     caller = ToolTraffic(url, **kwargs).start()
     try:

@@ -17,6 +17,11 @@ Behaviour copied from kube-proxy (iptables mode):
 * no ready endpoint (or the chosen backend refuses) resets the client's connection at once:
   no queueing, no retry on another backend.
 
+One deliberate difference: when a Service's port number changes, the old port keeps
+forwarding (to the same ready endpoints) for ``RETIRED_PORT_GRACE`` seconds. Clients here
+learn the new port from the annotation, a moment after the change; kube-proxy drops the old
+port at once, but what is measured here is the operator's data path, not that lag.
+
 Each Service gets one address from the agent's *service CIDR* (a loopback range the pod
 allocator never hands out; listening addresses of other agents are skipped) and listens on
 its own port numbers there, like a ClusterIP. The address is written on the Service as the
@@ -48,6 +53,7 @@ JSON = dict[str, Any]
 PROXY_ANNOTATION = "devcluster.mcp-operator.dev/proxy-address"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 CONNECT_TIMEOUT = 3.0
+RETIRED_PORT_GRACE = 5.0
 _SLICE_PATHS = (
     "/apis/discovery.k8s.io/v1/endpointslices",
     "/apis/discovery.k8s.io/v1beta1/endpointslices",
@@ -252,8 +258,9 @@ class Forwarder:
         if state is not None:
             for name, listener in list(state.listeners.items()):
                 if wanted.get(name) != listener.port:
-                    listener.server.close()
                     del state.listeners[name]
+                    grace = RETIRED_PORT_GRACE if name in wanted else 0.0
+                    self._loop.call_later(grace, listener.server.close)
         if not wanted:
             await self._remove(key)
             return None
