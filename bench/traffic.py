@@ -10,7 +10,9 @@ code, a new connection per call) calls ``add`` every 50 ms through the Service f
 before the event until the scenario has settled, and the table gives per scenario:
 requests, failed requests by kind (``refused`` = refused/reset before any reply: no ready
 endpoint or a dead backend; ``timeout`` = no reply in 2 s; ``error`` = a reply that is not
-the result) and the error window (first failed call's start to last failed call's end).
+the result), how many connections the proxy reset for lack of a ready endpoint (from the
+agent's log: the readiness gates' cost, where ``refused`` also counts dying backends) and
+the error window (first failed call's start to last failed call's end).
 
 Scenarios (``fast`` health = interval 1 s x failureThreshold 2, successThreshold 1):
 
@@ -48,7 +50,13 @@ from failover import NS, SERVER, TIER, Api, Stack, log, wait  # same directory (
 
 from mcp_devcluster.faults import hung, kept_dead
 from mcp_devcluster.stack import EXAMPLE_IMAGE, server_manifest
-from mcp_devcluster.traffic import KINDS, Summary, ToolTraffic, service_address
+from mcp_devcluster.traffic import (
+    KINDS,
+    Summary,
+    ToolTraffic,
+    no_endpoint_resets,
+    service_address,
+)
 
 Obj = dict[str, Any]
 FAST = {"intervalSeconds": 1, "failureThreshold": 2, "successThreshold": 1}
@@ -224,6 +232,11 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def no_endpoint(stack: Stack, name: str) -> int:
+    log_path = stack.dir / "agent" / "agent.log"
+    return no_endpoint_resets(log_path.read_text(errors="replace"), NS, name)
+
+
 def run_scenario(stack: Stack, api: Api, key: str, scenario: Scenario) -> tuple[Summary, str]:
     name = f"t-{key}"
     spec = {k: (dict(v) if isinstance(v, dict) else v) for k, v in scenario.spec.items()}
@@ -250,18 +263,25 @@ def run_scenario(stack: Stack, api: Api, key: str, scenario: Scenario) -> tuple[
             note = f"DID NOT SETTLE: {exc}"
         finally:
             summary = caller.stop()
+        time.sleep(0.5)  # the agent's log is flushed per line; let the last ones land
+        summary.no_endpoint = no_endpoint(stack, name)
         return summary, note
     finally:
         stack.kubectl("delete", "mcpserver", name, "-n", NS, "--wait=false", check=False)
 
 
 def table(rows: dict[str, tuple[Summary, str]]) -> str:
-    head = "| scenario | requests | failed | " + " | ".join(KINDS) + " | error window | notes |"
-    lines = [head, "|" + "---|" * (6 + len(KINDS) - 1)]
+    head = (
+        "| scenario | requests | failed | "
+        + " | ".join(KINDS)
+        + " | of which no ready endpoint | error window | notes |"
+    )
+    lines = [head, "|" + "---|" * (7 + len(KINDS) - 1)]
     for key, (s, note) in rows.items():
         kinds = " | ".join(str(s.failed.get(k, 0)) for k in KINDS)
         lines.append(
-            f"| {key} | {s.requests} | {s.failures} | {kinds} | {s.window:.2f} s | {note} |"
+            f"| {key} | {s.requests} | {s.failures} | {kinds} | {s.no_endpoint} | "
+            f"{s.window:.2f} s | {note} |"
         )
     return "\n".join(lines)
 

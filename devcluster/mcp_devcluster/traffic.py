@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from mcp_devcluster.nodeagent.proxy import PROXY_ANNOTATION, parse_proxy_address
+from mcp_devcluster.nodeagent.proxy import NO_ENDPOINT_LOG, PROXY_ANNOTATION, parse_proxy_address
 
 PROTOCOL_VERSION = "2026-07-28"
 KINDS = ("refused", "timeout", "error")
@@ -54,6 +54,13 @@ def service_address(service: dict[str, Any]) -> str | None:
     value = ((service.get("metadata") or {}).get("annotations") or {}).get(PROXY_ANNOTATION)
     addresses = parse_proxy_address(value or "")
     return f"http://{addresses[0][0]}:{addresses[0][1]}" if addresses else None
+
+
+def no_endpoint_resets(agent_log: str, namespace: str, service: str) -> int:
+    """How many connections the node agent's proxy reset for lack of a ready endpoint of
+    ``namespace/service`` (the readiness gates' cost; a dying backend is not counted)."""
+    needle = NO_ENDPOINT_LOG.format(key=f"{namespace}/{service}")
+    return agent_log.count(needle)
 
 
 def classify(exc: BaseException) -> str:
@@ -105,6 +112,7 @@ class Summary:
     failed: Counter[str] = field(default_factory=Counter)
     window: float = 0.0
     details: Counter[str] = field(default_factory=Counter)
+    no_endpoint: int = 0  # filled in by callers that read the proxy's log
 
     @property
     def failures(self) -> int:

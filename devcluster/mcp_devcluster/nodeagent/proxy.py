@@ -15,7 +15,9 @@ Behaviour copied from kube-proxy (iptables mode):
 * a NEW connection picks a backend round-robin at accept time; an existing connection keeps
   its backend whatever the table does later (conntrack);
 * no ready endpoint (or the chosen backend refuses) resets the client's connection at once:
-  no queueing, no retry on another backend.
+  no queueing, no retry on another backend. Each reset for lack of a ready endpoint is
+  logged (``NO_ENDPOINT_LOG``), so a measurement can tell what the readiness gates cost
+  from what a dying backend costs (the client sees both as a refused connection).
 
 One deliberate difference: when a Service's port number changes, the old port keeps
 forwarding (to the same ready endpoints) for ``RETIRED_PORT_GRACE`` seconds. Clients here
@@ -54,6 +56,7 @@ PROXY_ANNOTATION = "devcluster.mcp-operator.dev/proxy-address"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 CONNECT_TIMEOUT = 3.0
 RETIRED_PORT_GRACE = 5.0
+NO_ENDPOINT_LOG = "no ready endpoint for {key}: connection reset"
 _SLICE_PATHS = (
     "/apis/discovery.k8s.io/v1/endpointslices",
     "/apis/discovery.k8s.io/v1beta1/endpointslices",
@@ -310,6 +313,7 @@ class Forwarder:
         backend = self._rr.pick(self._table.get((key, port_name), []))
         if backend is None:
             self.resets += 1
+            log.info(NO_ENDPOINT_LOG.format(key=key))
             _reset(writer)
             return
         try:
