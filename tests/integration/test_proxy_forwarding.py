@@ -126,3 +126,24 @@ def test_a_dead_backend_resets_the_client_and_removal_frees_the_address(
     forwarder.remove(KEY)
     with pytest.raises(ConnectionRefusedError):
         connect((ip, dead_port)).close()
+
+
+def test_a_changed_service_port_keeps_the_old_one_for_a_grace(forwarder: Forwarder) -> None:
+    server = backend_server("127.203.0.7")
+    try:
+        backend = Backend("127.203.0.7", server.server_address[1])
+        with socket.socket() as spare:  # two free port numbers on the service address
+            spare.bind(("127.0.0.1", 0))
+            old_port = spare.getsockname()[1]
+        ip = forwarder.ensure(KEY, [ServicePort("mcp", old_port)])
+        assert ip is not None
+        forwarder.set_backends(KEY, "mcp", [backend])
+        wait_table(forwarder, [backend])
+        new_port = old_port + 1
+        assert forwarder.ensure(KEY, [ServicePort("mcp", new_port)]) == ip  # same address
+        for port in (new_port, old_port):  # clients still on the old port are served
+            with connect((ip, port)) as conn:
+                assert ask(conn, "hi") == "127.203.0.7:hi"
+    finally:
+        server.shutdown()
+        server.server_close()
