@@ -30,12 +30,14 @@ Scenarios (``fast`` health = interval 1 s x failureThreshold 2, successThreshold
 * ``token-deleted``: the server requires a bearer token, the probe has it from a Secret,
   the client holds it; the Secret is deleted, 70 s (the operator caches the token 60 s);
 * ``auth-401``: the server requires a bearer token, the probe has none (401 with a
-  ``WWW-Authenticate`` challenge); the client holds the token; 10 s once the pods run.
+  ``WWW-Authenticate`` challenge); the client holds the token; 10 s once the Service has a
+  ready endpoint (or 30 s after the pods run, if it never gets one).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -252,9 +254,10 @@ def run_scenario(stack: Stack, api: Api, key: str, scenario: Scenario) -> tuple[
         if scenario.wait_ready:
             wait(lambda: ready(run), 120, f"{name} Ready", interval=0.2)
             wait(lambda: run.rolled_out(), 30, f"{name} endpoints", interval=0.2)
-        else:
+        else:  # e.g. auth-401: measure once the pods run and had time to turn ready
             wait(lambda: len(run.pod_ips("primary")) == 2, 60, f"{name} pods", interval=0.2)
-            time.sleep(3)
+            with contextlib.suppress(TimeoutError):
+                wait(lambda: run.api.ready_ips(name), 30, "a ready endpoint", interval=0.2)
         caller = ToolTraffic(run.url(), token=TOKEN if scenario.token else None).start()
         try:
             time.sleep(LEAD)
