@@ -123,7 +123,51 @@ def check(kind: str, value: Any) -> list[Problem]:
     """Every problem of ``value`` as a Kubernetes ``kind`` (a key of :data:`ROOTS`)."""
     problems: list[Problem] = []
     _check(ROOTS[kind], {"$ref": "#/$defs/" + ROOTS[kind]}, value, "", problems)
+    if kind == "ResourceRequirements" and not problems:
+        problems += _requests_within_limits(value)
     return problems
+
+
+_SUFFIX = {
+    "": 1.0,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+
+
+def quantity_value(value: Any) -> float:
+    """A quantity (``500m``, ``1.5Gi``, ``2``, ``1e3``) as a number; assumes it is valid."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).lstrip("+")
+    match = re.match(r"^([0-9.]+)([eE][+-]?[0-9]+)?([a-zA-Z]*)$", text)
+    if not match:
+        return 0.0
+    number = float(match.group(1) + (match.group(2) or ""))
+    return number * _SUFFIX.get(match.group(3), 1.0)
+
+
+def _requests_within_limits(value: dict[str, Any]) -> list[Problem]:
+    """The API server refuses a request above its limit; say so before anything is applied."""
+    requests, limits = value.get("requests") or {}, value.get("limits") or {}
+    return [
+        (f"requests.{name}", f"must not exceed limits.{name} ({limits[name]})")
+        for name, wanted in requests.items()
+        if name in limits and quantity_value(wanted) > quantity_value(limits[name])
+    ]
 
 
 def _types(node: dict[str, Any]) -> set[str]:

@@ -8,6 +8,7 @@ items, so a GitOps tool never sees a server-defaulted list item as drift.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -35,6 +36,56 @@ RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
 Tier = Literal["primary", "backup"]
 KubeObject = dict[str, Any]
 NON_ROOT_UID = 65532
+
+
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _key_problems(key: str) -> list[str]:
+    """Kubernetes' qualified-name rule for label and annotation keys: [prefix/]name."""
+    prefix, _, name = key.rpartition("/")
+    out = []
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        out.append(
+            "is not a valid key: the name part must be 1-63 characters of letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit"
+        )
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        out.append("is not a valid key: the prefix must be a DNS subdomain (e.g. example.com)")
+    return out
+
+
+def _labels_check(values_too: bool) -> AfterValidator:
+    """Label (or annotation) keys, and label values, as the API server checks them; every bad
+    entry reported, by key."""
+
+    def validate(value: dict[str, str]) -> dict[str, str]:
+        problems: list[tuple[str, str]] = []
+        for key, item in value.items():
+            at = key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key) else f'["{key}"]'
+            problems += [(at, message) for message in _key_problems(key)]
+            if values_too and (len(item) > 63 or not _LABEL_NAME.match(item)):
+                problems.append(
+                    (
+                        at,
+                        "is not a valid label value: at most 63 characters of letters, "
+                        "digits, '-', '_' or '.', starting and ending with a letter or digit",
+                    )
+                )
+        if problems:
+            raise PydanticCustomError(
+                "k8s_schema",
+                "{summary}",
+                {"summary": "; ".join(f"{p}: {m}" for p, m in problems), "problems": problems},
+            )
+        return value
+
+    return AfterValidator(validate)
+
+
+Labels = Annotated[dict[str, str], _labels_check(values_too=True)]
+Annotations = Annotated[dict[str, str], _labels_check(values_too=False)]
 
 
 def _kube_check(kind: str) -> AfterValidator:
@@ -100,7 +151,7 @@ class TierPod(Model):
     """Placement of one tier's pods; each field set here replaces the one from ``spec.pod``
     (unset fields are taken from ``spec.pod``)."""
 
-    node_selector: dict[str, str] | None = None
+    node_selector: Labels | None = None
     """Node labels the tier's nodes must carry (Kubernetes ``nodeSelector``)."""
     affinity: Affinity | None = None
     """Kubernetes ``Affinity`` for the tier's pods."""
@@ -114,7 +165,7 @@ class PodSettings(Model):
     """Pod-level settings for both tiers. The pods meet the *restricted* Pod Security Standard
     unless you override the security contexts (deep-merged over the defaults)."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: Labels = Field(default_factory=dict)
     """Node labels a pod's node must carry (Kubernetes ``nodeSelector``)."""
     affinity: Affinity = Field(default_factory=dict)
     """Kubernetes ``Affinity``. When empty, pods of a tier prefer different nodes, and the
@@ -131,9 +182,9 @@ class PodSettings(Model):
     automount_service_account_token: bool = False
     """Mount an API token into the pods. Off by default (an MCP server rarely needs the
     Kubernetes API); turn it on for servers that call the API with their own ServiceAccount."""
-    annotations: dict[str, str] = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
     """Annotations added to the pod template (not to the Deployment)."""
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     """Labels added to the pod template; the prefixes ``app.kubernetes.io/`` and
     ``mcp-operator.dev/`` are reserved."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
@@ -509,7 +560,9 @@ class ObjectMeta(Model):
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=DNS1035)
     # None = "wherever it is applied" (kustomize, Argo CD): render keeps it absent.
-    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    namespace: str | None = Field(
+        default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
     uid: str | None = None
     generation: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
