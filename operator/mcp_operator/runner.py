@@ -23,6 +23,7 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import httpx
@@ -42,7 +43,12 @@ from mcp_operator.kube.client import (
     KubeClient,
     load_credentials,
 )
-from mcp_operator.kube.informer import start_child_informers, stop_informers, wait_synced
+from mcp_operator.kube.informer import (
+    has_patterns,
+    start_child_informers,
+    stop_informers,
+    wait_synced,
+)
 from mcp_operator.leader import ElectionConfig, LeaderElection
 from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.supervisor import Supervisor
@@ -81,8 +87,16 @@ class Role:
         metrics.LEADER.set(1 if state == "leader" else 0)
 
 
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """Operator settings: our own names, bounded watches, and no state in ``status``."""
+def configure_kopf(settings: kopf.OperatorSettings, scan_namespaces: bool = False) -> None:
+    """Operator settings: our own names, bounded watches, and no state in ``status``.
+
+    kopf's scanning (a cluster-wide namespace list/watch, a CRD watch) is on only for
+    ``--namespace`` patterns, which need it. With exact names a namespaced install has no
+    cluster-wide rights: kopf would retry the refused namespace list for ~50 s before falling
+    back to the names, and nothing would be watched meanwhile. (The CRD watch is refused
+    everywhere: the operator has no CRD rights.)
+    """
+    settings.scanning.disabled = not scan_namespaces
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = EventsOnlyDiffBase(
@@ -145,7 +159,10 @@ class Operation:
         would wait 5 s for them as "hung tasks" before cancelling them)."""
         assert self.supervisor is not None
         registry = kopf.OperatorRegistry()
-        register(registry, self.supervisor, self.creds, configure_kopf)
+        scan = not self.opts.clusterwide and has_patterns(self.opts.namespaces)
+        register(
+            registry, self.supervisor, self.creds, partial(configure_kopf, scan_namespaces=scan)
+        )
 
         @kopf.on.cleanup(registry=registry)
         def settle_stop_flag(**_: Any) -> None:

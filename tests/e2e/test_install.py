@@ -451,6 +451,8 @@ def test_namespaced_overlay_reconciles_there_and_reads_no_secrets_elsewhere(
             operator_as(config, container_args(objects), install.NAMESPACE, tmp_path) as op,
         ):
             assert_reconciles_to_ready(kubectl, op, watched)
+            # Exact names need no cluster-wide namespace list (kopf would retry it ~50 s).
+            assert "is forbidden" not in op.tail(400), op.tail(400)
     finally:
         kubectl("delete", "mcpservers", "--all", "-n", watched, "--wait=false", check=False)
         remove_operator_objects(kubectl, objects, keep=set())

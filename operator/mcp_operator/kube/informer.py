@@ -148,6 +148,11 @@ class Informer:
         return new_version
 
 
+def has_patterns(namespaces: Sequence[str]) -> bool:
+    """Whether any ``--namespace`` is a kopf glob/negation pattern rather than a name."""
+    return any(set(ns) & set("*?[!") for ns in namespaces)
+
+
 def start_child_informers(
     client: KubeClient,
     sink: Sink,
@@ -159,7 +164,7 @@ def start_child_informers(
     """One informer per kind, cluster-wide (``namespaces`` None, or any glob pattern) or
     per listed namespace. ``client`` should be dedicated: watches hold connections.
     Each informer's ``synced`` event is appended to ``synced``."""
-    plain = namespaces is not None and not any(set(ns) & set("*?[!") for ns in namespaces)
+    plain = namespaces is not None and not has_patterns(namespaces)
     scopes: list[str | None] = list(namespaces) if plain and namespaces else [None]
     tasks = []
     for api_version, kind in kinds:
