@@ -50,6 +50,7 @@ from mcp_devcluster.stack import (
     server_manifest,
 )
 from mcp_operator import rbac
+from mcp_operator.api.models import GROUP
 from tests.conftest import kubectl_binary
 from tests.e2e.conftest import NodeAgentProcess, get_json
 from tests.e2e.ops import Kubectl, others_paused
@@ -192,6 +193,22 @@ CASES += [
     _lease_case("leases-create", "create"),
     _lease_case("leases-update", "update"),
 ]
+
+
+def _keys_case(id: str, resource: str, verb: str) -> Case:
+    """A spec.auth write rule (not the shared ``get`` rule on Secrets/ConfigMaps)."""
+    index = next(
+        i for i, r in enumerate(CLUSTER_RULES) if resource in r["resources"] and verb in r["verbs"]
+    )
+    return Case(id, index, frozenset({verb}), frozenset({resource}))
+
+
+CASES += [
+    _keys_case("secrets-create", "secrets", "create"),
+    _keys_case("secrets-update", "secrets", "update"),
+    _keys_case("configmaps-create", "configmaps", "create"),
+    _keys_case("configmaps-patch", "configmaps", "patch"),
+]
 CONTROL = Case("control-all-rules", -1, gate=True)  # removes nothing: the battery must pass
 
 
@@ -297,6 +314,7 @@ class Battery:
             ("drift", self.step_drift),
             ("prune", self.step_prune),
             ("event", self.step_event),
+            ("keys", self.step_keys),
         ]
         if self.gate:
             steps.append(("gate", self.step_gate))
@@ -469,6 +487,36 @@ class Battery:
             return any(e.get("reason") == "MissingReference" for e in events)
 
         return self.until(reported)
+
+    def step_keys(self) -> bool:
+        """spec.auth: the signing-keys Secret is created and the JWKS ConfigMap applied
+        (KeysReady=True); a rotation request replaces the Secret (a new next key)."""
+        self.apply(
+            server_manifest(
+                "authd",
+                self.ns,
+                backup={"enabled": False},
+                failover={"enabled": False},
+                pod=UNSCHEDULABLE,
+                auth={"enabled": True},
+            )
+        )
+
+        def ready() -> bool:
+            cond = condition(self.server("authd"), "KeysReady")
+            jwks = self.k("get", "configmap", "authd-jwks", "-n", self.ns, check=False)
+            return bool(cond and cond["status"] == "True") and jwks.returncode == 0
+
+        if not self.until(ready):
+            return False
+        value = "2026-11-30T00:00:00Z"
+        self.k("annotate", "mcpserver", "authd", "-n", self.ns, f"{GROUP}/rotate-keys={value}")
+
+        def rotating() -> bool:
+            keys = (self.server("authd").get("status") or {}).get("keys") or {}
+            return keys.get("lastRotateRequest") == value and bool(keys.get("nextKid"))
+
+        return self.until(rotating)
 
     def step_gate(self) -> bool:
         self.apply(

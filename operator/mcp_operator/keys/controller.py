@@ -112,6 +112,7 @@ class KeysLoop:
         self.problem: str | None = None  # the unreadable-Secret reason last announced
         self.regenerated: str | None = None
         self.probe: _ProbeToken | None = None
+        self.failures = 0
         worker.probe_token = self.probe_token
 
     # -- loop -------------------------------------------------------------------------------
@@ -122,10 +123,22 @@ class KeysLoop:
                 server = self._server()
                 if server is not None and self._due(server):
                     await self.sync(server)
+                    self.failures = 0
             except Exception as exc:  # never die; the message names no key material
-                log.warning("signing keys of %s/%s: pass failed: %r", *self.worker.key, exc)
-                self.next_poll = time.monotonic() + 2.0
+                await self._report_failure(exc)
             await asyncio.sleep(TICK_SECONDS)
+
+    async def _report_failure(self, exc: Exception) -> None:
+        """Back off exponentially and say why in KeysReady (e.g. RBAC refused a write)."""
+        self.failures += 1
+        delay = min(60.0, 2.0**self.failures)
+        self.next_poll = time.monotonic() + delay
+        log.warning("signing keys of %s/%s: pass failed: %r", *self.worker.key, exc)
+        detail = exc.message if isinstance(exc, ApiError) else type(exc).__name__
+        message = f"could not sync signing keys (retry in {delay:.0f}s): {detail}"[:1000]
+        metrics.SIGNING_KEYS_READY.labels(*self.worker.key).set(0)
+        with contextlib.suppress(Exception):
+            await self._set_status(None, Want("KeysReady", "False", "KeysSyncFailed", message))
 
     def _server(self) -> MCPServer | None:
         server = self.worker.server
@@ -136,9 +149,11 @@ class KeysLoop:
 
     def _due(self, server: MCPServer) -> bool:
         """A pass is needed: poll period, a schedule deadline, a new annotation value, or a
-        key waiting to be seen in the ConfigMap."""
-        if time.monotonic() >= self.next_poll or self.ring is None:
+        key waiting to be seen in the ConfigMap (never while backing off after a failure)."""
+        if time.monotonic() >= self.next_poll:
             return True
+        if self.failures or self.ring is None:
+            return False
         ring, settings = self.ring, settings_of(server)
         requests = requests_of(self.worker.body)
         if requests.rotate not in (None, ring.last_rotate_request):
