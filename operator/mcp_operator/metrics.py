@@ -82,6 +82,13 @@ WATCH_RELISTS = Counter(
 )
 INDEXED = Gauge(f"{PREFIX}_indexed_objects", "Children held in the child index.", ["kind"])
 
+PROBER_DOUBT = Gauge(
+    f"{PREFIX}_prober_doubt",
+    "1 while the operator distrusts its own probes (mass failure or a late round): gates "
+    "and switching are frozen (fail-static).",
+    ["namespace", "server"],
+)
+
 # Every metric whose first labels are (namespace, server). New per-server metrics must be
 # added here (test_metrics checks it), or their series outlive the server.
 PER_SERVER: tuple[MetricWrapperBase, ...] = (
@@ -95,6 +102,7 @@ PER_SERVER: tuple[MetricWrapperBase, ...] = (
     BREAKER_STATE,
     FAILOVERS,
     MISCONFIGURED,
+    PROBER_DOUBT,
 )
 
 CONDITION_TYPES = ("Ready", "Reconciled", "PrimaryHealthy", "BackupHealthy", "FailedOver")

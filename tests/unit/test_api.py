@@ -80,8 +80,19 @@ DOCUMENTED_DEFAULTS: JSON = {
     },
     "probes": {"startup": None, "liveness": None, "readiness": None},
     "service": {"sessionAffinity": "None"},
-    "primary": {"replicas": 2, "pod": TIER_POD, "autoscaling": {"enabled": False}},
-    "backup": {"enabled": True, "replicas": 1, "standby": "hot", "pod": TIER_POD},
+    "primary": {
+        "replicas": 2,
+        "pod": TIER_POD,
+        "autoscaling": {"enabled": False},
+        "minHealthyPods": None,
+    },
+    "backup": {
+        "enabled": True,
+        "replicas": 1,
+        "standby": "hot",
+        "pod": TIER_POD,
+        "minHealthyPods": None,
+    },
     "health": {
         "intervalSeconds": 2,
         "timeoutSeconds": 1,
@@ -90,6 +101,10 @@ DOCUMENTED_DEFAULTS: JSON = {
         "recoveryTimeoutSeconds": 30,
         "minHealthyPods": 1,
         "bearerTokenSecretRef": None,
+        "scheme": "http",
+        "caSecretRef": None,
+        "hostHeader": None,
+        "headers": {},
     },
     "failover": {
         "enabled": True,

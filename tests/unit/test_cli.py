@@ -107,7 +107,7 @@ def test_invalid_file_prints_one_line_per_problem(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     expected = {
         "spec.port: must be ≥ 1",
-        "spec.transport: must be one of 'streamable-http' or 'sse'",
+        "spec.transport: must be one of 'streamable-http'",
         "spec.replica: is not a known field",
         "spec.health.timeoutSeconds: must not exceed intervalSeconds",
     }

@@ -14,6 +14,7 @@ from mcp_operator.health.failover import (
     Failback,
     FailoverPhase,
     FailoverSettings,
+    Cancel,
     Hold,
     InProgress,
     InvalidSwitchover,
@@ -224,10 +225,10 @@ SCENARIOS: list[tuple[str, FailoverSettings, Observed, type[Decision], str | Non
         "backup",
     ),
     (
-        "recorded intent whose target died is abandoned",
+        "recorded intent whose target died is cancelled (the record closes)",
         HOT,
         obs(backup=OPEN, in_progress=InProgress("backup", FailoverPhase.INTENT, ago(5))),
-        Stay,
+        Cancel,
         None,
     ),
     (
@@ -265,7 +266,7 @@ SCENARIOS: list[tuple[str, FailoverSettings, Observed, type[Decision], str | Non
         "backup",
     ),
     (
-        "cold backup never became healthy: give up",
+        "cold backup never became healthy: give up (the record closes, backup scales down)",
         COLD,
         obs(
             primary=OPEN,
@@ -273,7 +274,7 @@ SCENARIOS: list[tuple[str, FailoverSettings, Observed, type[Decision], str | Non
             backup_ready_replicas=1,
             in_progress=InProgress("backup", FailoverPhase.SCALING, ago(121)),
         ),
-        Stay,
+        Cancel,
         None,
     ),
     (

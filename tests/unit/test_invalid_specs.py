@@ -108,7 +108,7 @@ CASES: list[Case] = [
         "transport-unknown",
         {"spec.transport": "websocket"},
         "spec.transport",
-        "must be one of 'streamable-http' or 'sse'",
+        "'streamable-http'",
         server=True,
     ),
     Case(
@@ -285,15 +285,27 @@ CASES: list[Case] = [
     ),
     Case(
         "min-healthy-exceeds-primary",
-        {"spec.health.minHealthyPods": 3},
-        "spec.health.minHealthyPods",
+        {"spec.primary.minHealthyPods": 3},
+        "spec.primary.minHealthyPods",
         "must not exceed primary.replicas",
     ),
     Case(
-        "failover-without-backup",
-        {"spec.backup.enabled": False},
-        "spec.failover.enabled",
-        "needs backup.enabled",
+        "shared-min-healthy-exceeds-backup",
+        {"spec.health.minHealthyPods": 2},
+        "spec.backup.minHealthyPods",
+        "must not exceed backup.replicas",
+    ),
+    Case(
+        "probe-header-reserved",
+        {"spec.health.headers": {"Authorization": "x"}},
+        "spec.health.headers",
+        "not Host, Authorization",
+    ),
+    Case(
+        "ca-without-https",
+        {"spec.health.caSecretRef": {"name": "ca", "key": "ca.crt"}},
+        "spec.health.caSecretRef",
+        "needs scheme: https",
     ),
     # names
     Case(
@@ -401,7 +413,9 @@ def test_a_document_that_is_not_a_mapping(document: Any) -> None:
         {"spec.auth.tokenTTL": "24h"},
         {"spec.health.timeoutSeconds": 2},
         {"spec.health.successThreshold": 30},
-        {"spec.health.minHealthyPods": 2},
+        {"spec.health.minHealthyPods": 2, "spec.backup.replicas": 2},
+        {"spec.health.minHealthyPods": 2, "spec.backup.minHealthyPods": 1},
+        {"spec.backup.enabled": False},
         {"spec.backup.enabled": False, "spec.failover.enabled": False},
         {"spec.pod.labels": {"team": "a", "example.com/app.kubernetes.io": "b"}},
         {"spec.env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},

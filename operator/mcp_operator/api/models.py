@@ -135,12 +135,15 @@ class Model(RuledModel):
 
 
 class StatusModel(Model):
-    """Status arrives as JSON from the API server: timestamps are strings there."""
+    """Status arrives as JSON from the API server: timestamps are strings there. Unknown
+    fields are ignored, not refused: status is durable state, and a field written by a newer
+    operator (before a rollback) must not reset the whole status -- breakers, failover record
+    and all."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
-        extra="forbid",
+        extra="ignore",
         frozen=True,
         strict=False,
         use_attribute_docstrings=True,
@@ -291,13 +294,17 @@ class PrimarySpec(Model):
     """Placement overrides for the primary tier's pods."""
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     """Let an HPA own the primary's replicas."""
+    min_healthy_pods: int | None = Field(default=None, ge=1, le=100)
+    """Pods that must answer MCP for the primary to count as healthy (default:
+    ``health.minHealthyPods``); at most ``replicas``."""
 
 
 class BackupSpec(Model):
     """The backup tier: takes traffic when the primary fails."""
 
     enabled: bool = True
-    """Run a backup tier. Without it there is no failover."""
+    """Run a backup tier. ``false``: a single-tier server -- no backup Deployment, no
+    failover, whatever ``failover.enabled`` says."""
     replicas: int = Field(default=1, ge=1, le=100)
     """Pods in the backup tier while it runs."""
     standby: Literal["hot", "cold"] = "hot"
@@ -305,6 +312,9 @@ class BackupSpec(Model):
     (slower failover, no idle cost)."""
     pod: TierPod = Field(default_factory=TierPod)
     """Placement overrides for the backup tier's pods."""
+    min_healthy_pods: int | None = Field(default=None, ge=1, le=100)
+    """Pods that must answer MCP for the backup to count as healthy (default:
+    ``health.minHealthyPods``); at most ``replicas``."""
 
 
 class HealthSpec(Model):
@@ -321,9 +331,24 @@ class HealthSpec(Model):
     recovery_timeout_seconds: int = Field(default=30, ge=1, le=3600)
     """Seconds an open breaker waits before probing again (half-open)."""
     min_healthy_pods: int = Field(default=1, ge=1, le=100)
-    """Pods that must answer MCP for a round to count as a success."""
+    """Pods that must answer MCP for a round to count as a success, for each tier that does
+    not set its own (``primary.minHealthyPods``, ``backup.minHealthyPods``)."""
     bearer_token_secret_ref: SecretKeyRef | None = None
-    """A Secret key holding a bearer token the probe sends, for servers that require auth."""
+    """A Secret key holding a bearer token the probe sends, for servers that require auth
+    (OAuth). Without it such servers keep serving but are reported ``Verified=False``."""
+    scheme: Literal["http", "https"] = "http"
+    """How the probe reaches the pods. ``https`` without ``caSecretRef`` skips certificate
+    verification, as the kubelet's https probes do."""
+    ca_secret_ref: SecretKeyRef | None = None
+    """A Secret key holding the PEM CA bundle that signs the pods' certificates (https only);
+    the name verified is ``hostHeader``'s host, if set."""
+    host_header: str | None = Field(
+        default=None, max_length=253, pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
+    )
+    """The Host header the probe sends (for servers with a Host allowlist)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra headers the probe sends (not Host, Authorization, Accept, Content-Type or
+    Content-Length: use ``hostHeader`` and ``bearerTokenSecretRef``)."""
 
     __rules__ = (
         Rule(
@@ -339,12 +364,35 @@ class HealthSpec(Model):
             check=lambda s: s.recovery_timeout_seconds >= s.interval_seconds,
         ),
         Rule(
+            field="headers",
+            cel="!has(self.headers) || self.headers.all(k, k.matches('^[A-Za-z0-9-]+$') && "
+            "!(k.lowerAscii() in ['host', 'authorization', 'content-type', 'accept', "
+            "'content-length']))",
+            message="names must be tokens, and not Host, Authorization, Content-Type, Accept or "
+            "Content-Length",
+            check=lambda s: all(_probe_header_ok(k) for k in s.headers),
+        ),
+        Rule(
+            field="caSecretRef",
+            cel="!has(self.caSecretRef) || self.scheme == 'https'",
+            message="needs scheme: https",
+            check=lambda s: s.ca_secret_ref is None or s.scheme == "https",
+        ),
+        Rule(
             field="successThreshold",
             cel="self.successThreshold <= self.failureThreshold * 10",
             message="must be at most 10 times failureThreshold, or recovery would take forever",
             check=lambda s: s.success_threshold <= s.failure_threshold * 10,
         ),
     )
+
+
+_RESERVED_PROBE_HEADERS = {"host", "authorization", "content-type", "accept", "content-length"}
+
+
+def _probe_header_ok(name: str) -> bool:
+    token = bool(name) and all(c.isascii() and (c.isalnum() or c == "-") for c in name)
+    return token and name.lower() not in _RESERVED_PROBE_HEADERS
 
 
 class SecretKeyRef(Model):
@@ -501,8 +549,9 @@ class MCPServerSpec(Model):
     """TCP port the server listens on (named ``mcp`` in the pods and Services)."""
     path: str = Field(default="/mcp", pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@/%-]*$", max_length=256)
     """HTTP path of the MCP endpoint."""
-    transport: Literal["streamable-http", "sse"] = "streamable-http"
-    """MCP transport the server speaks."""
+    transport: Literal["streamable-http"] = "streamable-http"
+    """MCP transport the server speaks: Streamable HTTP only. The legacy HTTP+SSE transport
+    (deprecated since MCP 2025-03-26) was accepted but never probed, and was removed."""
     env: list[EnvVar] = Field(default_factory=list)
     """Kubernetes ``EnvVar`` list. Referenced Secrets/ConfigMaps must exist (unless
     ``optional``), or nothing is applied (reason ``MissingReference``)."""
@@ -537,18 +586,25 @@ class MCPServerSpec(Model):
 
     __rules__ = (
         Rule(
-            field="failover.enabled",
-            cel="!self.failover.enabled || self.backup.enabled",
-            message="needs backup.enabled: there is nothing to fail over to",
-            check=lambda s: not s.failover.enabled or s.backup.enabled,
+            field="primary.minHealthyPods",
+            cel="(has(self.primary.minHealthyPods) ? self.primary.minHealthyPods : "
+            "self.health.minHealthyPods) <= self.primary.replicas",
+            message="must not exceed primary.replicas (defaults to health.minHealthyPods)",
+            check=lambda s: s.min_healthy("primary") <= s.primary.replicas,
         ),
         Rule(
-            field="health.minHealthyPods",
-            cel="self.health.minHealthyPods <= self.primary.replicas",
-            message="must not exceed primary.replicas",
-            check=lambda s: s.health.min_healthy_pods <= s.primary.replicas,
+            field="backup.minHealthyPods",
+            cel="!self.backup.enabled || (has(self.backup.minHealthyPods) ? "
+            "self.backup.minHealthyPods : self.health.minHealthyPods) <= self.backup.replicas",
+            message="must not exceed backup.replicas (defaults to health.minHealthyPods)",
+            check=lambda s: not s.backup.enabled or s.min_healthy("backup") <= s.backup.replicas,
         ),
     )
+
+    def min_healthy(self, tier: Tier) -> int:
+        """The tier's own minHealthyPods, or the shared health.minHealthyPods."""
+        own = self.primary.min_healthy_pods if tier == "primary" else self.backup.min_healthy_pods
+        return own if own is not None else self.health.min_healthy_pods
 
 
 class ObjectMeta(Model):
@@ -621,7 +677,8 @@ class TierStatus(StatusModel):
     consecutive_failures: int = 0
     """Failed probe rounds in a row."""
     last_probe_time: datetime | None = None
-    """When the tier was last probed."""
+    """When a probe round last *changed* this tier's health (not a heartbeat: a stable tier
+    is not rewritten, so the steady state writes nothing)."""
     last_error: str | None = Field(default=None, max_length=1024)
     """The last probe error (no secrets)."""
     era: str | None = None
@@ -640,8 +697,9 @@ class TiersStatus(StatusModel):
 class FailoverStatus(StatusModel):
     """The failover state machine."""
 
-    phase: Literal["Idle", "Intent", "ScalingBackup", "Switched"] = "Idle"
-    """Idle, Intent (decided, not yet switched), ScalingBackup (cold backup starting), Switched."""
+    phase: Literal["Idle", "Intent", "ScalingBackup", "Switched", "Cancelled"] = "Idle"
+    """Idle, Intent (decided, not yet switched), ScalingBackup (cold backup starting), then
+    always one of Switched or Cancelled (``reason`` says why; an Event too)."""
     target_tier: Tier | None = None
     """The tier a switch in progress moves traffic to."""
     kind: Literal["failover", "failback", "switchover"] | None = None

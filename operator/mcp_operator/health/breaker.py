@@ -168,7 +168,9 @@ def tier_round_ok(pod_results: Iterable[ProbeResult | Outcome], min_healthy: int
     outcomes = [r.outcome if isinstance(r, ProbeResult) else r for r in pod_results]
     healthy = outcomes.count(Outcome.HEALTHY)
     unhealthy = outcomes.count(Outcome.UNHEALTHY)
-    misconfigured = outcomes.count(Outcome.MISCONFIGURED)
+    # Unverified answers (401 without a token, ...) prove nothing either way, like the
+    # operator's own misconfiguration: neither may move a breaker.
+    misconfigured = outcomes.count(Outcome.MISCONFIGURED) + outcomes.count(Outcome.UNVERIFIED)
     ok: bool | None
     if healthy >= max(1, min_healthy):
         ok = True

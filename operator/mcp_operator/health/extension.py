@@ -1,10 +1,15 @@
-"""The health loop beside each worker: probe pods, gate readiness, move the breakers, and
-carry out the failover policy's decision.
+"""The health loop beside each worker: the thin I/O around :mod:`mcp_operator.health.round`.
 
-Order of a switch follows CloudNativePG: the *intent* is written to status first, then the
-stable Service's selector is switched (by a reconcile with the new active tier), then the
-completion is recorded with an Event and a metric. A restart between any two steps resumes
-from the status: the policy sees the recorded intent and completes it.
+Per round: probe each pod (bounded per server), run the pure round, patch the gates that
+changed (each on its own: one failed patch retries only that pod), then write what the round
+decided. A switch follows CloudNativePG's order -- the *intent* is written to status first,
+then the stable Service is applied (rendered from the intent's target), then the completion
+is written with an Event and a metric. A crash between any two steps resumes from status.
+
+The loop keeps running whatever the last reconcile said (a missing ConfigMap, a refused
+apply, API errors): the data path must outlive control-plane trouble. It uses the last spec
+that parsed, so an invalid edit does not stop probing either. Only a paused object (the user
+asked the operator to keep its hands off) is left alone.
 """
 
 from __future__ import annotations
@@ -12,40 +17,336 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
 
 import httpx
 
 from mcp_operator import metrics
-from mcp_operator.api.models import FailoverStatus, MCPServer, Tier, TierStatus
+from mcp_operator.api.models import FailoverStatus, MCPServer, MCPServerStatus, TierStatus
 from mcp_operator.health import breaker, failover, probe
+from mcp_operator.health.doubt import Doubt, RoundReport
+from mcp_operator.health.gate import GateSettings, GateState
+from mcp_operator.health.round import (
+    TIERS,
+    Event,
+    GatePatch,
+    HealthState,
+    PodView,
+    Record,
+    RoundInput,
+    RoundOutput,
+    RoundSettings,
+    Tier,
+    TierHealth,
+    complete_switch,
+    run_round,
+)
 from mcp_operator.kube.client import ApiError
-from mcp_operator.reconcile.conditions import Want
 from mcp_operator.reconcile.worker import PAUSE_ANNOTATION, ServerWorker, Shared
-from mcp_operator.render.meta import HEALTH_GATE, TIER_LABEL
+from mcp_operator.render.meta import (
+    HEALTH_GATE,
+    MCP_PORT_NAME,
+    PROBE_PATH_ANNOTATION,
+    PROBE_SCHEME_ANNOTATION,
+    TIER_LABEL,
+)
 from mcp_operator.render.workload import tier_replicas
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-TIERS: tuple[Tier, Tier] = ("primary", "backup")
-PROBE_TIME_REFRESH = timedelta(seconds=30)
 BREAKER_CODE = {"closed": 0, "half-open": 1, "open": 2}
+SWITCHOVER_ANNOTATION = "mcp-operator.dev/switchover"
+PROBES_PER_SERVER = 8
+"""Concurrent probes per server: one server's hung pods can only exhaust its own slots."""
+TOKEN_TTL_S = 60.0
+ROUND_SLACK_S = 0.25
 
 
 def install(shared: Shared) -> None:
-    client = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=0)
-    )
-    shared.companions.append(lambda worker: HealthLoop(worker, client).run())
+    doubt = Doubt()
+    shared.companions.append(lambda worker: HealthLoop(WorkerPorts(worker), doubt).run())
 
 
-@dataclass(frozen=True)
-class PodProbe:
-    pod: Obj
-    result: probe.ProbeResult
+# -- the I/O the loop needs -------------------------------------------------------------
+
+
+class Ports(Protocol):
+    """Everything the loop reads and writes; :class:`WorkerPorts` is the real one, the
+    closed-loop unit tests bring a fake."""
+
+    @property
+    def key(self) -> tuple[str, str]: ...
+
+    def server(self) -> MCPServer | None: ...
+    def paused(self) -> bool: ...
+    def state(self) -> HealthState: ...
+    def pods(self) -> list[Obj]: ...
+    def selector(self) -> Tier | None: ...
+    def switchover(self) -> str | None: ...
+    def backup_scaled_down(self, server: MCPServer) -> bool: ...
+    def now(self) -> datetime: ...
+    async def secret(self, name: str, key: str) -> str | None: ...
+    def minted_token(self) -> str | None: ...
+    async def patch_gate(self, pod: Obj, patch: GatePatch) -> Obj | None: ...
+    def set_state(self, state: HealthState, out: RoundOutput) -> None: ...
+    async def write_status(self, urgent: bool) -> None: ...
+    async def apply_data_path(self, server: MCPServer) -> None: ...
+    def post_event(self, event: Event) -> None: ...
+
+
+class ProbeSettingsError(Exception):
+    """The operator's own probe settings are broken (e.g. a token Secret is missing)."""
+
+
+# -- the loop ---------------------------------------------------------------------------
+
+ProbeFn = Callable[
+    [httpx.AsyncClient, probe.ProbeTarget, probe.ProbeSettings], Awaitable[probe.ProbeResult]
+]
+
+
+class HealthLoop:
+    """Per-object probe rounds every ``spec.health.intervalSeconds``."""
+
+    def __init__(self, ports: Ports, doubt: Doubt, prober: ProbeFn = probe.probe) -> None:
+        self.ports = ports
+        self.doubt = doubt
+        self.prober = prober
+        self.memory: dict[str, GateState] = {}
+        self.last_server: MCPServer | None = None
+        self.slots = asyncio.Semaphore(PROBES_PER_SERVER)
+        self.tokens: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self.clients: dict[str | None, httpx.AsyncClient] = {}
+        self.doubting = False
+
+    async def run(self) -> None:
+        try:
+            next_start = time.monotonic()
+            while True:
+                server = self.ports.server() or self.last_server
+                if server is None or self.ports.paused():
+                    await asyncio.sleep(1.0)
+                    next_start = time.monotonic()
+                    continue
+                self.last_server = server
+                interval = float(server.spec.health.interval_seconds)
+                late = max(0.0, time.monotonic() - next_start)
+                try:
+                    await self.round(server, late)
+                except Exception:
+                    log.exception("health round of %s/%s failed", *self.ports.key)
+                next_start = max(next_start + interval, time.monotonic())
+                await asyncio.sleep(max(0.05, next_start - time.monotonic()))
+        finally:
+            self.doubt.forget(self.ports.key)
+            for client in self.clients.values():
+                await client.aclose()
+
+    async def round(self, server: MCPServer, late_s: float = 0.0) -> RoundOutput:
+        """Probe, decide (pure), act. Returns the round's output (for tests)."""
+        started = time.monotonic()
+        pods = [p for p in self.ports.pods() if probeable(p)]
+        probe_error: str | None = None
+        try:
+            results = await self.probe_pods(server, pods)
+        except ProbeSettingsError as exc:
+            probe_error, results = str(exc), {}
+        overrun = time.monotonic() - started - _budget(server) - ROUND_SLACK_S
+        report = RoundReport(
+            self.ports.key,
+            time.monotonic(),
+            probes=len(results),
+            suspect=sum(1 for r in results.values() if _suspect(r)),
+            late_s=max(late_s, overrun),
+        )
+        self.doubt.report(report)
+        doubt = self.doubt.verdict(report.at)
+        if doubt is None and self.doubt.round_is_late(report):
+            doubt = "this probe round ran late (the operator's event loop stalled)"
+        self.announce_doubt(doubt)
+        inp = RoundInput(
+            state=self.ports.state(),
+            pods=[_view(p, results.get(_uid(p))) for p in pods],
+            memory=self.memory,
+            now=self.ports.now(),
+            doubt=doubt,
+            probe_error=probe_error,
+            switchover=self.ports.switchover(),
+            selector=self.ports.selector(),
+            backup_scaled_down=self.ports.backup_scaled_down(server),
+        )
+        out = run_round(round_settings(server), inp)
+        self.memory = out.memory
+        await self.patch_gates(pods, out.gates)
+        await self.act(server, inp, out)
+        self.metrics(out)
+        return out
+
+    # -- probing ------------------------------------------------------------------------
+
+    async def probe_pods(self, server: MCPServer, pods: list[Obj]) -> dict[str, probe.ProbeResult]:
+        health = server.spec.health
+        settings = probe.ProbeSettings(
+            step_timeout_s=float(health.timeout_seconds),
+            budget_s=float(health.timeout_seconds) * 2,
+            cleanup_timeout_s=0.5,
+        )
+        # spec.auth on: the keys loop mints the probe's token; else the referenced Secret.
+        token = self.ports.minted_token() or await self.secret_value(
+            health.bearer_token_secret_ref, "bearer token"
+        )
+        ca = await self.secret_value(health.ca_secret_ref, "CA bundle")
+        client = self.client(ca)
+
+        async def one(pod: Obj) -> tuple[str, probe.ProbeResult]:
+            target = probe.ProbeTarget(
+                url=pod_url(pod, server),
+                host_header=health.host_header,
+                bearer_token=token,
+                headers=dict(health.headers),
+                sni_hostname=(health.host_header or "").split(":")[0] or None,
+            )
+            # The slot is taken before the probe's clock starts: waiting for a slot is
+            # never counted against the pod.
+            async with self.slots:
+                return _uid(pod), await self.prober(client, target, settings)
+
+        return dict(await asyncio.gather(*(one(p) for p in pods)))
+
+    async def secret_value(self, ref: Any, what: str) -> str | None:
+        """A Secret key's value, cached for a minute; a missing one is the operator's own
+        probe error (``Misconfigured``), never the server's ill health."""
+        if ref is None:
+            return None
+        cache_key = (ref.name, ref.key)
+        fetched_at, value = self.tokens.get(cache_key, (0.0, None))
+        if time.monotonic() - fetched_at >= TOKEN_TTL_S or value is None:
+            value = await self.ports.secret(ref.name, ref.key)
+            self.tokens[cache_key] = (time.monotonic(), value)
+        if value is None:
+            raise ProbeSettingsError(
+                f"the probe's {what} Secret key {ref.name}/{ref.key} does not exist; "
+                "gates and failover hold their last state until it does"
+            )
+        return value
+
+    def client(self, ca: str | None) -> httpx.AsyncClient:
+        """One client per CA (per server): its own connection pool, so no other server's
+        probes ever wait in it, and no pool limit (concurrency is bounded by ``slots``)."""
+        if ca not in self.clients:
+            verify: ssl.SSLContext | bool = False
+            if ca is not None:
+                verify = ssl.create_default_context(cadata=ca)
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+            self.clients[ca] = httpx.AsyncClient(limits=limits, verify=verify)
+        return self.clients[ca]
+
+    # -- acting -------------------------------------------------------------------------
+
+    async def patch_gates(self, pods: list[Obj], patches: tuple[GatePatch, ...]) -> None:
+        """Each patch on its own: a failure is logged and that pod alone is retried next
+        round (its remembered gate differs from the pod's, so the round emits it again)."""
+        by_uid = {_uid(p): p for p in pods}
+        results = await asyncio.gather(
+            *(self.ports.patch_gate(by_uid[p.pod], p) for p in patches), return_exceptions=True
+        )
+        for patch, result in zip(patches, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("gate patch of %s failed (retried next round): %r", patch.pod, result)
+
+    async def act(self, server: MCPServer, inp: RoundInput, out: RoundOutput) -> None:
+        before = inp.state
+        if out.switch is not None:
+            await self.persist(before, out, urgent=True)  # the intent, before the switch
+            try:
+                await self.ports.apply_data_path(server)
+            except ApiError as exc:
+                log.warning("%s/%s: Service apply failed, intent kept: %s", *self.ports.key, exc)
+                return
+            state, event = complete_switch(out.state, out.switch, self.ports.now())
+            completed = replace(out, state=state)
+            await self.persist(out.state, completed, urgent=True)
+            self.ports.post_event(event)
+            self.count_switch(out.switch)
+            return
+        await self.persist(before, out, urgent=out.rerender or bool(out.events))
+        if out.rerender:
+            try:
+                await self.ports.apply_data_path(server)
+            except ApiError as exc:
+                log.warning("%s/%s: apply after %s failed: %s", *self.ports.key, out.decision, exc)
+
+    async def persist(self, before: HealthState, out: RoundOutput, urgent: bool) -> None:
+        """Write the state; on failure restore ``before`` in memory (nothing decided here may
+        act -- e.g. render a Service from an intent -- unless it is durable) and re-raise."""
+        self.ports.set_state(out.state, out)
+        try:
+            await self.ports.write_status(urgent)
+        except Exception:
+            self.ports.set_state(before, out)
+            raise
+        for event in out.events:
+            self.ports.post_event(event)
+
+    def announce_doubt(self, doubt: str | None) -> None:
+        if (doubt is not None) == self.doubting:
+            return
+        self.doubting = doubt is not None
+        metrics.PROBER_DOUBT.labels(*self.ports.key).set(1 if doubt else 0)
+        if doubt:
+            log.warning(
+                "%s/%s: probes distrusted, gates and switching frozen: %s", *self.ports.key, doubt
+            )
+            self.ports.post_event(
+                Event("Warning", "ProberDoubt", f"gates and switching frozen: {doubt}")
+            )
+        else:
+            log.info("%s/%s: probes trusted again, gates and switching resume", *self.ports.key)
+            self.ports.post_event(
+                Event("Normal", "ProberTrusted", "probes healthy again; resuming")
+            )
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def metrics(self, out: RoundOutput) -> None:
+        namespace, name = self.ports.key
+        for tier in TIERS:
+            health = out.state.tier(tier)
+            verdict = out.verdicts[tier]
+            metrics.TIER_HEALTHY.labels(namespace, name, tier).set(1 if health.healthy else 0)
+            metrics.BREAKER_STATE.labels(namespace, name, tier).set(
+                BREAKER_CODE[health.breaker.phase.value]
+            )
+            metrics.MISCONFIGURED.labels(namespace, name, tier).set(
+                1 if verdict.misconfigured and not verdict.healthy else 0
+            )
+            metrics.ACTIVE_TIER.labels(namespace, name, tier).set(
+                1 if tier == out.state.active else 0
+            )
+
+    def count_switch(self, decision: failover.SwitchTo) -> None:
+        namespace, name = self.ports.key
+        source = "backup" if decision.tier == "primary" else "primary"
+        metrics.FAILOVERS.labels(
+            namespace, name, f"{source}_to_{decision.tier}", decision.kind
+        ).inc()
+        log.info(
+            "%s/%s: %s %s → %s (%s)",
+            namespace,
+            name,
+            decision.kind,
+            source,
+            decision.tier,
+            decision.reason,
+        )
+
+
+# -- pure helpers -----------------------------------------------------------------------
 
 
 def probeable(pod: Obj) -> bool:
@@ -58,118 +359,212 @@ def probeable(pod: Obj) -> bool:
     )
 
 
-class HealthLoop:
-    """Per-object probe rounds every ``spec.health.intervalSeconds``."""
+def pod_url(pod: Obj, server: MCPServer) -> str:
+    """The pod probed as it was created: its own container port and the path and scheme
+    stamped on it by the renderer (the spec's only for pods that predate the stamp)."""
+    annotations = pod["metadata"].get("annotations") or {}
+    path = annotations.get(PROBE_PATH_ANNOTATION) or server.spec.path
+    scheme = annotations.get(PROBE_SCHEME_ANNOTATION) or server.spec.health.scheme
+    port = server.spec.port
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for item in container.get("ports") or []:
+            if item.get("name") == MCP_PORT_NAME and item.get("containerPort"):
+                port = int(item["containerPort"])
+    host = pod["status"]["podIP"]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{path}"
 
-    def __init__(self, worker: ServerWorker, client: httpx.AsyncClient) -> None:
-        self.worker = worker
-        self.client = client
-        self.token: tuple[float, str | None] = (0.0, None)
 
-    async def run(self) -> None:
-        while True:
-            server = self.worker.server
-            annotations = self.worker.body["metadata"].get("annotations") or {}
-            paused = annotations.get(PAUSE_ANNOTATION) == "disabled"
-            if server is None or paused or not self.worker.outcome.ok:
-                await asyncio.sleep(1.0)
-                continue
-            started = time.monotonic()
-            try:
-                await self.round(server)
-            except Exception:
-                log.exception("health round of %s/%s failed", *self.worker.key)
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.05, server.spec.health.interval_seconds - elapsed))
+def _uid(pod: Obj) -> str:
+    meta = pod["metadata"]
+    return str(meta.get("uid") or meta["name"])
 
-    async def round(self, server: MCPServer) -> None:
-        by_tier = await self.probe_tiers(server)
-        await self.gate_pods(by_tier)
-        async with self.worker.lock:
-            now = self.worker.shared.clock()
-            verdicts = {tier: self.fold(server, tier, by_tier[tier], now) for tier in TIERS}
-            await self.decide_and_act(server, verdicts, now)
-            await self.worker.write_status()
 
-    # -- probing ----------------------------------------------------------------------------
+def _view(pod: Obj, result: probe.ProbeResult | None) -> PodView:
+    tier = (pod["metadata"].get("labels") or {}).get(TIER_LABEL)
+    return PodView(
+        name=_uid(pod),
+        tier="backup" if tier == "backup" else "primary",
+        gate=gate_of(pod),
+        result=result,
+    )
 
-    async def probe_tiers(self, server: MCPServer) -> dict[Tier, list[PodProbe]]:
-        spec = server.spec
-        settings = probe.ProbeSettings(
-            step_timeout_s=float(spec.health.timeout_seconds),
-            budget_s=float(spec.health.timeout_seconds) * 2,
-            cleanup_timeout_s=0.5,
+
+def gate_of(pod: Obj) -> bool | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == HEALTH_GATE:
+            return bool(cond.get("status") == "True")
+    return None
+
+
+def _suspect(result: probe.ProbeResult) -> bool:
+    """A failure the prober itself could have caused (not a refusal from the pod)."""
+    return result.outcome is probe.Outcome.UNHEALTHY and not result.refused
+
+
+def _budget(server: MCPServer) -> float:
+    return float(server.spec.health.timeout_seconds) * 2 + 0.5
+
+
+def round_settings(server: MCPServer) -> RoundSettings:
+    spec = server.spec
+    health = spec.health
+    return RoundSettings(
+        breaker=breaker.BreakerSettings(
+            health.failure_threshold,
+            health.success_threshold,
+            float(health.recovery_timeout_seconds),
+        ),
+        gate=GateSettings(health.failure_threshold, health.success_threshold),
+        failover=failover.FailoverSettings(
+            enabled=spec.failover.enabled and spec.backup.enabled,
+            failback=failover.Failback(spec.failover.failback),
+            cooldown_s=float(spec.failover.cooldown_seconds),
+            standby=failover.Standby(spec.backup.standby),
+            flap_max_failovers=spec.failover.max_failovers,
+            flap_window_s=float(spec.failover.window_seconds),
+            scale_up_timeout_s=float(spec.failover.cold_start_timeout_seconds),
+            intent_max_age_s=intent_max_age(server),
+        ),
+        min_healthy={"primary": spec.min_healthy("primary"), "backup": spec.min_healthy("backup")},
+        backup_enabled=spec.backup.enabled,
+    )
+
+
+def intent_max_age(server: MCPServer) -> float:
+    """An intent completes within a round unless the Service apply keeps failing: after
+    ten rounds (at least a minute) it is cancelled, and a new one may start afresh."""
+    return max(60.0, 10.0 * server.spec.health.interval_seconds)
+
+
+# -- state <-> status -------------------------------------------------------------------
+
+
+def state_of(status: MCPServerStatus) -> HealthState:
+    def tier(t: TierStatus) -> TierHealth:
+        return TierHealth(
+            breaker=breaker.BreakerState.from_dict(t.breaker.model_dump(mode="json")),
+            healthy=t.healthy,
+            healthy_pods=t.healthy_pods,
+            last_error=t.last_error,
+            era=t.era,
+            changed_at=t.last_probe_time,
         )
-        token = await self.bearer_token(server)
-        pods = [p for p in self.worker.shared.index.pods(self.worker.key) if probeable(p)]
 
-        async def one(pod: Obj) -> PodProbe:
-            url = f"http://{pod['status']['podIP']}:{spec.port}{spec.path}"
-            target = probe.ProbeTarget(url=url, bearer_token=token)
-            return PodProbe(pod, await probe.probe(self.client, target, settings))
+    fo = status.failover
+    record = Record(
+        phase=fo.phase,
+        target=fo.target_tier,
+        kind=fo.kind,
+        reason=fo.reason,
+        started_at=fo.started_at,
+        completed_at=fo.completed_at,
+        count=fo.count,
+        recent=tuple(fo.recent),
+        last_switchover=fo.last_switchover,
+    )
+    return HealthState(
+        active=status.active_tier or "primary",
+        primary=tier(status.tiers.primary),
+        backup=tier(status.tiers.backup),
+        record=record,
+    )
 
-        results = await asyncio.gather(*(one(p) for p in pods))
-        by_tier: dict[Tier, list[PodProbe]] = {"primary": [], "backup": []}
-        for item in results:
-            tier = item.pod["metadata"]["labels"].get(TIER_LABEL)
-            if tier in by_tier:
-                by_tier[tier].append(item)
-                self.record_metrics(tier, item.result)
-        return by_tier
 
-    async def bearer_token(self, server: MCPServer) -> str | None:
-        """The probe's token, from the referenced Secret; cached for a minute."""
-        minted = self.worker.probe_token()  # hook: spec.auth on → minted by the keys loop
-        if minted is not None:
-            return minted
-        ref = server.spec.health.bearer_token_secret_ref
-        if ref is None:
-            return None
-        fetched_at, value = self.token
-        if time.monotonic() - fetched_at < 60:
-            return value
-        secret = await self.worker.shared.client.get("v1", "Secret", self.worker.key[0], ref.name)
-        raw = ((secret or {}).get("data") or {}).get(ref.key)
-        value = base64.b64decode(raw).decode().strip() if raw else None
-        self.token = (time.monotonic(), value)
-        return value
-
-    def record_metrics(self, tier: str, result: probe.ProbeResult) -> None:
-        namespace, name = self.worker.key
-        era = result.era or "unknown"
-        metrics.PROBE_DURATION.labels(namespace, name, tier, era).observe(result.duration_s)
-        metrics.PROBE_TOTAL.labels(namespace, name, tier, era, result.outcome.value).inc()
-
-    async def gate_pods(self, by_tier: dict[Tier, list[PodProbe]]) -> None:
-        """Set each pod's readiness gate from its own probe, so Services route only to pods
-        that answer MCP. Misconfiguration counts as not ready: clients would fail too."""
-        patches = [
-            self.set_gate(
-                item.pod, item.result.outcome is probe.Outcome.HEALTHY, item.result.detail
-            )
-            for items in by_tier.values()
-            for item in items
-        ]
-        await asyncio.gather(*patches)
-
-    async def set_gate(self, pod: Obj, healthy: bool, detail: str) -> None:
-        wanted = "True" if healthy else "False"
-        current = next(
-            (
-                c
-                for c in (pod.get("status") or {}).get("conditions") or []
-                if c.get("type") == HEALTH_GATE
-            ),
-            None,
+def with_state(status: MCPServerStatus, state: HealthState) -> MCPServerStatus:
+    def tier(old: TierStatus, new: TierHealth) -> TierStatus:
+        return old.model_validate(
+            {
+                **old.model_dump(),
+                "breaker": new.breaker.to_dict(),
+                "healthy": new.healthy,
+                "healthy_pods": new.healthy_pods,
+                "consecutive_failures": new.breaker.failures,
+                "last_error": new.last_error,
+                "era": new.era,
+                "last_probe_time": new.changed_at,
+            }
         )
-        if current is not None and current.get("status") == wanted:
-            return
+
+    r = state.record
+    fo = FailoverStatus(
+        phase=r.phase,
+        target_tier=r.target,
+        kind=r.kind,
+        reason=r.reason,
+        started_at=r.started_at,
+        completed_at=r.completed_at,
+        count=r.count,
+        recent=list(r.recent),
+        last_switchover=r.last_switchover,
+    )
+    tiers = status.tiers.model_copy(
+        update={
+            "primary": tier(status.tiers.primary, state.primary),
+            "backup": tier(status.tiers.backup, state.backup),
+        }
+    )
+    return status.model_copy(update={"active_tier": state.active, "tiers": tiers, "failover": fo})
+
+
+@dataclass
+class WorkerPorts:
+    """The real ports: the worker's status and index, the API client, kopf events."""
+
+    worker: ServerWorker
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.worker.key
+
+    def server(self) -> MCPServer | None:
+        return self.worker.server
+
+    def paused(self) -> bool:
+        annotations = self.worker.body["metadata"].get("annotations") or {}
+        return annotations.get(PAUSE_ANNOTATION) == "disabled"
+
+    def state(self) -> HealthState:
+        return state_of(self.worker.status)
+
+    def pods(self) -> list[Obj]:
+        return self.worker.shared.index.pods(self.worker.key)
+
+    def selector(self) -> Tier | None:
+        service = self.worker.shared.index.children(self.worker.key).get(
+            ("Service", self.worker.key[1])
+        )
+        tier = ((service or {}).get("spec") or {}).get("selector", {}).get(TIER_LABEL)
+        return tier if tier in TIERS else None
+
+    def switchover(self) -> str | None:
+        annotations = self.worker.body["metadata"].get("annotations") or {}
+        value = annotations.get(SWITCHOVER_ANNOTATION)
+        return str(value) if value is not None else None
+
+    def backup_scaled_down(self, server: MCPServer) -> bool:
+        ctx = self.worker.render_context()
+        return server.spec.backup.enabled and tier_replicas(server, "backup", ctx) == 0
+
+    def now(self) -> datetime:
+        return self.worker.shared.clock()
+
+    def minted_token(self) -> str | None:
+        return self.worker.probe_token()
+
+    async def secret(self, name: str, key: str) -> str | None:
+        found = await self.worker.shared.client.get("v1", "Secret", self.worker.key[0], name)
+        raw = ((found or {}).get("data") or {}).get(key)
+        return base64.b64decode(raw).decode().strip() if raw else None
+
+    async def patch_gate(self, pod: Obj, patch: GatePatch) -> Obj | None:
         condition = {
             "type": HEALTH_GATE,
-            "status": wanted,
-            "reason": "MCPHealthy" if healthy else "MCPProbeFailed",
-            "message": detail[:500],
-            "lastTransitionTime": self.worker.shared.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "status": "True" if patch.ready else "False",
+            "reason": patch.reason,
+            "message": patch.message[:500],
+            "lastTransitionTime": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         meta = pod["metadata"]
         try:
@@ -182,300 +577,28 @@ class HealthLoop:
                 subresource="status",
                 content_type="application/strategic-merge-patch+json",
             )
-            self.worker.shared.index.observe("Pod", result, deleted=False)
         except ApiError as exc:
-            if exc.status != 404:
-                raise
+            if exc.status == 404:
+                return None
+            raise
+        self.worker.shared.index.observe("Pod", result, deleted=False)
+        return result
 
-    # -- breakers ---------------------------------------------------------------------------
+    def set_state(self, state: HealthState, out: RoundOutput) -> None:
+        self.worker.status = with_state(self.worker.status, state)
+        self.worker.no_healthy_tier = out.no_healthy_tier
+        self.worker.extra_conditions = list(out.conditions)
 
-    def fold(
-        self, server: MCPServer, tier: Tier, items: list[PodProbe], now: datetime
-    ) -> breaker.TierRound:
-        """One round into the tier's breaker and status."""
-        health = server.spec.health
-        old: TierStatus = getattr(self.worker.status.tiers, tier)
-        if self.cold_idle(server, tier):
-            return self.forget_tier(tier, old)
-        verdict = breaker.tier_round_ok([i.result for i in items], health.min_healthy_pods)
-        ok = verdict.ok
-        if ok is False and old.healthy is None:
-            ok = None  # never healthy yet: still starting, not failing
-        settings = breaker.BreakerSettings(
-            health.failure_threshold,
-            health.success_threshold,
-            float(health.recovery_timeout_seconds),
-        )
-        state = breaker.step(
-            breaker.BreakerState.from_dict(old.breaker.model_dump(mode="json")), ok, now, settings
-        )
-        failing = [i.result.detail for i in items if i.result.outcome is not probe.Outcome.HEALTHY]
-        update = {
-            "breaker": state.to_dict(),
-            "healthy": None
-            if ok is None and old.healthy is None
-            else state.phase is breaker.BreakerPhase.CLOSED,
-            "healthy_pods": verdict.healthy,
-            "consecutive_failures": state.failures,
-            "last_error": (failing[0][:500] if failing else None),
-            "era": next((i.result.era for i in items if i.result.era), old.era),
-        }
-        new = old.model_validate({**old.model_dump(), **update})
-        stale = old.last_probe_time is None or now - old.last_probe_time >= PROBE_TIME_REFRESH
-        changed = new.model_copy(update={"last_probe_time": None}) != old.model_copy(
-            update={"last_probe_time": None}
-        )
-        if changed or stale:
-            new = new.model_copy(update={"last_probe_time": now})
-        self.worker.status = self.worker.status.model_copy(
-            update={"tiers": self.worker.status.tiers.model_copy(update={tier: new})}
-        )
-        self.tier_metrics(tier, new, verdict)
-        return verdict
+    async def write_status(self, urgent: bool) -> None:
+        async with self.worker.lock:
+            await self.worker.write_status(urgent=urgent)
 
-    def cold_idle(self, server: MCPServer, tier: Tier) -> bool:
-        """A cold standby scaled to zero has no health to judge: it is a scale-up away."""
-        return tier == "backup" and tier_replicas(server, tier, self.worker.render_context()) == 0
+    async def apply_data_path(self, server: MCPServer) -> None:
+        async with self.worker.lock:
+            await self.worker.apply_data_path(server)
 
-    def forget_tier(self, tier: Tier, old: TierStatus) -> breaker.TierRound:
-        """Drop a scaled-down tier's verdict, so it is judged afresh when it starts again."""
-        fresh = TierStatus(
-            replicas=old.replicas, ready_replicas=old.ready_replicas, summary=old.summary
-        )
-        self.worker.status = self.worker.status.model_copy(
-            update={"tiers": self.worker.status.tiers.model_copy(update={tier: fresh})}
-        )
-        return breaker.TierRound(ok=None, healthy=0, unhealthy=0, misconfigured=0)
-
-    def tier_metrics(self, tier: Tier, status: TierStatus, verdict: breaker.TierRound) -> None:
-        namespace, name = self.worker.key
-        metrics.TIER_HEALTHY.labels(namespace, name, tier).set(1 if status.healthy else 0)
-        metrics.BREAKER_STATE.labels(namespace, name, tier).set(BREAKER_CODE[status.breaker.phase])
-        metrics.MISCONFIGURED.labels(namespace, name, tier).set(
-            1 if verdict.misconfigured and not verdict.healthy else 0
-        )
-
-    # -- failover ---------------------------------------------------------------------------
-
-    async def decide_and_act(
-        self, server: MCPServer, verdicts: dict[Tier, breaker.TierRound], now: datetime
-    ) -> None:
-        decision = failover.decide(policy_settings(server), self.observed(server), now)
-        self.worker.no_healthy_tier = isinstance(decision, failover.NoHealthyTier)
-        self.worker.extra_conditions = self.health_conditions(server, verdicts, decision)
-        if isinstance(decision, failover.SwitchTo):
-            await self.switch(decision, now)
-        elif isinstance(decision, failover.ScaleUpBackup):
-            await self.scale_up(decision, now)
-        elif isinstance(decision, failover.Stay) and decision.rejected_switchover:
-            self.set_failover(last_switchover=decision.rejected_switchover)
-            self.worker.shared.post_event(
-                self.worker.body, "Warning", "SwitchoverRejected", decision.reason
-            )
-        self.active_tier_metric()
-
-    def active_tier_metric(self) -> None:
-        """Every round, not only on a switch: a server that never switched, or an operator
-        that restarted, must still export which tier serves."""
-        namespace, name = self.worker.key
-        active = self.worker.status.active_tier or "primary"
-        for tier in TIERS:
-            metrics.ACTIVE_TIER.labels(namespace, name, tier).set(1 if tier == active else 0)
-
-    def observed(self, server: MCPServer) -> failover.Observed:
-        status = self.worker.status
-        fo = status.failover
-        in_progress = None
-        if fo.phase in ("Intent", "ScalingBackup") and fo.target_tier and fo.started_at:
-            phase = (
-                failover.FailoverPhase.INTENT
-                if fo.phase == "Intent"
-                else failover.FailoverPhase.SCALING
-            )
-            in_progress = failover.InProgress(
-                fo.target_tier, phase, fo.started_at, fo.kind or "failover"
-            )
-        primary, backup = status.tiers.primary, status.tiers.backup
-        annotations = self.worker.body["metadata"].get("annotations") or {}
-        return failover.Observed(
-            active=status.active_tier or "primary",
-            primary=breaker.BreakerPhase(primary.breaker.phase),
-            backup=(
-                breaker.BreakerPhase(backup.breaker.phase)
-                if server.spec.backup.enabled and backup.healthy is not None
-                else breaker.BreakerPhase.OPEN
-            ),
-            backup_ready_replicas=backup.healthy_pods,
-            primary_closed_since=primary.breaker.since,
-            recent_failovers=list(fo.recent),
-            switchover=annotations.get(SWITCHOVER_ANNOTATION),
-            switchover_processed=fo.last_switchover,
-            in_progress=in_progress,
-        )
-
-    def set_failover(self, **update: Any) -> None:
-        fo = self.worker.status.failover.model_copy(update=update)
-        self.worker.status = self.worker.status.model_copy(update={"failover": fo})
-
-    async def switch(self, decision: failover.SwitchTo, now: datetime) -> None:
-        """Intent → selector switch → completion, each step persisted before the next."""
-        fo = self.worker.status.failover
-        if fo.phase not in ("Intent", "ScalingBackup") or fo.target_tier != decision.tier:
-            self.set_failover(
-                phase="Intent",
-                target_tier=decision.tier,
-                kind=decision.kind,
-                reason=decision.reason[:500],
-                started_at=now,
-                completed_at=None,
-            )
-        if decision.switchover:
-            self.set_failover(last_switchover=decision.switchover)
-        await self.worker.write_status()
-        previous = self.worker.status.active_tier or "primary"
-        self.worker.status = self.worker.status.model_copy(update={"active_tier": decision.tier})
-        await self.worker.reconcile()  # applies the stable Service with the new selector
-        if not self.worker.outcome.ok:
-            self.worker.status = self.worker.status.model_copy(update={"active_tier": previous})
-            return
-        recent = [t for t in self.worker.status.failover.recent if now - t < timedelta(days=1)]
-        if decision.kind == "failover":
-            recent = [*recent, now][-20:]
-        completed = self.worker.shared.clock()
-        self.set_failover(
-            phase="Switched",
-            completed_at=completed,
-            recent=recent,
-            count=self.worker.status.failover.count + 1,
-        )
-        # Not ``previous``: completing an intent whose selector switch a killed operator
-        # already made (and wrote as activeTier) would report "backup → backup". With two
-        # tiers, a switch to one always comes from the other.
-        source: Tier = "backup" if decision.tier == "primary" else "primary"
-        self.announce_switch(source, decision)
-
-    async def scale_up(self, decision: failover.ScaleUpBackup, now: datetime) -> None:
-        fo = self.worker.status.failover
-        if fo.phase != "ScalingBackup":
-            self.set_failover(
-                phase="ScalingBackup",
-                target_tier="backup",
-                kind=decision.kind,
-                reason=decision.reason[:500],
-                started_at=now,
-                completed_at=None,
-            )
-            if decision.switchover:
-                self.set_failover(last_switchover=decision.switchover)
-            await self.worker.write_status()
-            await self.worker.reconcile()  # render_context sees ScalingBackup → warm backup
-            self.worker.shared.post_event(
-                self.worker.body, "Normal", "ScalingBackup", decision.reason
-            )
-
-    def announce_switch(self, previous: str, decision: failover.SwitchTo) -> None:
-        namespace, name = self.worker.key
-        direction = f"{previous}_to_{decision.tier}"
-        metrics.FAILOVERS.labels(namespace, name, direction, decision.kind).inc()
-        fo = self.worker.status.failover
-        took = (
-            (fo.completed_at - fo.started_at).total_seconds()
-            if fo.completed_at and fo.started_at
-            else 0.0
-        )
-        reason = {"failover": "FailedOver", "failback": "FailedBack", "switchover": "SwitchedOver"}[
-            decision.kind
-        ]
-        self.worker.shared.post_event(
-            self.worker.body,
-            "Warning" if decision.kind == "failover" else "Normal",
-            reason,
-            f"traffic moved {previous} → {decision.tier} in {took:.2f}s: {decision.reason}",
-        )
-        log.info(
-            "%s/%s: %s %s → %s (%s)",
-            namespace,
-            name,
-            reason,
-            previous,
-            decision.tier,
-            decision.reason,
-        )
-
-    def health_conditions(
-        self,
-        server: MCPServer,
-        verdicts: dict[Tier, breaker.TierRound],
-        decision: failover.Decision,
-    ) -> list[Want]:
-        status = self.worker.status
-        wants = [tier_condition("PrimaryHealthy", status.tiers.primary, verdicts["primary"])]
-        if self.cold_idle(server, "backup"):
-            wants.append(
-                Want(
-                    "BackupHealthy",
-                    "Unknown",
-                    "ColdStandby",
-                    "scaled to zero until a failover needs it",
-                )
-            )
-        elif server.spec.backup.enabled:
-            wants.append(tier_condition("BackupHealthy", status.tiers.backup, verdicts["backup"]))
-        active = status.active_tier or "primary"
-        message = getattr(decision, "reason", "")
-        if active == "backup":
-            wants.append(Want("FailedOver", "True", "ServingFromBackup", message))
-        else:
-            wants.append(Want("FailedOver", "False", "ServingFromPrimary", message))
-        misconfigured = [t for t in TIERS if verdicts[t].misconfigured and not verdicts[t].healthy]
-        if misconfigured:
-            detail = getattr(status.tiers, misconfigured[0]).last_error or ""
-            wants.append(
-                Want(
-                    "Misconfigured",
-                    "True",
-                    "ProbeRejected",
-                    f"{', '.join(misconfigured)}: {detail} (no failover: the servers "
-                    "answer, the probe's credentials or settings are wrong)",
-                )
-            )
-        else:
-            wants.append(Want("Misconfigured", "False", "ProbesAccepted", ""))
-        return wants
+    def post_event(self, event: Event) -> None:
+        self.worker.shared.post_event(self.worker.body, event.type, event.reason, event.message)
 
 
-SWITCHOVER_ANNOTATION = "mcp-operator.dev/switchover"
-
-
-def tier_condition(type_: str, tier: TierStatus, verdict: breaker.TierRound) -> Want:
-    if tier.healthy is None:
-        return Want(type_, "Unknown", "Probing", "no MCP verdict yet")
-    if tier.healthy:
-        return Want(
-            type_,
-            "True",
-            "MCPHealthy",
-            f"{verdict.healthy} pod(s) answer MCP ({tier.era or 'unknown'} era)",
-        )
-    return Want(
-        type_,
-        "False",
-        "CircuitOpen" if tier.breaker.phase == "open" else "Recovering",
-        f"breaker {tier.breaker.phase}: {tier.last_error or 'no pods answer'}",
-    )
-
-
-def policy_settings(server: MCPServer) -> failover.FailoverSettings:
-    spec = server.spec
-    return failover.FailoverSettings(
-        enabled=spec.failover.enabled and spec.backup.enabled,
-        failback=failover.Failback(spec.failover.failback),
-        cooldown_s=float(spec.failover.cooldown_seconds),
-        standby=failover.Standby(spec.backup.standby),
-        flap_max_failovers=spec.failover.max_failovers,
-        flap_window_s=float(spec.failover.window_seconds),
-        scale_up_timeout_s=float(spec.failover.cold_start_timeout_seconds),
-    )
-
-
-__all__ = ["FailoverStatus", "install"]
+__all__ = ["HealthLoop", "Ports", "WorkerPorts", "install", "round_settings"]

@@ -6,19 +6,28 @@ counts, annotations, the persisted in-progress record) and ``now``; it performs 
 
 Principles, in the order they are applied:
 
-* An in-progress record in phase ``intent`` is completed first: the operator may have died
-  between recording the intent and acting on it, and a restart must not forget it.
-* A cold-standby scale-up (phase ``scaling``) is waited on for a bounded time, then given up.
-* A new, valid ``switchover`` annotation is a user's explicit order and wins over automatic
-  rules (and over the flap guard), but only towards a healthy tier; otherwise it is rejected
-  with a reason the caller surfaces.
-* A failing active tier moves traffic to a healthy other tier. When neither tier is healthy
-  the decision is ``NoHealthyTier``: switching between two broken tiers only adds churn.
+* A new ``switchover`` annotation is a user's explicit order and is looked at first, even
+  while a record is in progress (it is never silently dropped): it is either carried out
+  (superseding a record towards the other tier), adopted (same target as the record), or
+  rejected with a reason the caller records and surfaces. Its timestamp is compared with
+  the last processed one and with ``now``: an older or stale value (for instance replayed
+  after the status was lost) is rejected, never acted on.
+* An in-progress record always closes: an ``intent`` completes when the selector already
+  points at its target or the target is healthy *this round*; otherwise it is cancelled
+  (target unhealthy, automatic failover disabled, or older than ``intent_max_age_s``). A
+  cold-standby ``scaling`` record completes when the backup is healthy, or is cancelled
+  (timeout, primary recovered, disabled) -- and a cancelled scale-up scales back down.
+* A failing active tier moves traffic to a tier that is healthy *this round* (its breaker
+  closed and its latest round not failed). When none is, the decision is ``NoHealthyTier``.
 * Failback to the primary is automatic after ``cooldown_s`` of continuous health, or waits
   for a switchover annotation (``Manual``).
 * The flap guard holds automatic failback once ``flap_max_failovers`` happened within
-  ``flap_window_s``. It never holds traffic on a failing tier: moving to the healthy tier is
-  always safer than staying, so the ping-pong is broken by refusing to return.
+  ``flap_window_s``. It never holds traffic on a failing tier.
+* ``enabled: False`` means the operator never moves traffic on its own; an explicit
+  switchover annotation is still obeyed (it is how a user gets back to the primary).
+
+Messages never carry ticking values (seconds so far): they end up in conditions, and a
+message that changes every round would rewrite the status every round.
 
 Misconfiguration (a wrong probe token or Host header) never reaches this module as a
 failure: the breaker ignores misconfigured rounds, so it cannot open a breaker.
@@ -30,12 +39,13 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from mcp_operator.health.breaker import BreakerPhase
 
 __all__ = [
+    "Cancel",
     "Decision",
     "Failback",
     "FailoverPhase",
@@ -87,6 +97,8 @@ class FailoverSettings:
     flap_max_failovers: int = 3
     flap_window_s: float = 3600.0
     scale_up_timeout_s: float = 300.0
+    intent_max_age_s: float = 60.0
+    switchover_max_age_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,11 @@ class Observed:
     switchover: str | None = None
     switchover_processed: str | None = None
     in_progress: InProgress | None = None
+    primary_round: bool | None = True
+    """This round's verdict for the primary (``None``: no verdict, e.g. only unverified)."""
+    backup_round: bool | None = True
+    selector: Tier | None = None
+    """The tier the live stable Service selects (``None``: not observed)."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +177,16 @@ class NoHealthyTier:
     reason: str
 
 
-Decision = Stay | ScaleUpBackup | SwitchTo | Hold | NoHealthyTier
+@dataclass(frozen=True)
+class Cancel:
+    """Close the in-progress record without switching (Event + status carry ``reason``).
+    ``rejected_switchover`` as for ``Stay``."""
+
+    reason: str
+    rejected_switchover: str | None = None
+
+
+Decision = Stay | ScaleUpBackup | SwitchTo | Hold | NoHealthyTier | Cancel
 
 
 @dataclass(frozen=True)
@@ -192,14 +218,14 @@ def parse_switchover(value: str) -> tuple[Tier, datetime] | InvalidSwitchover:
 def decide(settings: FailoverSettings, observed: Observed, now: datetime) -> Decision:
     """The whole policy; see the module docstring for the order of the rules."""
     record = observed.in_progress
-    if record is not None and record.phase is FailoverPhase.INTENT:
-        return _complete_intent(settings, observed, record)
-    if record is not None and record.phase is FailoverPhase.SCALING:
-        return _await_scale_up(settings, observed, record, now)
     pending = observed.switchover
     if pending is not None and pending != observed.switchover_processed:
-        return _switchover(settings, observed, pending)
-    if _healthy(settings, observed, observed.active):
+        return _switchover(settings, observed, pending, now)
+    if record is not None and record.phase is FailoverPhase.INTENT:
+        return _complete_intent(settings, observed, record, now)
+    if record is not None and record.phase is FailoverPhase.SCALING:
+        return _await_scale_up(settings, observed, record, now)
+    if _trusted(observed, observed.active):
         return _while_active_healthy(settings, observed, now)
     return _while_active_failing(settings, observed, now)
 
@@ -208,11 +234,21 @@ def _other(tier: Tier) -> Tier:
     return "backup" if tier == "primary" else "primary"
 
 
+def _trusted(observed: Observed, tier: Tier) -> bool:
+    """The tier's breaker is closed: it is not failing (one bad round is not failing)."""
+    return (observed.primary if tier == "primary" else observed.backup) is BreakerPhase.CLOSED
+
+
 def _healthy(settings: FailoverSettings, observed: Observed, tier: Tier) -> bool:
-    """A tier is healthy when its breaker is closed (and, for the backup, it has pods)."""
+    """Fit to receive traffic now: breaker closed, *this* round not failed (a closed breaker
+    can hide failed rounds below its threshold), and for the backup, pods that answer."""
     if tier == "primary":
-        return observed.primary is BreakerPhase.CLOSED
-    return observed.backup is BreakerPhase.CLOSED and observed.backup_ready_replicas > 0
+        return _trusted(observed, tier) and observed.primary_round is not False
+    return (
+        _trusted(observed, tier)
+        and observed.backup_round is not False
+        and observed.backup_ready_replicas > 0
+    )
 
 
 def _cold_backup(settings: FailoverSettings, observed: Observed) -> bool:
@@ -221,47 +257,94 @@ def _cold_backup(settings: FailoverSettings, observed: Observed) -> bool:
 
 
 def _complete_intent(
-    settings: FailoverSettings, observed: Observed, record: InProgress
+    settings: FailoverSettings, observed: Observed, record: InProgress, now: datetime
 ) -> Decision:
     target = record.target
     why = f"completing recorded {record.kind} to {target}"
+    if observed.selector == target:
+        return SwitchTo(target, f"{why}: the Service already selects it", record.kind)
+    if not settings.enabled and record.kind != "switchover":
+        return Cancel(f"recorded {record.kind} to {target} cancelled: failover is disabled")
+    if (now - record.started).total_seconds() > settings.intent_max_age_s:
+        return Cancel(
+            f"recorded {record.kind} to {target} expired: not completed within "
+            f"{settings.intent_max_age_s:.0f}s"
+        )
     if _healthy(settings, observed, target):
         return SwitchTo(target, why, record.kind)
     if target == "backup" and _cold_backup(settings, observed):
         return ScaleUpBackup(f"{why}: scaling the cold backup first", record.kind)
-    if not _healthy(settings, observed, _other(target)):
-        return NoHealthyTier(f"{why} impossible: neither tier is healthy")
-    return Stay(f"recorded {record.kind} to {target} abandoned: {target} is not healthy")
+    return Cancel(f"recorded {record.kind} to {target} cancelled: {target} is not healthy")
 
 
 def _await_scale_up(
     settings: FailoverSettings, observed: Observed, record: InProgress, now: datetime
 ) -> Decision:
+    if not settings.enabled and record.kind != "switchover":
+        return Cancel("cold backup scale-up cancelled: failover is disabled; scaling back down")
     if _healthy(settings, observed, "backup"):
         return SwitchTo("backup", "cold backup is up and healthy", record.kind)
     waited = (now - record.started).total_seconds()
     if waited >= settings.scale_up_timeout_s:
-        return Stay(
-            f"cold backup not healthy {waited:.0f}s after scale-up "
-            f"(limit {settings.scale_up_timeout_s:.0f}s); giving up"
+        return Cancel(
+            f"cold backup not healthy within {settings.scale_up_timeout_s:.0f}s of its "
+            "scale-up; giving up and scaling it back down"
         )
     if record.kind == "failover" and _healthy(settings, observed, "primary"):
-        return Stay("primary recovered while the cold backup was scaling; scale-up abandoned")
-    return ScaleUpBackup(f"waiting for the cold backup ({waited:.0f}s so far)", record.kind)
+        return Cancel("primary recovered while the cold backup was scaling; scaling it back down")
+    return ScaleUpBackup(
+        f"waiting for the cold backup (scale-up started {_stamp(record.started)})", record.kind
+    )
 
 
-def _switchover(settings: FailoverSettings, observed: Observed, value: str) -> Decision:
+def _switchover(
+    settings: FailoverSettings, observed: Observed, value: str, now: datetime
+) -> Decision:
     parsed = parse_switchover(value)
     if isinstance(parsed, InvalidSwitchover):
-        return Stay(f"switchover rejected: {parsed.reason}", rejected_switchover=value)
-    tier, _ = parsed
-    if tier == observed.active:
-        return Stay(f"switchover rejected: {tier} is already active", rejected_switchover=value)
+        return _reject(f"switchover rejected: {parsed.reason}", value)
+    tier, when = parsed
+    stale = _stale(settings, observed, when, now)
+    if stale:
+        return _reject(f"switchover rejected: {stale}", value)
+    record = observed.in_progress
+    if tier == observed.active and (record is None or record.target == tier):
+        return _reject(f"switchover rejected: {tier} is already active", value)
     if _healthy(settings, observed, tier):
         return SwitchTo(tier, f"switchover to {tier} requested", "switchover", value)
     if tier == "backup" and _cold_backup(settings, observed):
         return ScaleUpBackup("switchover to the cold backup: scaling it first", "switchover", value)
-    return Stay(f"switchover rejected: {tier} is not healthy", rejected_switchover=value)
+    return _reject(f"switchover rejected: {tier} is not healthy", value)
+
+
+def _reject(reason: str, value: str) -> Decision:
+    """A refused order is recorded as processed. An in-progress record is left to run; the
+    rejection is reported as a ``Stay`` so the caller still surfaces the reason."""
+    return Stay(reason, rejected_switchover=value)
+
+
+def _stale(
+    settings: FailoverSettings, observed: Observed, when: datetime, now: datetime
+) -> str | None:
+    """Why a switchover timestamp must not be acted on, if it must not."""
+    processed = (
+        parse_switchover(observed.switchover_processed) if observed.switchover_processed else None
+    )
+    if isinstance(processed, tuple) and when <= processed[1]:
+        return f"its time {_stamp(when)} is not after the last processed {_stamp(processed[1])}"
+    age = (now - when).total_seconds()
+    if age > settings.switchover_max_age_s:
+        return (
+            f"its time {_stamp(when)} is older than {settings.switchover_max_age_s:.0f}s "
+            "(a stale request is never replayed)"
+        )
+    if age < -300:
+        return f"its time {_stamp(when)} is more than 5 minutes in the future"
+    return None
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _while_active_failing(
@@ -294,16 +377,18 @@ def _while_active_healthy(
         return Stay("serving from backup; failback is Manual: waiting for a switchover annotation")
     healthy_for = _seconds_since(observed.primary_closed_since, now)
     if healthy_for < settings.cooldown_s:
-        return Stay(
-            f"primary healthy for {healthy_for:.0f}s; failback after {settings.cooldown_s:.0f}s"
-        )
+        since = observed.primary_closed_since
+        when = f" since {_stamp(since)}" if since else ""
+        return Stay(f"primary healthy{when}; failback after {settings.cooldown_s:.0f}s of health")
     recent = _recent(observed.recent_failovers, now, settings.flap_window_s)
     if recent >= settings.flap_max_failovers:
         return Hold(
             f"flap guard: {recent} failovers within {settings.flap_window_s:.0f}s "
             f"(max {settings.flap_max_failovers}); staying on backup"
         )
-    return SwitchTo("primary", f"primary healthy for {healthy_for:.0f}s", "failback")
+    return SwitchTo(
+        "primary", f"primary healthy for {settings.cooldown_s:.0f}s or more", "failback"
+    )
 
 
 def _phase(observed: Observed, tier: Tier) -> str:

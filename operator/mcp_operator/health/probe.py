@@ -71,13 +71,17 @@ _MAX_DETAIL: Final = 300
 class Outcome(enum.StrEnum):
     """What a probe says about one pod.
 
-    ``misconfigured`` is kept apart from ``unhealthy`` because it is a fault of the probe's
-    configuration (token, Host header, protocol version), not of the server: it must be
-    surfaced to the user, and it must never trigger a failover.
+    ``unverified``: the pod's process answered HTTP but the probe could not check MCP
+    (401/403 -- an OAuth-protected server, 421 -- a Host allowlist, a redirect, no common
+    protocol version). The process is up and clients holding the right credentials are
+    served, so the pod keeps serving; it says nothing about health, so it never moves a
+    breaker and never triggers a failover. ``misconfigured`` is reserved for the operator's
+    own probe errors (an invalid probe target, a token Secret that does not exist).
     """
 
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
+    UNVERIFIED = "unverified"
     MISCONFIGURED = "misconfigured"
 
 
@@ -89,6 +93,10 @@ class ProbeResult:
     era: str | None
     duration_s: float
     detail: str
+    refused: bool = False
+    """The TCP connection was refused: nothing listens on the pod's port (a dead process)."""
+    challenge: bool = False
+    """A 401/403 carried ``WWW-Authenticate``: the server wants OAuth credentials."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class ProbeTarget:
     url: str
     host_header: str | None = None
     bearer_token: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Extra request headers (user-set; may carry credentials, so kept out of ``repr``)."""
+    sni_hostname: str | None = None
+    """For https: the TLS server name to send and verify (the Host header's name)."""
 
 
 @dataclass(frozen=True)
@@ -118,11 +130,14 @@ class ProbeSettings:
 class _Verdict(Exception):
     """Ends a probe early with a classified outcome."""
 
-    def __init__(self, outcome: Outcome, detail: str, era: str | None = None) -> None:
+    def __init__(
+        self, outcome: Outcome, detail: str, era: str | None = None, *, challenge: bool = False
+    ) -> None:
         super().__init__(detail)
         self.outcome = outcome
         self.detail = detail
         self.era = era
+        self.challenge = challenge
 
 
 @dataclass(frozen=True)
@@ -146,15 +161,18 @@ async def probe(
     started = time.monotonic()
     exchange = _Exchange(client, target, settings, deadline=started + settings.budget_s)
     era: str | None
+    refused = challenge = False
     try:
         era, detail = await exchange.run()
         outcome = Outcome.HEALTHY
     except _Verdict as verdict:
         outcome, era, detail = verdict.outcome, verdict.era, verdict.detail
+        challenge = verdict.challenge
     except (TimeoutError, httpx.TimeoutException):
         outcome, era, detail = Outcome.UNHEALTHY, exchange.era, f"timeout during {exchange.step}"
     except httpx.HTTPError as exc:
         outcome, era = Outcome.UNHEALTHY, exchange.era
+        refused = _is_refused(exc)
         detail = f"{type(exc).__name__} during {exchange.step}: {exc}"
     except (httpx.InvalidURL, ValueError) as exc:
         # A bad URL, or a header (token, Host) that is not ASCII. The message is left out:
@@ -162,7 +180,19 @@ async def probe(
         outcome, era = Outcome.MISCONFIGURED, None
         detail = f"invalid probe target ({type(exc).__name__})"
     detail = _redact(f"{detail}{exchange.cleanup_note}", target)
-    return ProbeResult(outcome, era, time.monotonic() - started, detail)
+    return ProbeResult(outcome, era, time.monotonic() - started, detail, refused, challenge)
+
+
+def _is_refused(exc: BaseException) -> bool:
+    """A refused connect (ECONNREFUSED anywhere in the cause chain)."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or "Connection refused" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class _Exchange:
@@ -227,7 +257,7 @@ class _Exchange:
         ):
             self.era = "modern"
             raise _Verdict(
-                Outcome.MISCONFIGURED,
+                Outcome.UNVERIFIED,
                 f"server/discover rejected the probe's request: {_error_text(reply)}",
                 "modern",
             )
@@ -300,8 +330,12 @@ class _Exchange:
         timeout = self.settings.cleanup_timeout_s
         try:
             async with asyncio.timeout(timeout):
-                response = await self.client.delete(
-                    self.target.url, headers=headers, timeout=timeout
+                response = await self.client.request(
+                    "DELETE",
+                    self.target.url,
+                    headers=headers,
+                    timeout=timeout,
+                    extensions=self._extensions(),
                 )
         except (TimeoutError, httpx.HTTPError) as exc:
             self.cleanup_note = f"; session DELETE failed: {type(exc).__name__}"
@@ -312,12 +346,16 @@ class _Exchange:
     # -- transport ---------------------------------------------------------------------
 
     def _base_headers(self) -> dict[str, str]:
-        headers = {"Accept": _ACCEPT, "Content-Type": "application/json"}
+        headers = {**self.target.headers, "Accept": _ACCEPT, "Content-Type": "application/json"}
         if self.target.host_header:
             headers["Host"] = self.target.host_header
         if self.target.bearer_token:
             headers["Authorization"] = f"Bearer {self.target.bearer_token}"
         return headers
+
+    def _extensions(self) -> dict[str, Any]:
+        name = self.target.sni_hostname
+        return {"sni_hostname": name} if name and self.target.url.startswith("https:") else {}
 
     def _step_timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
@@ -337,6 +375,7 @@ class _Exchange:
                 content=json.dumps(body).encode(),
                 headers={**self._base_headers(), **headers},
                 timeout=timeout,
+                extensions=self._extensions(),
             ) as response:
                 is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
                 if is_sse:
@@ -414,15 +453,26 @@ async def _sse_messages(
 def _raise_for_access(reply: _Reply, era: str | None) -> None:
     """HTTP statuses that decide the verdict whatever the step."""
     if reply.status in (401, 403):
-        raise _Verdict(Outcome.MISCONFIGURED, f"HTTP {reply.status}: credentials rejected", era)
+        challenge = "www-authenticate" in reply.headers
+        detail = (
+            f"HTTP {reply.status} with an authentication challenge: the server requires "
+            "credentials (set spec.health.bearerTokenSecretRef to a token it accepts)"
+            if challenge
+            else f"HTTP {reply.status}: credentials rejected"
+        )
+        raise _Verdict(Outcome.UNVERIFIED, detail, era, challenge=challenge)
     if reply.status == 421:
-        raise _Verdict(Outcome.MISCONFIGURED, "HTTP 421: server rejected the Host header", era)
+        raise _Verdict(
+            Outcome.UNVERIFIED,
+            "HTTP 421: server rejected the Host header (set spec.health.hostHeader)",
+            era,
+        )
     if 300 <= reply.status < 400:
         # Not followed: a redirect built from an overridden Host may lead anywhere, and
         # the fix (probe the final path, e.g. old FastMCP's "/mcp/") is the user's to make.
         where = httpx.URL(reply.headers.get("location", "")).path[:80]
         detail = f"HTTP {reply.status} redirect to path {where!r}: probe that URL instead"
-        raise _Verdict(Outcome.MISCONFIGURED, detail, era)
+        raise _Verdict(Outcome.UNVERIFIED, detail, era)
     if reply.status >= 500:
         raise _Verdict(Outcome.UNHEALTHY, _http_text("server error", reply), era)
 
@@ -433,6 +483,10 @@ def _judge_discover(reply: _Reply) -> str | None:
     if message is None:
         raise _Verdict(Outcome.UNHEALTHY, "server/discover: no response with the request's id")
     result = message.get("result")
+    if not isinstance(result, dict) and isinstance(message.get("error"), dict):
+        # A JSON-RPC error (e.g. -32601 method not found from a server that predates
+        # server/discover): the SDK's client falls back to ``initialize``, and so do we.
+        return None
     if not isinstance(result, dict):
         raise _Verdict(Outcome.UNHEALTHY, f"server/discover failed: {_error_text(reply)}", "modern")
     supported = result.get("supportedVersions")
@@ -455,7 +509,7 @@ def _negotiate(reply: _Reply, version: str, *, may_retry: bool) -> str | None:
     if any(v in HANDSHAKE_VERSIONS for v in supported):
         return None
     raise _Verdict(
-        Outcome.MISCONFIGURED,
+        Outcome.UNVERIFIED,
         f"no common protocol version: server supports {supported[:8]}, probe speaks "
         f"{list(MODERN_VERSIONS + HANDSHAKE_VERSIONS)}",
         "modern",
@@ -469,7 +523,7 @@ def _judge_initialize(reply: _Reply) -> str:
     version = result.get("protocolVersion")
     if version not in HANDSHAKE_VERSIONS:
         raise _Verdict(
-            Outcome.MISCONFIGURED,
+            Outcome.UNVERIFIED,
             f"initialize: server chose protocol version {str(version)[:40]!r}, which the probe "
             "does not speak",
             "legacy",

@@ -171,14 +171,40 @@ class ServerWorker:
         return Outcome("Applied")
 
     def render_context(self) -> RenderContext:
+        """During an intent the stable Service is rendered from the intent's target, so a
+        reconcile (or a restart) between the Service apply and the ``activeTier`` write
+        can never flip the selector back; a single-tier server always selects the primary."""
         failover = self.status.failover
         warming = failover.phase in ("Intent", "ScalingBackup") and failover.target_tier == "backup"
+        active = self.status.active_tier or "primary"
+        if failover.phase == "Intent" and failover.target_tier:
+            active = failover.target_tier
+        if self.server is not None and not self.server.spec.backup.enabled:
+            active = "primary"
         return RenderContext(
-            active_tier=self.status.active_tier or "primary",
+            active_tier=active,
             backup_warm=warming,
             capabilities=self.shared.capabilities,
             owner_uid=self.body["metadata"].get("uid"),
         )
+
+    async def apply_data_path(self, server: MCPServer) -> None:
+        """Apply only what moves traffic -- the stable Service, and the backup Deployment's
+        scale when it already exists -- from the current render context.
+
+        Why not a full reconcile: a failover must not depend on the rest of the spec being
+        applicable (a missing ConfigMap, a refused apply of another child). Raises
+        ``ApiError`` when the API server refuses; the caller keeps its intent and retries.
+        """
+        desired = render(server, self.render_context())
+        live = self.shared.index.children(self.key)
+        backup = ("Deployment", f"{self.key[1]}-backup")
+        wanted = {("Service", self.key[1])} | ({backup} if backup in live else set())
+        for obj in desired:
+            if _child_key(obj) in wanted and not _is_current(obj, live.get(_child_key(obj))):
+                result = await self.shared.client.apply(obj)
+                metrics.APPLIES.labels(obj["kind"]).inc()
+                self.shared.index.observe(obj["kind"], result, deleted=False)
 
     async def _missing_references(self, server: MCPServer) -> str:
         """Secrets and ConfigMaps the pods need; a pod would crash-loop without them."""
@@ -259,16 +285,21 @@ class ServerWorker:
         gen = self.body["metadata"].get("generation")
         return int(gen) if gen is not None else None
 
-    async def write_status(self) -> None:
-        """Patch status only when it changed; announce condition flips as Events."""
+    async def write_status(self, urgent: bool = False) -> None:
+        """Patch status only when it changed; announce condition flips as Events.
+
+        ``urgent`` writes (a failover intent or completion) skip the queue of routine
+        writes: they carry a traffic decision, which must not wait behind 200 reconciles.
+        """
         self.refresh_status()
         new = self.status.model_dump(mode="json", by_alias=True)
         if new == self._written:
             return
         old_conditions = {c["type"]: c for c in self._written.get("conditions") or []}
         namespace, name = self.key
+        slot = contextlib.nullcontext() if urgent else self.shared.api_slots
         try:
-            async with self.shared.api_slots:
+            async with slot:
                 result = await self.shared.client.patch(
                     API_VERSION,
                     "MCPServer",
@@ -289,7 +320,7 @@ class ServerWorker:
     def _announce(self, old: dict[str, Obj], new: list[Obj]) -> None:
         for cond in new:
             before = old.get(cond["type"])
-            if cond["type"] not in ("Ready", "Reconciled", "Misconfigured"):
+            if cond["type"] not in ("Ready", "Reconciled", "Misconfigured", "Verified"):
                 continue
             if before is not None and before["status"] == cond["status"]:
                 continue

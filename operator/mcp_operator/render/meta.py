@@ -16,6 +16,10 @@ TIER_LABEL = f"{GROUP}/tier"
 MANAGED_BY = "mcp-operator"
 HEALTH_GATE = f"{GROUP}/mcp-healthy"
 MCP_PORT_NAME = "mcp"
+# Stamped on each pod so the operator probes a pod the way it was created: a rollout that
+# changes spec.path or health.scheme is then hitless (old pods keep being probed as before).
+PROBE_PATH_ANNOTATION = f"{GROUP}/probe-path"
+PROBE_SCHEME_ANNOTATION = f"{GROUP}/probe-scheme"
 
 
 def child_name(server: MCPServer, suffix: str = "") -> str:

@@ -177,7 +177,12 @@ def pod_template(server: MCPServer, tier: Tier) -> Obj:
         "priorityClassName": pod.priority_class_name,
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
-    annotations = {"kubectl.kubernetes.io/default-container": "mcp", **pod.annotations}
+    annotations = {
+        "kubectl.kubernetes.io/default-container": "mcp",
+        **pod.annotations,
+        meta.PROBE_PATH_ANNOTATION: spec.path,
+        meta.PROBE_SCHEME_ANNOTATION: spec.health.scheme,
+    }
     labels = {**pod.labels, **meta.labels(server, tier, tier)}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
 

@@ -1,0 +1,93 @@
+"""The prober doubts itself first: a pure detector of probe failures that are more likely
+the operator's fault than the servers'.
+
+Why: the operator is in the data path -- its gates decide which pods receive traffic and its
+breakers move the Service. When its own network, DNS, event loop or a NetworkPolicy breaks,
+*every* probe fails at once, and acting on that would gate out healthy pods fleet-wide and
+fail servers over for nothing. Kubernetes' node-lifecycle controller reasons the same way
+about zones (``--unhealthy-zone-threshold`` 0.55): a mass failure is more likely the
+observer's fault than every node's. So, fail-static:
+
+* **mass failure** -- at least ``min_servers`` servers reported a round within ``window_s``
+  and at least ``failing_share`` of them saw probes fail in a way the prober could have
+  caused (timeouts, resets; *not* refused connections, which come from the pods' kernels);
+* **late round** -- a round that overran its time budget (or started late) by more than
+  ``late_s``: the event loop stalled, and the timeouts it measured are its own.
+
+While in doubt, callers freeze gate demotions, breaker failures and switching, export the
+``mcp_operator_prober_doubt`` gauge and post an Event. Doubt ends on its own once the
+latest round of each server no longer meets the condition (each server's newest report
+replaces its older one), and a late round stops counting after ``window_s``.
+
+Trade-off, stated honestly: a fault that truly hits more than ``failing_share`` of all
+servers at once with timeouts (say one node carrying most primaries freezes) is also frozen;
+refused connections (a dead process or node-local reset) still count, so crashes fail over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+__all__ = ["Doubt", "DoubtSettings", "RoundReport"]
+
+
+@dataclass(frozen=True)
+class DoubtSettings:
+    window_s: float = 10.0
+    min_servers: int = 4
+    failing_share: float = 0.55
+    late_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """One server's round. ``suspect`` counts probes that failed in a way the prober could
+    have caused; ``late_s`` is how much the round overran or started late."""
+
+    server: Hashable
+    at: float
+    probes: int
+    suspect: int
+    late_s: float = 0.0
+
+    @property
+    def failing(self) -> bool:
+        return self.probes > 0 and self.suspect > 0
+
+
+@dataclass
+class Doubt:
+    """Holds each server's latest report; no clock of its own (``at`` is passed in)."""
+
+    settings: DoubtSettings = field(default_factory=DoubtSettings)
+    latest: dict[Hashable, RoundReport] = field(default_factory=dict)
+    last_late_at: float | None = None
+
+    def report(self, report: RoundReport) -> None:
+        self.latest[report.server] = report
+        if report.late_s > self.settings.late_s:
+            self.last_late_at = report.at
+
+    def forget(self, server: Hashable) -> None:
+        self.latest.pop(server, None)
+
+    def round_is_late(self, report: RoundReport) -> bool:
+        """This round's own measurements are untrustworthy (the event loop stalled)."""
+        return report.late_s > self.settings.late_s
+
+    def verdict(self, at: float) -> str | None:
+        """``None`` when the prober trusts itself; else why it does not."""
+        horizon = at - self.settings.window_s
+        recent = [r for r in self.latest.values() if r.at >= horizon]
+        failing = sum(1 for r in recent if r.failing)
+        if len(
+            recent
+        ) >= self.settings.min_servers and failing >= self.settings.failing_share * len(recent):
+            return (
+                f"probes of {failing} of {len(recent)} servers failed at once (timeouts or "
+                f"errors); assuming the prober's own fault"
+            )
+        if self.last_late_at is not None and self.last_late_at >= horizon:
+            return "a probe round ran late (the operator's event loop stalled)"
+        return None
