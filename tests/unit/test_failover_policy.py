@@ -10,11 +10,11 @@ import pytest
 
 from mcp_operator.health.breaker import BreakerPhase
 from mcp_operator.health.failover import (
+    Cancel,
     Decision,
     Failback,
     FailoverPhase,
     FailoverSettings,
-    Cancel,
     Hold,
     InProgress,
     InvalidSwitchover,

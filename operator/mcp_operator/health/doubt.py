@@ -12,12 +12,13 @@ observer's fault than every node's. So, fail-static:
   and at least ``failing_share`` of them saw probes fail in a way the prober could have
   caused (timeouts, resets; *not* refused connections, which come from the pods' kernels);
 * **late round** -- a round that overran its time budget (or started late) by more than
-  ``late_s``: the event loop stalled, and the timeouts it measured are its own.
+  ``late_s``: the event loop stalled, and the timeouts it measured are its own. Judged per
+  round (:meth:`Doubt.round_is_late`): that round is discarded, the next on-time round counts.
 
 While in doubt, callers freeze gate demotions, breaker failures and switching, export the
 ``mcp_operator_prober_doubt`` gauge and post an Event. Doubt ends on its own once the
 latest round of each server no longer meets the condition (each server's newest report
-replaces its older one), and a late round stops counting after ``window_s``.
+replaces its older one).
 
 Trade-off, stated honestly: a fault that truly hits more than ``failing_share`` of all
 servers at once with timeouts (say one node carrying most primaries freezes) is also frozen;
@@ -62,12 +63,9 @@ class Doubt:
 
     settings: DoubtSettings = field(default_factory=DoubtSettings)
     latest: dict[Hashable, RoundReport] = field(default_factory=dict)
-    last_late_at: float | None = None
 
     def report(self, report: RoundReport) -> None:
         self.latest[report.server] = report
-        if report.late_s > self.settings.late_s:
-            self.last_late_at = report.at
 
     def forget(self, server: Hashable) -> None:
         self.latest.pop(server, None)
@@ -88,6 +86,4 @@ class Doubt:
                 f"probes of {failing} of {len(recent)} servers failed at once (timeouts or "
                 f"errors); assuming the prober's own fault"
             )
-        if self.last_late_at is not None and self.last_late_at >= horizon:
-            return "a probe round ran late (the operator's event loop stalled)"
         return None

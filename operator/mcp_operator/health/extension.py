@@ -64,6 +64,9 @@ SWITCHOVER_ANNOTATION = "mcp-operator.dev/switchover"
 PROBES_PER_SERVER = 8
 """Concurrent probes per server: one server's hung pods can only exhaust its own slots."""
 TOKEN_TTL_S = 60.0
+gather = asyncio.gather
+"""Concurrent waits; the closed-loop unit tests swap in a sequential one, which lets them
+drive tens of thousands of rounds without an event loop."""
 ROUND_SLACK_S = 0.25
 
 
@@ -123,6 +126,7 @@ class HealthLoop:
         self.tokens: dict[tuple[str, str], tuple[float, str | None]] = {}
         self.clients: dict[str | None, httpx.AsyncClient] = {}
         self.doubting = False
+        self._settings: tuple[MCPServer, RoundSettings] | None = None
 
     async def run(self) -> None:
         try:
@@ -159,7 +163,7 @@ class HealthLoop:
         overrun = time.monotonic() - started - _budget(server) - ROUND_SLACK_S
         report = RoundReport(
             self.ports.key,
-            time.monotonic(),
+            self.ports.now().timestamp(),
             probes=len(results),
             suspect=sum(1 for r in results.values() if _suspect(r)),
             late_s=max(late_s, overrun),
@@ -180,12 +184,18 @@ class HealthLoop:
             selector=self.ports.selector(),
             backup_scaled_down=self.ports.backup_scaled_down(server),
         )
-        out = run_round(round_settings(server), inp)
+        out = run_round(self.settings(server), inp)
         self.memory = out.memory
         await self.patch_gates(pods, out.gates)
         await self.act(server, inp, out)
         self.metrics(out)
         return out
+
+    def settings(self, server: MCPServer) -> RoundSettings:
+        """Built once per spec (the round runs every second; the spec rarely changes)."""
+        if self._settings is None or self._settings[0] is not server:
+            self._settings = (server, round_settings(server))
+        return self._settings[1]
 
     # -- probing ------------------------------------------------------------------------
 
@@ -216,7 +226,7 @@ class HealthLoop:
             async with self.slots:
                 return _uid(pod), await self.prober(client, target, settings)
 
-        return dict(await asyncio.gather(*(one(p) for p in pods)))
+        return dict(await gather(*(one(p) for p in pods)))
 
     async def secret_value(self, ref: Any, what: str) -> str | None:
         """A Secret key's value, cached for a minute; a missing one is the operator's own
@@ -252,7 +262,7 @@ class HealthLoop:
         """Each patch on its own: a failure is logged and that pod alone is retried next
         round (its remembered gate differs from the pod's, so the round emits it again)."""
         by_uid = {_uid(p): p for p in pods}
-        results = await asyncio.gather(
+        results = await gather(
             *(self.ports.patch_gate(by_uid[p.pod], p) for p in patches), return_exceptions=True
         )
         for patch, result in zip(patches, results, strict=True):
@@ -263,11 +273,14 @@ class HealthLoop:
         before = inp.state
         if out.switch is not None:
             await self.persist(before, out, urgent=True)  # the intent, before the switch
-            try:
-                await self.ports.apply_data_path(server)
-            except ApiError as exc:
-                log.warning("%s/%s: Service apply failed, intent kept: %s", *self.ports.key, exc)
-                return
+            if inp.selector != out.switch.tier:  # else the switch already is a fact
+                try:
+                    await self.ports.apply_data_path(server)
+                except ApiError as exc:
+                    log.warning(
+                        "%s/%s: Service apply failed, intent kept: %s", *self.ports.key, exc
+                    )
+                    return
             state, event = complete_switch(out.state, out.switch, self.ports.now())
             completed = replace(out, state=state)
             await self.persist(out.state, completed, urgent=True)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
@@ -282,14 +282,14 @@ def _await_scale_up(
 ) -> Decision:
     if not settings.enabled and record.kind != "switchover":
         return Cancel("cold backup scale-up cancelled: failover is disabled; scaling back down")
-    if _healthy(settings, observed, "backup"):
-        return SwitchTo("backup", "cold backup is up and healthy", record.kind)
     waited = (now - record.started).total_seconds()
     if waited >= settings.scale_up_timeout_s:
         return Cancel(
             f"cold backup not healthy within {settings.scale_up_timeout_s:.0f}s of its "
             "scale-up; giving up and scaling it back down"
         )
+    if _healthy(settings, observed, "backup"):
+        return SwitchTo("backup", "cold backup is up and healthy", record.kind)
     if record.kind == "failover" and _healthy(settings, observed, "primary"):
         return Cancel("primary recovered while the cold backup was scaling; scaling it back down")
     return ScaleUpBackup(
@@ -308,13 +308,31 @@ def _switchover(
     if stale:
         return _reject(f"switchover rejected: {stale}", value)
     record = observed.in_progress
-    if tier == observed.active and (record is None or record.target == tier):
+    if record is not None and record.target == tier:
+        return _adopt(settings, observed, record, value, now)
+    if tier == observed.active:
         return _reject(f"switchover rejected: {tier} is already active", value)
     if _healthy(settings, observed, tier):
         return SwitchTo(tier, f"switchover to {tier} requested", "switchover", value)
     if tier == "backup" and _cold_backup(settings, observed):
         return ScaleUpBackup("switchover to the cold backup: scaling it first", "switchover", value)
     return _reject(f"switchover rejected: {tier} is not healthy", value)
+
+
+def _adopt(
+    settings: FailoverSettings, observed: Observed, record: InProgress, value: str, now: datetime
+) -> Decision:
+    """A switchover towards the tier a record is already moving to: the record carries on,
+    and its outcome is also the order's (recorded as processed either way)."""
+    if record.phase is FailoverPhase.INTENT:
+        decision = _complete_intent(settings, observed, record, now)
+    else:
+        decision = _await_scale_up(settings, observed, record, now)
+    if isinstance(decision, SwitchTo | ScaleUpBackup):
+        return replace(decision, switchover=value)
+    if isinstance(decision, Cancel):
+        return replace(decision, rejected_switchover=value)
+    return _reject(f"switchover rejected: {getattr(decision, 'reason', '')}", value)
 
 
 def _reject(reason: str, value: str) -> Decision:

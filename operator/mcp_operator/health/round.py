@@ -182,7 +182,13 @@ def run_round(settings: RoundSettings, inp: RoundInput) -> RoundOutput:
             replace(state, primary=health) if tier == "primary" else replace(state, backup=health)
         )
     decision = _decide(settings, inp, state, verdicts)
-    state, events, switch, rerender = _act(state, decision, inp)
+    events: list[Event] = []
+    if isinstance(decision, failover.Stay) and decision.rejected_switchover and state.record.open:
+        # A refused order is recorded, and the open record still advances this round.
+        state, events, _, _ = _act(state, decision, inp)
+        decision = _decide(settings, replace(inp, switchover=None), state, verdicts)
+    state, more, switch, rerender = _act(state, decision, inp)
+    events += more
     conditions = _conditions(settings, inp, state, verdicts, decision)
     return RoundOutput(
         state=state,
@@ -278,9 +284,12 @@ def _fold_tier(
     idle = tier == "backup" and (inp.backup_scaled_down or not settings.backup_enabled)
     if idle:
         # Forget a scaled-down tier's verdict, so it is judged afresh when it starts again.
-        unchanged = replace(old, changed_at=None) == TierHealth()
-        fresh = TierHealth(changed_at=old.changed_at if unchanged else inp.now)
-        return fresh, TierRound(ok=None, healthy=0, unhealthy=0, misconfigured=0)
+        fresh = TierHealth()
+        if _same_health(old, fresh):
+            return old, TierRound(ok=None, healthy=0, unhealthy=0, misconfigured=0)
+        return replace(fresh, changed_at=inp.now), TierRound(
+            ok=None, healthy=0, unhealthy=0, misconfigured=0
+        )
     results = [p.result for p in inp.pods if p.tier == tier and p.result is not None]
     if inp.probe_error is not None:
         results = []
@@ -306,11 +315,27 @@ def _fold_tier(
         era=next((r.era for r in results if r.era), old.era),
         changed_at=old.changed_at,
     )
-    if new != old:
-        new = replace(new, changed_at=inp.now)
-    if replace(new, changed_at=None) == replace(old, changed_at=None):
-        new = old
-    return new, replace(verdict, ok=ok)
+    if _same_health(new, old):
+        return old, _this_round(verdict, inp)
+    return replace(new, changed_at=inp.now), _this_round(verdict, inp)
+
+
+def _this_round(verdict: TierRound, inp: RoundInput) -> TierRound:
+    """The round's verdict as a switch target sees it: a failed round is failed even for a
+    tier that was never healthy (the breaker forgives that as "still starting"; a switch
+    must not), and nothing counts while the prober doubts itself."""
+    return replace(verdict, ok=None) if inp.doubt is not None else verdict
+
+
+def _same_health(a: TierHealth, b: TierHealth) -> bool:
+    """Equal but for ``changed_at`` (written only when something else changes)."""
+    return (a.breaker, a.healthy, a.healthy_pods, a.last_error, a.era) == (
+        b.breaker,
+        b.healthy,
+        b.healthy_pods,
+        b.last_error,
+        b.era,
+    )
 
 
 # -- failover ---------------------------------------------------------------------------

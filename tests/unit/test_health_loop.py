@@ -1,0 +1,419 @@
+"""The health loop as a CLOSED LOOP: the real HealthLoop against a fake API and clock, with
+scripted probe outcomes; every decision (gate, intent, Service selector, cold scale-up) is
+fed into the next round. Stories a user would notice, then seeded random fault schedules
+checking invariants (see ``health_sim`` for the world)."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import timedelta
+
+from mcp_operator.health.round import HealthState, Record, TierHealth
+from tests.unit.health_sim import (
+    START,
+    Faults,
+    Operator,
+    World,
+    record_open,
+    server,
+    set_tier,
+    tier_failed,
+)
+
+
+def started(**spec: object) -> tuple[World, Operator]:
+    world = World(server(**spec))
+    op = Operator(world)
+    op.settle(4)
+    return world, op
+
+
+def reasons(world: World) -> list[str]:
+    return [e.reason for e in world.events]
+
+
+# -- gates -----------------------------------------------------------------------------
+
+
+def test_new_pods_serve_on_their_first_good_probe() -> None:
+    world = World(server())
+    op = Operator(world)
+    op.round()
+    assert all(world.gate(n) for n in world.pods), world.pods
+
+
+def test_a_freeze_shorter_than_the_threshold_gates_nothing_out() -> None:
+    world, op = started(health={"failureThreshold": 3})
+    set_tier(world, "primary", "timeout")
+    op.settle(2)
+    assert sorted(world.serving("primary")) == sorted(world.tier_pods("primary"))
+    set_tier(world, "primary", "ok")
+    op.settle(3)
+    assert world.selector == "primary" and world.persisted.record.phase == "Idle"
+
+
+def test_one_pod_timing_out_leaves_after_the_threshold_and_its_sibling_serves() -> None:
+    world, op = started(health={"failureThreshold": 3})
+    bad, good = world.tier_pods("primary")
+    world.health[bad] = "timeout"
+    op.settle(2)
+    assert world.gate(bad) is True  # two failures: still serving
+    op.round()
+    assert world.gate(bad) is False and world.gate(good) is True
+    assert world.selector == "primary"  # min healthy 1: the tier is fine
+
+
+def test_a_refused_connection_gates_the_pod_out_at_once() -> None:
+    world, op = started(health={"failureThreshold": 3})
+    dead = world.tier_pods("primary")[0]
+    world.health[dead] = "refused"
+    op.round()
+    assert world.gate(dead) is False
+
+
+def test_a_recovered_pod_needs_success_threshold_unless_its_tier_has_none() -> None:
+    world, op = started(health={"failureThreshold": 1, "successThreshold": 3})
+    one, _two = world.tier_pods("primary")
+    world.health[one] = "refused"
+    op.round()
+    world.health[one] = "ok"
+    op.settle(2)
+    assert world.gate(one) is False  # two good probes of three: sibling carries traffic
+    op.round()
+    assert world.gate(one) is True
+    # Whole tier out: the first good probe readies it (nothing left to protect).
+    set_tier(world, "backup", "refused")
+    op.round()
+    set_tier(world, "backup", "ok")
+    op.round()
+    assert world.serving("backup")
+
+
+def test_a_failed_gate_patch_retries_only_that_pod() -> None:
+    world, op = started(health={"failureThreshold": 1})
+    one, two = world.tier_pods("primary")
+    world.health[one] = world.health[two] = "refused"
+    world.faults = Faults(gate_patch={one})
+    op.round()
+    assert world.gate(one) is True and world.gate(two) is False
+    op.round()
+    assert world.gate(one) is False
+
+
+def test_a_late_round_freezes_gates_and_switching() -> None:
+    world, op = started(health={"failureThreshold": 1})
+    set_tier(world, "primary", "timeout")
+    world.faults = Faults(late=True)
+    op.round()
+    assert world.serving("primary") and world.selector == "primary"
+    assert "ProberDoubt" in reasons(world)
+    op.settle(3)
+    assert world.selector == "backup"
+    assert "ProberTrusted" in reasons(world)
+
+
+# -- auth and the operator's own errors ----------------------------------------------------
+
+
+def test_an_oauth_server_serves_and_is_reported_unverified_not_failed_over() -> None:
+    world = World(server())
+    for name in world.pods:
+        world.health[name] = "unverified"
+    op = Operator(world)
+    op.settle(10)
+    assert all(world.gate(n) for n in world.pods)
+    assert world.selector == "primary" and world.persisted.record.phase == "Idle"
+    out = op.round()
+    assert out is not None
+    verified = next(c for c in out.conditions if c.type == "Verified")
+    assert (verified.status, verified.reason) == ("False", "AuthenticationRequired")
+    assert "bearerTokenSecretRef" in verified.message
+    misconfigured = next(c for c in out.conditions if c.type == "Misconfigured")
+    assert misconfigured.status == "False"
+
+
+def test_a_missing_token_secret_is_misconfigured_and_holds_everything() -> None:
+    world, op = started(health={"bearerTokenSecretRef": {"name": "t", "key": "k"}})
+    set_tier(world, "primary", "refused")  # would fail over, but nothing is probed
+    op.loop.tokens.clear()  # the Secret was deleted more than a minute (the cache) ago
+    for _ in range(4):
+        world.faults = Faults(token_missing=True)
+        out = op.round()
+    assert out is not None
+    misconfigured = next(c for c in out.conditions if c.type == "Misconfigured")
+    assert misconfigured.status == "True" and "t/k" in misconfigured.message
+    assert world.selector == "primary" and world.serving("primary")
+
+
+# -- failover records ---------------------------------------------------------------------
+
+
+def test_killed_primary_fails_over_then_fails_back_after_cooldown() -> None:
+    world, op = started()
+    set_tier(world, "primary", "refused")
+    op.settle(2)  # failure threshold 2
+    assert world.selector == "backup" and world.persisted.active == "backup"
+    assert world.persisted.record.phase == "Switched" and "FailedOver" in reasons(world)
+    set_tier(world, "primary", "ok")
+    op.settle(12)
+    assert world.selector == "primary" and "FailedBack" in reasons(world)
+
+
+def test_no_switch_to_a_backup_that_failed_this_round() -> None:
+    world, op = started(health={"failureThreshold": 1})
+    set_tier(world, "primary", "refused")
+    set_tier(world, "backup", "timeout")  # one bad round: its breaker is still closed
+    op.round()
+    assert world.selector == "primary"
+
+
+def test_cold_scale_up_cancelled_when_the_primary_recovers_scales_back_down() -> None:
+    world, op = started(backup={"standby": "cold"}, failover={"coldStartTimeoutSeconds": 30})
+    assert not world.tier_pods("backup")
+    set_tier(world, "primary", "timeout")
+    op.settle(2)
+    assert world.persisted.record.phase == "ScalingBackup" and world.tier_pods("backup")
+    set_tier(world, "backup", "timeout")  # the new backup is slow to start
+    set_tier(world, "primary", "ok")
+    op.settle(4)
+    assert world.persisted.record.phase == "Cancelled"
+    assert not world.tier_pods("backup")  # scaled back down
+    set_tier(world, "backup", "ok")
+    op.settle(10)
+    assert world.selector == "primary"  # the abandoned scale-up never switches later
+    assert "FailoverCancelled" in reasons(world)
+
+
+def test_disabling_failover_cancels_a_pending_scale_up() -> None:
+    world, op = started(backup={"standby": "cold"})
+    set_tier(world, "primary", "timeout")
+    op.settle(2)
+    assert world.persisted.record.phase == "ScalingBackup"
+    world.spec = server(backup={"standby": "cold"}, failover={"enabled": False})
+    op.round()
+    assert world.persisted.record.phase == "Cancelled" and not world.tier_pods("backup")
+
+
+def test_service_apply_failure_keeps_the_intent_and_a_later_round_completes_it() -> None:
+    world, op = started()
+    set_tier(world, "primary", "refused")
+    op.round()
+    world.faults = Faults(apply=True)
+    op.round()
+    assert world.persisted.record.phase == "Intent" and world.selector == "primary"
+    op.round()
+    assert world.selector == "backup" and world.persisted.record.phase == "Switched"
+
+
+def test_crash_after_the_service_apply_never_flips_the_selector_back() -> None:
+    world, op = started()
+    set_tier(world, "primary", "refused")
+    op.round()
+    world.faults = Faults(crash_after_apply=True)
+    op.round()
+    assert world.selector == "backup" and world.persisted.record.phase == "Intent"
+    set_tier(world, "backup", "timeout")  # even a bad backup round: the switch is a fact
+    op.round()
+    assert world.persisted.record.phase == "Switched" and world.persisted.active == "backup"
+    assert [t for _, t in world.selector_changes] == ["backup"]
+
+
+def test_an_intent_left_by_a_long_outage_expires() -> None:
+    world, op = started()
+    world.persisted = world.memory_state = HealthState(
+        record=Record(phase="Intent", target="backup", kind="failover", started_at=START)
+    )
+    world.now = START + timedelta(minutes=5)
+    set_tier(world, "backup", "ok")
+    op.crash()
+    op.round()
+    assert world.persisted.record.phase == "Cancelled"
+    assert "expired" in (world.persisted.record.reason or "")
+
+
+def test_a_stale_switchover_is_not_replayed_after_status_loss() -> None:
+    world, op = started()
+    world.annotation = "backup@2026-11-30T11:00:00Z"  # processed long ago
+    world.persisted = world.memory_state = HealthState()  # status lost
+    op.crash()
+    op.settle(2)
+    assert world.selector == "primary"
+    assert "SwitchoverRejected" in reasons(world)
+    assert world.persisted.record.last_switchover == world.annotation
+
+
+def test_a_switchover_during_a_scale_up_is_decided_not_dropped() -> None:
+    world, op = started(backup={"standby": "cold"}, failover={"coldStartTimeoutSeconds": 60})
+    set_tier(world, "primary", "timeout")
+    op.settle(2)
+    set_tier(world, "backup", "timeout")
+    world.annotation = "primary@2026-11-30T12:00:03Z"
+    op.round()
+    assert "SwitchoverRejected" in reasons(world)  # primary is failing: said so
+
+
+def test_backup_disabled_is_a_single_tier_that_never_switches() -> None:
+    world, op = started(backup={"enabled": False})
+    assert not world.tier_pods("backup")
+    set_tier(world, "primary", "refused")
+    op.settle(6)
+    assert world.selector == "primary" and world.persisted.record.phase == "Idle"
+
+
+def test_steady_state_writes_nothing() -> None:
+    world, op = started()
+    op.settle(30)  # cooldowns and breakers settle
+    before = world.changed_writes
+    op.settle(50)
+    assert world.changed_writes == before
+
+
+# -- seeded random fault schedules --------------------------------------------------------
+
+SCHEDULES = 10_000
+ROUNDS = 7
+SETTLE = 8
+
+
+def _random_spec(rng: random.Random) -> dict[str, object]:
+    return {
+        "primary": {"replicas": rng.choice([1, 2])},
+        "backup": {
+            "standby": rng.choice(["hot", "cold"]),
+            "enabled": rng.random() > 0.1,
+        },
+        "health": {
+            "failureThreshold": rng.choice([1, 2, 3]),
+            "successThreshold": rng.choice([1, 2]),
+        },
+        "failover": {
+            "enabled": rng.random() > 0.2,
+            "failback": rng.choice(["Automatic", "Manual"]),
+            "cooldownSeconds": rng.choice([0, 2, 5]),
+            "coldStartTimeoutSeconds": 5,
+        },
+    }
+
+
+def _random_start(world: World, rng: random.Random) -> None:
+    """Begin from an arbitrary reachable persisted situation, as a restarted operator would
+    find it (the Service selects the active tier, or an intent's target it already got)."""
+    phase = rng.choice(["Idle", "Idle", "Intent", "ScalingBackup", "Switched", "Cancelled"])
+    active = rng.choice(["primary", "backup"])
+    if phase == "ScalingBackup":
+        active = "primary"
+    other = "backup" if active == "primary" else "primary"
+    record = Record(
+        phase=phase,  # type: ignore[arg-type]
+        target=other if phase in ("Intent", "ScalingBackup") else active,  # type: ignore[arg-type]
+        kind=rng.choice(["failover", "failback", "switchover"]),
+        started_at=START - timedelta(seconds=rng.choice([0, 3, 30, 300])),
+    )
+    primary = TierHealth(healthy=True) if rng.random() < 0.5 else TierHealth()
+    backup = TierHealth(healthy=True) if rng.random() < 0.5 else TierHealth()
+    state = HealthState(active=active, primary=primary, backup=backup, record=record)  # type: ignore[arg-type]
+    world.persisted = world.memory_state = state
+    choices = [active, other] if phase == "Intent" else [active]
+    world.selector = rng.choice(choices) if world.spec.spec.backup.enabled else "primary"  # type: ignore[assignment]
+    world.converge_backup()
+
+
+def _random_faults(rng: random.Random, world: World) -> Faults:
+    pods = list(world.pods)
+    return Faults(
+        status_write=rng.random() < 0.08,
+        apply=rng.random() < 0.1,
+        gate_patch={p for p in pods if rng.random() < 0.05},
+        crash_after_write=rng.random() < 0.05,
+        crash_after_apply=rng.random() < 0.05,
+        late=rng.random() < 0.05,
+    )
+
+
+def _check_round(
+    world: World,
+    before_selector: str,
+    faults: Faults,
+    failed: dict[str, bool],
+    probed: dict[str, str],
+) -> None:
+    spec = world.spec.spec
+    if world.selector != before_selector:
+        assert not failed[world.selector], ("switched to a tier that failed this round", world)
+        kinds = [e.reason for e in world.events[-4:]]
+        if not spec.failover.enabled and world.annotation is None:
+            assert "FailedOver" not in kinds and "FailedBack" not in kinds, world
+    # No healthy tier fully gated out (when nothing interfered with the gate patches).
+    if not faults.late and not faults.gate_patch:
+        for tier in ("primary", "backup"):
+            names = [n for n in world.tier_pods(tier) if n in probed]  # type: ignore[arg-type]
+            if any(probed[n] in ("ok", "unverified") for n in names):
+                assert world.serving(tier), (tier, probed, world)  # type: ignore[arg-type]
+    # No unbounded record.
+    record = world.persisted.record
+    # (A refused status write keeps whatever was persisted: the close waits for a write.)
+    interfered = faults.status_write or faults.crash_after_write or faults.crash_after_apply
+    if record_open(world.persisted) and record.started_at is not None and not interfered:
+        limit = 60 if record.phase == "Intent" else spec.failover.cold_start_timeout_seconds
+        age = (world.now - record.started_at).total_seconds()
+        # One round late at most: a new switchover annotation is decided first (one round).
+        assert age <= limit + 2 * spec.health.interval_seconds, (age, world)
+
+
+def run_schedule(seed: int) -> None:
+    rng = random.Random(seed)
+    world = World(server(**_random_spec(rng)))
+    _random_start(world, rng)
+    op = Operator(world)
+    if rng.random() < 0.3:
+        world.annotation = rng.choice(
+            ["backup@2026-11-30T12:00:01Z", "primary@2026-11-30T12:00:02Z", "junk"]
+        )
+    for _ in range(ROUNDS):
+        for tier in ("primary", "backup"):
+            for name in world.tier_pods(tier):  # type: ignore[arg-type]
+                world.health[name] = rng.choice(["ok", "ok", "timeout", "refused", "unverified"])
+        world.faults = _random_faults(rng, world)
+        faults = world.faults
+        failed = {t: tier_failed(world, t) for t in ("primary", "backup")}  # type: ignore[arg-type]
+        if rng.random() < 0.3 and not faults.apply:
+            op.reconcile()
+        selector, probed = world.selector, dict(world.health)
+        op.round()
+        _check_round(world, selector, faults, failed, probed)
+        if rng.random() < 0.1:
+            world.now += timedelta(seconds=rng.choice([30, 90]))  # the operator was away
+    # Faults stop; the world heals: every record must close, the Service match status.
+    for name in world.pods:
+        world.health[name] = "ok"
+    for _ in range(SETTLE):
+        op.reconcile()
+        selector, probed = world.selector, dict(world.health)
+        failed = {t: tier_failed(world, t) for t in ("primary", "backup")}  # type: ignore[arg-type]
+        op.round()
+        _check_round(world, selector, Faults(), failed, probed)
+        for name in world.pods:
+            world.health.setdefault(name, "ok")
+    assert not record_open(world.persisted), world.persisted.record
+    expected = world.persisted.active if world.spec.spec.backup.enabled else "primary"
+    assert world.selector == expected, (world.selector, world.persisted)
+    opened = sum(
+        1 for e in world.events if e.reason in ("ScalingBackup",)
+    )  # a scale-up always ends in a switch or a cancel
+    closed = sum(
+        1
+        for e in world.events
+        if e.reason in ("FailedOver", "FailedBack", "SwitchedOver", "FailoverCancelled")
+    )
+    assert closed >= opened or not opened, reasons(world)
+
+
+def test_random_fault_schedules_keep_the_invariants() -> None:
+    """≥10,000 seeded schedules: no switch to a tier that failed this round; no healthy
+    tier fully gated out; records always close and never outlive their limit; enabled:false
+    never switches on its own; the Service ends where the status says."""
+    started_at = time.monotonic()
+    for seed in range(SCHEDULES):
+        run_schedule(seed)
+    print(f"{SCHEDULES} schedules in {time.monotonic() - started_at:.1f}s")
