@@ -315,14 +315,25 @@ def test_both_tiers_down_is_no_healthy_tier_without_flapping(
     assert count <= 1  # at most the failover that raced the backup's own breaker
 
 
-def test_unauthorized_probe_is_misconfiguration_not_failover(
+def test_oauth_protected_server_is_served_and_reported_unverified(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
+    """Issue 8: a server answering 401 + WWW-Authenticate to the token-less probe (the MCP
+    authorization spec's normal case) used to be gated out for ever. Its process is up:
+    its pods serve, a condition says health could not be verified, and nothing fails over."""
     env = [{"name": "EXAMPLE_REQUIRE_TOKEN", "value": "x"}]
     apply(kubectl, fast_server(unique_ns, env=env))
-    obj = wait_condition(kubectl, unique_ns, NAME, "Misconfigured", "True", timeout=60)
-    message = condition(obj, "Misconfigured")["message"]  # type: ignore[index]
-    assert "401" in message or "unauthor" in message.lower(), message
+    obj = wait_condition(kubectl, unique_ns, NAME, "Ready", "True", timeout=60)
+    obj = wait_condition(kubectl, unique_ns, NAME, "Verified", "False", timeout=30)
+    verified = condition(obj, "Verified")
+    assert verified is not None and verified["reason"] == "AuthenticationRequired", verified
+    assert "bearerTokenSecretRef" in verified["message"]
+    primary = tier_ips(kubectl, unique_ns, "primary")
+    wait_for(
+        lambda: ready_endpoint_ips(kubectl, unique_ns) == primary,
+        timeout=15,
+        what=f"ready endpoints == primary {primary}",
+    )
     deadline = time.monotonic() + 8  # 8 rounds, 4x the failure threshold
     while time.monotonic() < deadline:
         status = get_server(kubectl, unique_ns, NAME)["status"]
@@ -332,8 +343,57 @@ def test_unauthorized_probe_is_misconfiguration_not_failover(
             assert status["tiers"][tier]["breaker"]["phase"] == "closed", status["tiers"]
         time.sleep(0.5)
     assert stable_selector_tier(kubectl, unique_ns, NAME) == "primary"
+    assert ready_endpoint_ips(kubectl, unique_ns) == primary
     assert not events(kubectl, unique_ns, "FailedOver")
-    assert condition(get_server(kubectl, unique_ns, NAME), "Misconfigured")["status"] == "True"  # type: ignore[index]
+    assert condition(get_server(kubectl, unique_ns, NAME), "Misconfigured")["status"] == "False"  # type: ignore[index]
+
+
+def test_missing_token_secret_is_misconfigured_and_keeps_serving(
+    op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
+) -> None:
+    """Only the operator's own probe errors are Misconfigured; gates hold meanwhile."""
+    primary, _ = start_healthy(kubectl, unique_ns)
+    kubectl("create", "secret", "generic", "probe-token", "-n", unique_ns, "--from-literal=t=abc")
+    ref = {"name": "probe-token", "key": "t"}
+    apply(kubectl, fast_server(unique_ns, health={"bearerTokenSecretRef": ref}))
+    wait_condition(kubectl, unique_ns, NAME, "Reconciled", "True", timeout=30)
+    kubectl("delete", "secret", "probe-token", "-n", unique_ns)
+    obj = wait_condition(kubectl, unique_ns, NAME, "Misconfigured", "True", timeout=90)
+    assert "probe-token/t" in condition(obj, "Misconfigured")["message"]  # type: ignore[index]
+    assert ready_endpoint_ips(kubectl, unique_ns) == primary
+    assert stable_selector_tier(kubectl, unique_ns, NAME) == "primary"
+
+
+def test_reconcile_failure_does_not_stop_failover(
+    op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
+) -> None:
+    """Issue 8: the health loop used to stop whenever the last reconcile was not Applied.
+    A spec edit referencing a missing ConfigMap (MissingReference: nothing applied) must
+    not stop probing, gating or failover."""
+    primary, backup = start_healthy(kubectl, unique_ns)
+    env = [
+        {
+            "name": "FROM_MISSING",
+            "valueFrom": {"configMapKeyRef": {"name": "does-not-exist", "key": "k"}},
+        }
+    ]
+    apply(kubectl, fast_server(unique_ns, env=env))
+    wait_for(
+        lambda: (
+            (condition(get_server(kubectl, unique_ns, NAME), "Reconciled") or {}).get("reason")
+            == "MissingReference"
+        ),
+        timeout=30,
+        what="Reconciled=False MissingReference",
+    )
+    with kept_dead(node_agent.pid, primary) as dead:
+        switched = wait_selector(kubectl, unique_ns, "backup", timeout=30)
+        assert switched - dead["first_kill"] < 8
+        wait_for(
+            lambda: ready_endpoint_ips(kubectl, unique_ns) == backup,
+            timeout=15,
+            what=f"ready endpoints == backup {backup}",
+        )
 
 
 @pytest.mark.parametrize("died", ["before-switch", "after-switch"])

@@ -22,6 +22,7 @@ ORDER = (
     "BackupHealthy",
     "FailedOver",
     "Misconfigured",
+    "Verified",
     "KeysReady",
     "CacheReady",
     "MonitoringReady",

@@ -199,7 +199,10 @@ class ServerWorker:
         desired = render(server, self.render_context())
         live = self.shared.index.children(self.key)
         backup = ("Deployment", f"{self.key[1]}-backup")
-        wanted = {("Service", self.key[1])} | ({backup} if backup in live else set())
+        # The backup Deployment only when the last reconcile applied: rendered from a spec
+        # that cannot be applied (a missing ConfigMap) it would start a broken rollout.
+        scale = backup in live and self.outcome.ok
+        wanted = {("Service", self.key[1])} | ({backup} if scale else set())
         for obj in desired:
             if _child_key(obj) in wanted and not _is_current(obj, live.get(_child_key(obj))):
                 result = await self.shared.client.apply(obj)
