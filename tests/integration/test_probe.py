@@ -259,14 +259,14 @@ async def test_mcp23_server_also_serves_the_legacy_handshake(
     assert server.sessions() == 0
 
 
-async def test_real_server_with_no_common_version_is_misconfigured(
+async def test_real_server_with_no_common_version_is_unverified(
     spawn: Spawn, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A probe that only spoke a future revision: the 2.3 server's -32022 names 2026-07-28."""
     monkeypatch.setattr(probe_module, "MODERN_VERSIONS", ("2099-01-01",))
     server = spawn()
     result = await probe(client, ProbeTarget(server.url))
-    assert result.outcome is Outcome.MISCONFIGURED, result
+    assert result.outcome is Outcome.UNVERIFIED, result
     assert "2026-07-28" in result.detail
 
 
@@ -278,8 +278,10 @@ async def test_bearer_token(
     missing = await probe(client, ProbeTarget(server.url))
     wrong = await probe(client, ProbeTarget(server.url, bearer_token=TOKEN[::-1]))
     right = await probe(client, ProbeTarget(server.url, bearer_token=TOKEN))
-    assert missing.outcome is Outcome.MISCONFIGURED and "401" in missing.detail
-    assert wrong.outcome is Outcome.MISCONFIGURED
+    # 401 with a challenge: the process is up, MCP health just cannot be verified.
+    assert missing.outcome is Outcome.UNVERIFIED and "401" in missing.detail, missing
+    assert missing.challenge and "bearerTokenSecretRef" in missing.detail
+    assert wrong.outcome is Outcome.UNVERIFIED
     assert right.outcome is Outcome.HEALTHY, right
     for result in (missing, wrong, right):
         assert TOKEN not in result.detail and TOKEN[::-1] not in result.detail
@@ -288,13 +290,13 @@ async def test_bearer_token(
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
-async def test_wrong_host_is_misconfigured(
+async def test_wrong_host_is_unverified(
     spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
 ) -> None:
     """The SDK's loopback default allowlist answers 421 for any other Host."""
     server = spawn(python=mcp1_python if legacy else sys.executable)
     wrong = await probe(client, ProbeTarget(server.url, host_header="mcp.example.com"))
-    assert wrong.outcome is Outcome.MISCONFIGURED and "421" in wrong.detail, wrong
+    assert wrong.outcome is Outcome.UNVERIFIED and "421" in wrong.detail, wrong
     allowed = await probe(client, ProbeTarget(server.url, host_header=f"localhost:{server.port}"))
     assert allowed.outcome is Outcome.HEALTHY, allowed
     assert server.sessions() == 0
@@ -304,7 +306,7 @@ async def test_host_override_reaches_a_configured_allowlist(
     spawn: Spawn, client: httpx.AsyncClient
 ) -> None:
     server = spawn("--allowed-host", "mcp.example.com")
-    assert (await probe(client, ProbeTarget(server.url))).outcome is Outcome.MISCONFIGURED
+    assert (await probe(client, ProbeTarget(server.url))).outcome is Outcome.UNVERIFIED
     target = ProbeTarget(server.url, host_header="mcp.example.com")
     assert (await probe(client, target)).outcome is Outcome.HEALTHY
 
@@ -324,9 +326,10 @@ async def test_stopped_server_times_out_within_budget(
     assert result.duration_s <= FAST.budget_s + FAST.cleanup_timeout_s + 0.25
 
 
-async def test_dead_port_is_unhealthy(client: httpx.AsyncClient) -> None:
+async def test_dead_port_is_unhealthy_and_refused(client: httpx.AsyncClient) -> None:
     result = await probe(client, ProbeTarget(f"http://127.0.0.1:{_free_port()}/mcp"), FAST)
     assert result.outcome is Outcome.UNHEALTHY and "ConnectError" in result.detail, result
+    assert result.refused, result  # decisive evidence for the pod's gate
     assert result.duration_s < 1.0
 
 
@@ -446,9 +449,41 @@ async def test_modern_request_format() -> None:
     assert "name" in meta["io.modelcontextprotocol/clientInfo"]
 
 
-async def test_no_common_version_is_misconfigured() -> None:
+async def test_no_common_version_is_unverified() -> None:
     result = await _scripted(lambda r: _unsupported(r, ["2099-01-01"]))
-    assert result.outcome is Outcome.MISCONFIGURED and "no common protocol version" in result.detail
+    assert result.outcome is Outcome.UNVERIFIED and "no common protocol version" in result.detail
+
+
+async def test_jsonrpc_error_to_discover_falls_back_to_initialize() -> None:
+    """A 200 carrying a JSON-RPC error (e.g. -32601 from a server that predates
+    server/discover): the SDK falls back to initialize, so does the probe."""
+    log: list[str] = []
+    legacy = _legacy_handler(log)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = _rpc(request)
+        if body.get("method") == "server/discover":
+            error = {"code": -32601, "message": "Method not found"}
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "error": error})
+        return legacy(request)
+
+    result = await _scripted(handle)
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "legacy"), result
+
+
+async def test_custom_headers_are_sent_and_stay_out_of_repr() -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = _rpc(request)
+        result = {"supportedVersions": ["2026-07-28"], "capabilities": {}}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
+
+    target = ProbeTarget("http://pod/mcp", headers={"X-Tenant": "blue", "X-Api-Key": TOKEN})
+    assert (await _scripted(handle, target)).outcome is Outcome.HEALTHY
+    assert seen[0].headers["x-tenant"] == "blue" and seen[0].headers["x-api-key"] == TOKEN
+    assert TOKEN not in repr(target)
 
 
 async def test_handshake_only_supported_list_falls_back_to_legacy() -> None:
@@ -522,7 +557,7 @@ async def test_secrets_never_reach_the_detail() -> None:
 
     target = ProbeTarget("http://user:hunter2@pod/mcp", bearer_token=TOKEN)
     result = await _scripted(handle, target)
-    assert result.outcome is Outcome.MISCONFIGURED
+    assert result.outcome is Outcome.UNVERIFIED
     assert TOKEN not in result.detail and "hunter2" not in result.detail
 
 
@@ -541,7 +576,7 @@ async def test_invalid_target_is_misconfigured_and_quiet(target: ProbeTarget) ->
     assert "ecret" not in result.detail
 
 
-async def test_redirect_is_misconfigured_not_followed() -> None:
+async def test_redirect_is_unverified_not_followed() -> None:
     seen: list[str] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -549,7 +584,7 @@ async def test_redirect_is_misconfigured_not_followed() -> None:
         return httpx.Response(307, headers={"location": "http://elsewhere/mcp/"})
 
     result = await _scripted(handle)
-    assert result.outcome is Outcome.MISCONFIGURED and "'/mcp/'" in result.detail, result
+    assert result.outcome is Outcome.UNVERIFIED and "'/mcp/'" in result.detail, result
     assert seen == ["/mcp"]
 
 

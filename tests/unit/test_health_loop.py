@@ -417,3 +417,23 @@ def test_random_fault_schedules_keep_the_invariants() -> None:
     for seed in range(SCHEDULES):
         run_schedule(seed)
     print(f"{SCHEDULES} schedules in {time.monotonic() - started_at:.1f}s")
+
+
+def test_each_pod_is_probed_as_it_was_created() -> None:
+    """A spec.port/path change rolls out new pods; old ones keep being probed at the port
+    and path they serve (their container port and the renderer's stamp), so the rollout
+    gates nothing out."""
+    from mcp_operator.health.extension import pod_url
+    from mcp_operator.render import RenderContext, render
+    from mcp_operator.render.meta import PROBE_PATH_ANNOTATION, PROBE_SCHEME_ANNOTATION
+
+    old = server(port=8080, path="/mcp")
+    new = server(port=9000, path="/v2/mcp", health={"scheme": "https"})
+    deployment = next(o for o in render(old, RenderContext()) if o["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"][PROBE_PATH_ANNOTATION] == "/mcp"
+    assert template["metadata"]["annotations"][PROBE_SCHEME_ANNOTATION] == "http"
+    pod = {**template, "status": {"podIP": "10.1.2.3"}}
+    assert pod_url(pod, new) == "http://10.1.2.3:8080/mcp"  # probed as created
+    bare = {"metadata": {"name": "p"}, "spec": {}, "status": {"podIP": "10.1.2.3"}}
+    assert pod_url(bare, new) == "https://10.1.2.3:9000/v2/mcp"  # no stamp: the spec

@@ -548,5 +548,8 @@ def _redact(detail: str, target: ProbeTarget) -> str:
     """Strip anything secret from a human-readable detail, and bound its length."""
     if target.bearer_token:
         detail = detail.replace(target.bearer_token, "***")
+    for value in target.headers.values():  # user headers may carry API keys
+        if len(value) >= 4:
+            detail = detail.replace(value, "***")
     detail = _USERINFO.sub("//***@", detail)
     return detail[:_MAX_DETAIL]
