@@ -633,7 +633,7 @@ class Condition(StatusModel):
 
     type: str = Field(max_length=316)
     """Condition type: Ready, Reconciled, PrimaryHealthy, BackupHealthy, FailedOver,
-    Misconfigured (see docs/conditions.md)."""
+    Misconfigured, Verified (see docs/conditions.md)."""
     status: Literal["True", "False", "Unknown"]
     """True, False or Unknown. For FailedOver and Misconfigured, True is the bad news."""
     reason: str = Field(min_length=1, max_length=1024)
@@ -767,7 +767,8 @@ class MCPServerStatus(StatusModel):
     cache: CacheStatus = Field(default_factory=CacheStatus)
     """The cache (later issue)."""
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready (summary), Reconciled, PrimaryHealthy, BackupHealthy, FailedOver, Misconfigured."""
+    """Ready (summary), Reconciled, PrimaryHealthy, BackupHealthy, FailedOver, Misconfigured,
+    Verified."""
 
 
 class MCPServer(Model):
