@@ -95,7 +95,6 @@ def rolled_out_to_port(kubectl: Kubectl, ns: str, port: int) -> bool:
 # -- tests ---------------------------------------------------------------------------------
 
 
-@bug("a 401 (OAuth) server is gated out for ever")
 def test_401_protected_server_is_served_to_clients_with_a_token(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -113,7 +112,6 @@ def test_401_protected_server_is_served_to_clients_with_a_token(
     assert stable_selector_tier(kubectl, unique_ns, NAME) == "primary"
 
 
-@bug("old pods are probed at the new port and gated out")
 def test_port_change_on_a_serving_server_refuses_no_request(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -136,7 +134,6 @@ def test_port_change_on_a_serving_server_refuses_no_request(
     assert served(caller, 1.5)
 
 
-@bug("an abandoned cold scale-up still switches later")
 def test_abandoned_cold_scale_up_never_switches_traffic_later(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -184,7 +181,6 @@ def test_abandoned_cold_scale_up_never_switches_traffic_later(
     )
 
 
-@bug("the health loop stops while reconcile fails")
 def test_failing_reconcile_still_fails_over(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:
@@ -210,7 +206,6 @@ def test_failing_reconcile_still_fails_over(
     assert switched < 8
 
 
-@bug("a gate follows a single probe round")
 def test_sub_threshold_freeze_loses_no_request_to_gating(
     op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
 ) -> None:

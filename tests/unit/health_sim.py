@@ -228,6 +228,9 @@ class FakePorts:
     async def secret(self, name: str, key: str) -> str | None:
         return None if self.world.faults.token_missing else "token"
 
+    def minted_token(self) -> str | None:
+        return None
+
     async def patch_gate(self, pod: Obj, patch: GatePatch) -> Obj | None:
         name = pod["metadata"]["name"]
         if name in self.world.faults.gate_patch:

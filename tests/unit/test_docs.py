@@ -70,6 +70,12 @@ def emitted() -> dict[str, set[str]]:
                     out["events"] |= _constants(reason)
                     if isinstance(reason, ast.Name):
                         out["events"] |= _assigned(function, reason.id)
+                elif name == "Event" and len(args) >= 2:  # health.round's Event(type, reason)
+                    reason = args[1]
+                    out["events"] |= _constants(reason)
+                    base = reason.value if isinstance(reason, ast.Subscript) else reason
+                    if isinstance(base, ast.Name):
+                        out["events"] |= _assigned(function, base.id)
     return out
 
 
