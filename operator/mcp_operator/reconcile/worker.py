@@ -384,9 +384,8 @@ def _references(server: MCPServer) -> set[tuple[str, str]]:
             source = volume.get(key)
             if source and not source.get("optional") and source.get(name_key):
                 refs.add((kind, source[name_key]))
-    token_ref = server.spec.health.bearer_token_secret_ref
-    if token_ref is not None:
-        refs.add(("Secret", token_ref.name))
+    # Not the probe's token or CA Secret: the pods do not need them, so their absence must
+    # not stop the reconcile; the health loop reports it (Misconfigured, ProbeSettings).
     return refs
 
 
