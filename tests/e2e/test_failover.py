@@ -576,3 +576,16 @@ def test_cold_standby_scales_up_on_failure_and_back_to_zero_after_failback(
     wait_selector(kubectl, unique_ns, "primary", timeout=90)
     wait_for(lambda: backup_replicas() == 0, timeout=30, what="cold backup scaled to zero")
     wait_condition(kubectl, unique_ns, NAME, "BackupHealthy", "Unknown", reason="ColdStandby")
+
+
+def test_a_stable_server_writes_no_status(
+    op: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
+) -> None:
+    """Issue 9 (quiet steady state): no lastProbeTime heartbeat, no ticking message, so a
+    server whose health does not change is not rewritten at all (interval 1 s: 10 rounds)."""
+    start_healthy(kubectl, unique_ns)
+    time.sleep(3)  # the first rounds settle (breaker counters, Verified, ready replicas)
+    before = get_server(kubectl, unique_ns, NAME)["metadata"]["resourceVersion"]
+    time.sleep(10)
+    after = get_server(kubectl, unique_ns, NAME)["metadata"]["resourceVersion"]
+    assert after == before, "the status of a stable server was rewritten"
