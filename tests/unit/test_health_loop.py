@@ -458,3 +458,19 @@ def test_each_pod_is_probed_as_it_was_created() -> None:
     assert pod_url(pod, new) == "http://10.1.2.3:8080/mcp"  # probed as created
     bare = {"metadata": {"name": "p"}, "spec": {}, "status": {"podIP": "10.1.2.3"}}
     assert pod_url(bare, new) == "https://10.1.2.3:9000/v2/mcp"  # no stamp: the spec
+
+
+def test_the_prober_doubts_itself_when_most_servers_fail_at_once() -> None:
+    from mcp_operator.health.doubt import Doubt, RoundReport
+
+    doubt = Doubt()
+    for i in range(3):  # three servers failing: too few to tell the prober from the servers
+        doubt.report(RoundReport(f"s{i}", 100.0, probes=3, suspect=3))
+    assert doubt.verdict(100.0) is None
+    doubt.report(RoundReport("s3", 100.0, probes=3, suspect=2))
+    doubt.report(RoundReport("s4", 100.0, probes=3, suspect=0))
+    assert doubt.verdict(100.0) is not None  # 4 of 5 failing at once: our own fault
+    for i in range(4):  # refusals are the pods' own answer, never a reason to doubt
+        doubt.report(RoundReport(f"s{i}", 101.0, probes=3, suspect=0))
+    assert doubt.verdict(101.0) is None
+    assert doubt.verdict(200.0) is None  # old reports age out
