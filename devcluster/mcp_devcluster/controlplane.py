@@ -1,8 +1,13 @@
 """A real, local Kubernetes control plane for tests and the demo.
 
-Runs etcd, kube-apiserver and kube-controller-manager (1.20.2, built by ``hack/build-k8s.sh``)
-on 127.0.0.1 with free ports, each in its own process group, with logs and state in one
-directory. There is no scheduler and no kubelet: a separate node agent binds and runs pods.
+Runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1 with free
+ports, each in its own process group, with logs and state in one directory. The Kubernetes
+version is ``MCP_K8S_VERSION`` (default ``DEFAULT_K8S_VERSION``): a current release (1.34 and
+later) built from the Go module ``k8s.io/kubernetes`` by ``hack/build-k8s-module.sh``, or the
+legacy 1.20.2 built from Debian's source package by ``hack/build-k8s.sh``. There is no kubelet:
+the node agent (``mcp_devcluster.nodeagent``) registers Nodes and runs the pods bound to them.
+On a current release the real kube-scheduler binds pods; 1.20 has no scheduler here, so the
+agent binds them itself.
 
 Authentication is by static bearer tokens (``--token-auth-file``) over TLS with a CA generated
 here; authorization is RBAC. Two users exist:
@@ -23,12 +28,16 @@ Command line::
 MCP_OPERATOR_KUBECONFIG, MCP_CLUSTER_SERVER, MCP_CLUSTER_DIR, PATH with kubectl/helm).
 
 Environment: ``MCP_CLUSTER_DIR`` (default state dir), ``MCP_CACHE_DIR`` (default
-``~/.cache/mcp-operator``), ``MCP_K8S_CACHE`` (k8s binaries), ``MCP_TOOLS_BIN`` (kubectl, helm).
+``~/.cache/mcp-operator``), ``MCP_K8S_VERSION`` (e.g. ``1.37.2``, ``1.20.2``), ``MCP_K8S_CACHE``
+(k8s binaries, default ``$MCP_CACHE_DIR/k8s-VERSION``), ``MCP_ETCD`` (etcd binary),
+``MCP_TOOLS_BIN`` (kubectl, helm).
 
 Good to know:
 
-* The kcm runs without leader election and without nodelifecycle; ``podgc`` deletes pods
-  bound to a node that has no Node object, so whatever binds pods must register its Node.
+* The kcm runs without leader election; ``podgc`` deletes pods bound to a node that has no
+  Node object, so whatever binds pods must register its Node. On a current release it also
+  runs ``nodelifecycle``: a node whose Lease is not renewed for 40 s turns NotReady (Unknown)
+  and is tainted, as on a real cluster (a zone loss is real). 1.20 runs without it.
 * The garbage collector re-reads discovery every 30 s: call ``restart_controller_manager()``
   after installing CRDs if a test needs GC of dependents of custom resources at once.
 * ``--endpoint-reconciler-type=none``: the ``kubernetes`` Service has no endpoints; in-"cluster"
@@ -68,12 +77,15 @@ from cryptography.x509.oid import NameOID
 
 __all__ = [
     "ADMIN_USER",
+    "CURRENT_K8S_VERSION",
+    "DEFAULT_K8S_VERSION",
     "KCM_CONTROLLERS",
     "OPERATOR_USER",
     "ControlPlane",
     "ControlPlaneError",
     "default_dir",
     "k8s_bin_dir",
+    "k8s_version",
     "tools_bin_dir",
 ]
 
@@ -81,7 +93,13 @@ ADMIN_USER = "admin"
 OPERATOR_USER = "mcp-operator"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: The newest release the harness is tested on.
+CURRENT_K8S_VERSION = "1.37.2"
+#: The Kubernetes release the harness runs unless ``MCP_K8S_VERSION`` says otherwise.
+DEFAULT_K8S_VERSION = "1.20.2"
+#: Releases before this one are "legacy" here: built from Debian's source, no scheduler.
+_FIRST_CURRENT_MINOR = 24
 
 # Controllers of kube-controller-manager that we run. Never nodelifecycle: there are no kubelet
 # heartbeats here, so it would taint nodes and evict every pod.
@@ -102,7 +120,7 @@ KCM_CONTROLLERS: tuple[str, ...] = (
     "root-ca-cert-publisher",
 )
 
-_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
 class ControlPlaneError(RuntimeError):
@@ -119,10 +137,30 @@ def default_dir() -> Path:
     return Path(env) if env else _cache_root() / "cluster"
 
 
-def k8s_bin_dir() -> Path:
-    """Where ``hack/build-k8s.sh`` puts kube-apiserver and kube-controller-manager."""
+def k8s_version() -> str:
+    """The Kubernetes release to run: ``$MCP_K8S_VERSION`` or ``DEFAULT_K8S_VERSION``."""
+    return os.environ.get("MCP_K8S_VERSION", "").removeprefix("v") or DEFAULT_K8S_VERSION
+
+
+def k8s_minor(version: str) -> int:
+    """``37`` for ``1.37.2``."""
+    parts = version.removeprefix("v").split(".")
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ControlPlaneError(f"not a Kubernetes version: {version!r}")
+    return int(parts[1])
+
+
+def k8s_bin_dir(version: str | None = None) -> Path:
+    """Where ``hack/build-k8s*.sh`` put the k8s binaries of ``version``."""
     env = os.environ.get("MCP_K8S_CACHE")
-    return Path(env) if env else _cache_root() / "k8s-1.20.2"
+    return Path(env) if env else _cache_root() / f"k8s-{version or k8s_version()}"
+
+
+def build_hint(version: str) -> str:
+    """The command that builds the binaries of ``version``."""
+    if k8s_minor(version) < _FIRST_CURRENT_MINOR:
+        return "hack/build-k8s.sh"
+    return f"hack/build-k8s-module.sh {version}"
 
 
 def tools_bin_dir() -> Path:
@@ -186,6 +224,8 @@ class _State:
     etcd_peer_port: int
     apiserver_port: int
     kcm_port: int
+    scheduler_port: int = 0
+    k8s_version: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
 
@@ -205,6 +245,8 @@ class _State:
                 etcd_peer_port=int(raw["etcd_peer_port"]),
                 apiserver_port=int(raw["apiserver_port"]),
                 kcm_port=int(raw["kcm_port"]),
+                scheduler_port=int(raw.get("scheduler_port", 0)),
+                k8s_version=str(raw.get("k8s_version", "")),
                 pids={str(k): int(v) for k, v in dict(raw.get("pids", {})).items()},
                 started_at=float(raw.get("started_at", 0.0)),
             )
@@ -218,7 +260,7 @@ class _State:
 
 
 class ControlPlane:
-    """etcd + kube-apiserver + kube-controller-manager in one state directory.
+    """etcd + kube-apiserver + kube-controller-manager (+ kube-scheduler) in one state directory.
 
     ``up()`` starts (or reuses) it, ``down()`` stops it. Properties give the kubeconfigs,
     the server URL and the tokens. Processes are detached (own session/process group) so that
@@ -233,11 +275,17 @@ class ControlPlane:
         k8s_bin: Path | str | None = None,
         etcd_bin: Path | str | None = None,
         die_with_parent: bool = False,
+        version: str | None = None,
     ) -> None:
         self.dir = Path(directory) if directory is not None else default_dir()
         self.dir = self.dir.expanduser().absolute()
-        self.k8s_bin = Path(k8s_bin) if k8s_bin is not None else k8s_bin_dir()
-        found_etcd = etcd_bin or shutil.which("etcd") or "/usr/bin/etcd"
+        #: The Kubernetes release, e.g. ``1.37.2``.
+        self.version = (version or k8s_version()).removeprefix("v")
+        self.minor = k8s_minor(self.version)
+        self.k8s_bin = Path(k8s_bin) if k8s_bin is not None else k8s_bin_dir(self.version)
+        found_etcd = (
+            etcd_bin or os.environ.get("MCP_ETCD") or shutil.which("etcd") or "/usr/bin/etcd"
+        )
         self.etcd_bin = Path(found_etcd)
         self.die_with_parent = die_with_parent
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -286,6 +334,30 @@ class ControlPlane:
         return self.k8s_bin / "kube-controller-manager"
 
     @property
+    def kube_scheduler(self) -> Path:
+        return self.k8s_bin / "kube-scheduler"
+
+    @property
+    def legacy(self) -> bool:
+        """1.20: insecure-port era flags, no scheduler (the node agent binds pods)."""
+        return self.minor < _FIRST_CURRENT_MINOR
+
+    @property
+    def has_scheduler(self) -> bool:
+        """True when kube-scheduler runs (every current release), so pods get bound."""
+        return not self.legacy
+
+    @property
+    def has_cel(self) -> bool:
+        """True when CRD ``x-kubernetes-validations`` are enforced (1.25 and later)."""
+        return self.minor >= 25
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The processes of this control plane, in start order."""
+        return _COMPONENTS if self.has_scheduler else _COMPONENTS[:3]
+
+    @property
     def server(self) -> str:
         state = self._state or _State.load(self.state_file)
         if state is None:
@@ -311,7 +383,10 @@ class ControlPlane:
     def binaries_missing(self) -> list[str]:
         """Names of the binaries that are not installed (empty when all are)."""
         missing = []
-        for path in (self.etcd_bin, self.kube_apiserver, self.kube_controller_manager):
+        paths = [self.etcd_bin, self.kube_apiserver, self.kube_controller_manager]
+        if self.has_scheduler:
+            paths.append(self.kube_scheduler)
+        for path in paths:
             if not (path.is_file() and os.access(path, os.X_OK)):
                 missing.append(str(path))
         return missing
@@ -346,7 +421,7 @@ class ControlPlane:
             raise ControlPlaneError(
                 "missing binaries: "
                 + ", ".join(missing)
-                + " (run hack/build-k8s.sh and hack/install-tools.sh)"
+                + f" (run {build_hint(self.version)} and hack/install-tools.sh)"
             )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
@@ -355,7 +430,7 @@ class ControlPlane:
         self._ensure_pki()
         self.timings["pki"] = round(time.monotonic() - t0, 2)
         deadline = time.monotonic() + timeout
-        etcd_port, etcd_peer_port, apiserver_port, kcm_port = _free_ports(4)
+        etcd_port, etcd_peer_port, apiserver_port, kcm_port, scheduler_port = _free_ports(5)
         state = _State(
             version=STATE_VERSION,
             server="",
@@ -363,6 +438,8 @@ class ControlPlane:
             etcd_peer_port=etcd_peer_port,
             apiserver_port=apiserver_port,
             kcm_port=kcm_port,
+            scheduler_port=scheduler_port,
+            k8s_version=self.version,
             started_at=time.time(),
         )
         state.server = f"https://127.0.0.1:{state.apiserver_port}"
@@ -381,6 +458,11 @@ class ControlPlane:
             self._wait(
                 "kube-controller-manager /healthz", lambda: self._kcm_healthy(state), deadline
             )
+            if self.has_scheduler:
+                self._start("kube-scheduler", self._scheduler_args(state), state)
+                self._wait(
+                    "kube-scheduler /healthz", lambda: self._scheduler_healthy(state), deadline
+                )
             self._wait(
                 "default namespace and its default ServiceAccount",
                 self._default_sa_exists,
@@ -406,7 +488,7 @@ class ControlPlane:
         # Also any of our components that a lost state file no longer names.
         candidates.update(self._scan_proc())
         owned = {pid: name for pid, name in candidates.items() if self._owns(name, pid)}
-        # Stop in reverse start order: kcm, apiserver, etcd.
+        # Stop in reverse start order: scheduler, kcm, apiserver, etcd.
         ordered = sorted(
             owned.items(),
             key=lambda kv: -_COMPONENTS.index(kv[1]) if kv[1] in _COMPONENTS else 0,
@@ -484,13 +566,19 @@ class ControlPlane:
         state = _State.load(self.state_file)
         if state is None:
             return False
-        if not all(self._owns(name, state.pids.get(name, 0)) for name in _COMPONENTS):
+        if state.k8s_version != self.version:
+            return False
+        if not all(self._owns(name, state.pids.get(name, 0)) for name in self.components):
             return False
         if not self.tokens_file.exists() or not self.ca_file.exists():
             return False
         self._state = state
         try:
-            return self._apiserver_ready() and self._kcm_healthy(state)
+            return (
+                self._apiserver_ready()
+                and self._kcm_healthy(state)
+                and (not self.has_scheduler or self._scheduler_healthy(state))
+            )
         except (OSError, httpx.HTTPError, KeyError):
             return False
 
@@ -501,10 +589,12 @@ class ControlPlane:
         if state is not None:
             out.update(
                 server=state.server,
+                k8s_version=state.k8s_version,
                 ports={
                     "etcd": state.etcd_port,
                     "kube-apiserver": state.apiserver_port,
                     "kube-controller-manager": state.kcm_port,
+                    "kube-scheduler": state.scheduler_port or None,
                 },
                 pids={
                     name: pid if self._owns(name, pid) else None for name, pid in state.pids.items()
@@ -527,6 +617,7 @@ class ControlPlane:
             "MCP_CLUSTER_SERVER": self.server,
             "MCP_ADMIN_KUBECONFIG": str(self.admin_kubeconfig),
             "MCP_OPERATOR_KUBECONFIG": str(self.operator_kubeconfig),
+            "MCP_K8S_VERSION": self.version,
             "PATH": path,
         }
 
@@ -628,6 +719,12 @@ class ControlPlane:
         resp = httpx.get(f"https://127.0.0.1:{state.kcm_port}/healthz", verify=False, timeout=2.0)
         return resp.status_code == 200
 
+    def _scheduler_healthy(self, state: _State) -> bool:
+        resp = httpx.get(
+            f"https://127.0.0.1:{state.scheduler_port}/healthz", verify=False, timeout=2.0
+        )
+        return resp.status_code == 200
+
     def _default_sa_exists(self) -> bool:
         with self.client(timeout=3.0) as client:
             ns = client.get("/api/v1/namespaces/default")
@@ -665,7 +762,7 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             f"--secure-port={state.apiserver_port}",
-            "--insecure-port=0",
+            *(["--insecure-port=0"] if self.legacy else []),
             f"--cert-dir={pki / 'apiserver-generated'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -689,8 +786,7 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
             "--event-ttl=30m",
-            "--logtostderr=true",
-            "--v=1",
+            *self._log_flags(),
         ]
 
     def _kcm_args(self, state: _State) -> list[str]:
@@ -703,9 +799,9 @@ class ControlPlane:
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={state.kcm_port}",
-            "--port=0",
+            *(["--port=0"] if self.legacy else []),
             f"--cert-dir={pki / 'kcm-generated'}",
-            f"--controllers={','.join(KCM_CONTROLLERS)}",
+            f"--controllers={','.join(self.kcm_controllers)}",
             "--leader-elect=false",
             "--use-service-account-credentials=false",
             f"--service-account-private-key-file={pki / 'sa.key'}",
@@ -722,9 +818,38 @@ class ControlPlane:
             "--namespace-sync-period=30s",
             "--min-resync-period=1m",
             "--terminated-pod-gc-threshold=500",
-            "--logtostderr=true",
-            "--v=1",
+            *self._log_flags(),
         ]
+
+    @property
+    def kcm_controllers(self) -> tuple[str, ...]:
+        """``KCM_CONTROLLERS``, plus ``nodelifecycle`` where the node agent keeps Leases fresh.
+
+        On 1.20 the harness never ran it (the agent's single node came and went with each test
+        session); on a current release a node whose agent died turns NotReady and is tainted,
+        which is what a zone loss looks like to the operator.
+        """
+        return KCM_CONTROLLERS if self.legacy else (*KCM_CONTROLLERS, "nodelifecycle")
+
+    def _scheduler_args(self, state: _State) -> list[str]:
+        kubeconfig = str(self.admin_kubeconfig)
+        return [
+            str(self.kube_scheduler),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={state.scheduler_port}",
+            f"--cert-dir={self.pki_dir / 'scheduler-generated'}",
+            "--leader-elect=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            *self._log_flags(),
+        ]
+
+    def _log_flags(self) -> list[str]:
+        # --logtostderr was removed in 1.26 (stderr is the only destination since).
+        return ["--logtostderr=true", "--v=1"] if self.legacy else ["--v=1"]
 
     # ------------------------------------------------------------------------------------- pki
     def _ensure_pki(self) -> None:
@@ -895,15 +1020,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mcp_devcluster.controlplane",
-        description="Local etcd + kube-apiserver + kube-controller-manager (no scheduler).",
+        description="Local etcd + kube-apiserver + kube-controller-manager + kube-scheduler.",
     )
+    parser.add_argument("--k8s-version", default=None, help=f"Kubernetes release ({k8s_version()})")
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     parser.add_argument("--dir", type=Path, default=None, help=f"state dir ({default_dir()})")
     parser.add_argument("--fresh", action="store_true", help="up: wipe data and certs first")
     parser.add_argument("--purge", action="store_true", help="down: also delete the state dir")
     parser.add_argument("--timeout", type=float, default=60.0, help="up: seconds to wait")
     args = parser.parse_args(argv)
-    cp = ControlPlane(args.dir)
+    cp = ControlPlane(args.dir, version=args.k8s_version)
 
     if args.command == "up":
         start = time.monotonic()
@@ -915,7 +1041,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         verb = "reused" if reused else "started"
         print(
-            f"control plane {verb} in {time.monotonic() - start:.1f}s: {cp.server}\n"
+            f"control plane {cp.version} {verb} in {time.monotonic() - start:.1f}s: {cp.server}\n"
             f"  admin:    {cp.admin_kubeconfig}\n"
             f"  operator: {cp.operator_kubeconfig}\n"
             f"  logs:     {cp.log_dir}\n"

@@ -19,7 +19,19 @@ from .node import AgentConflict
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m mcp_devcluster.nodeagent", description=__doc__)
     p.add_argument("--kubeconfig", required=True)
-    p.add_argument("--node-name", default="mcp-local")
+    p.add_argument("--node-name", default="mcp-local", help="the first node's name")
+    p.add_argument(
+        "--nodes", type=int, default=3, help="Nodes to register: NAME, NAME-2, ... (default 3)"
+    )
+    p.add_argument(
+        "--zones", type=int, default=2, help="zones the nodes are spread over (default 2)"
+    )
+    p.add_argument(
+        "--binder",
+        choices=["auto", "agent", "scheduler"],
+        default="auto",
+        help="who binds pods: kube-scheduler, this agent, or auto (agent on servers < 1.24)",
+    )
     p.add_argument("--pod-cidr", default="127.1.0.0/16")
     p.add_argument(
         "--service-cidr",
@@ -59,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_dir=args.state_dir,
         backoff=BackoffPolicy(args.backoff_base, args.backoff_max),
         stop_grace=args.stop_grace,
+        nodes=args.nodes,
+        zones=args.zones,
+        binder=args.binder,
     )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

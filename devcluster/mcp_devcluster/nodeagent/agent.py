@@ -1,11 +1,20 @@
-"""The node agent: a stand-in for scheduler + kubelet on a loopback-only dev cluster.
+"""The node agent: a kubelet stand-in (for several Nodes) on a loopback-only dev cluster.
 
-It registers one Node, binds every unscheduled pod to it (honouring ``nodeSelector`` only;
-affinity, taints and resources are ignored: there is one node and the point is to run
-the pods), and runs each bound pod's containers as local processes via a pod worker.
-It also proxies every Service to its ready endpoints (``proxy``: a kube-proxy stand-in).
-Watches (pods, Secrets, ConfigMaps, Services, EndpointSlices) drive everything; nothing
-polls the API.
+It registers one or more Nodes (``AgentConfig.nodes``, spread round-robin over
+``AgentConfig.zones`` zones through the ``topology.kubernetes.io/zone`` label), keeps each
+one's Lease and status fresh, and runs the containers of every pod bound to any of them as
+local processes via a pod worker. Pods are bound by the real kube-scheduler on a current
+control plane; the harness's 1.20 control plane has no scheduler, so there (``binder``
+``agent``, or ``auto`` against a server older than 1.24) the agent binds each unscheduled pod to
+the first of its nodes whose labels match its ``nodeSelector`` (affinity, taints and resources
+ignored). It also proxies every Service to its ready endpoints (``proxy``: a kube-proxy
+stand-in). Watches (pods, Secrets, ConfigMaps, Nodes, Services, EndpointSlices) drive
+everything; nothing polls the API.
+
+Fault injection (a zone or node loss): annotate a Node with ``DOWN_ANNOTATION: "true"`` and the
+agent stops renewing its Lease and status and kills its pods' processes, as if the machine
+had died; the node lifecycle controller then marks it NotReady. Removing the annotation brings
+the node back (heartbeats resume; pods still bound to it run again).
 """
 
 from __future__ import annotations
@@ -33,6 +42,31 @@ from .proxy import ServiceProxy, default_service_cidr
 log = logging.getLogger("nodeagent")
 
 JSON = dict[str, Any]
+#: Node annotation that makes the agent play dead for that node (see the module docstring).
+DOWN_ANNOTATION = "nodeagent.mcp-operator.dev/down"
+#: Servers older than this minor have no scheduler in the harness: the agent binds.
+_SCHEDULER_MINOR = 24
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One Node the agent runs: its name and zone."""
+
+    name: str
+    zone: str
+
+
+def node_specs(first: str, count: int, zones: int) -> list[NodeSpec]:
+    """``first``, ``first-2``, ... spread round-robin over ``zone-a``, ``zone-b``, ...
+
+    3 nodes in 2 zones: ``first`` and ``first-3`` in zone-a, ``first-2`` in zone-b, so losing
+    zone-a loses two nodes and zone-b keeps serving.
+    """
+    if count < 1 or not 1 <= zones <= min(count, 26):
+        raise ValueError(f"need 1 <= zones <= nodes (got {count} nodes, {zones} zones)")
+    names = [first] + [f"{first}-{i}" for i in range(2, count + 1)]
+    zone_names = [f"zone-{chr(ord('a') + i)}" for i in range(zones)]
+    return [NodeSpec(name, zone_names[i % zones]) for i, name in enumerate(names)]
 
 
 def default_state_dir(node_name: str) -> Path:
@@ -53,6 +87,15 @@ class AgentConfig:
     state_dir: Path | None = None
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     stop_grace: float = 2.0
+    #: How many Nodes to register (``node_name`` first) and over how many zones.
+    nodes: int = 1
+    zones: int = 1
+    #: Who binds pods: "scheduler" (kube-scheduler runs), "agent", or "auto" (agent when the
+    #: API server is older than 1.24, i.e. the harness's scheduler-less 1.20).
+    binder: str = "auto"
+
+    def node_specs(self) -> list[NodeSpec]:
+        return node_specs(self.node_name, self.nodes, self.zones)
 
 
 class ObjectCache:
@@ -115,7 +158,15 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._binds: queue.Queue[JSON | None] = queue.Queue()
         self._unschedulable: set[str] = set()
-        self.heartbeat = NodeHeartbeat(self.client, config.node_name, config.host_ip)
+        self.nodes = config.node_specs()
+        #: Heartbeat of each node by name, in registration order (``node_name`` first).
+        self.heartbeats = {
+            n.name: NodeHeartbeat(self.client, n.name, config.host_ip, zone=n.zone)
+            for n in self.nodes
+        }
+        self.heartbeat = self.heartbeats[config.node_name]
+        self._down: set[str] = set()
+        self.binds_pods = False
         self._secrets = Informer(
             self.client, "/api/v1/secrets", self._on_source("secret"), "secrets"
         )
@@ -123,9 +174,10 @@ class NodeAgent:
             self.client, "/api/v1/configmaps", self._on_source("configmap"), "configmaps"
         )
         self._pods = Informer(self.client, "/api/v1/pods", self._on_pod, "pods")
+        self._nodes = Informer(self.client, "/api/v1/nodes", self._on_node, "nodes")
         self._binder = threading.Thread(target=self._bind_loop, name="binder", daemon=True)
         self._spawner: Spawner | None = None
-        self._ctx: NodeContext | None = None
+        self._ctxs: dict[str, NodeContext] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
@@ -134,41 +186,62 @@ class NodeAgent:
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._spawner = Spawner()
-        self._ctx = NodeContext(
-            client=self.client,
-            sources=ObjectCache(self.client, self._secrets, self._config_maps),
-            images=self.config.image_map,
-            spawner=self._spawner,
-            node_name=self.config.node_name,
-            host_ip=self.config.host_ip,
-            state_dir=self.state_dir,
-            backoff=self.config.backoff,
-            stop_grace=self.config.stop_grace,
-        )
-        self.heartbeat.register()
-        self.heartbeat.start()
-        self._binder.start()
-        for informer in (self._secrets, self._config_maps, self._pods):
+        sources = ObjectCache(self.client, self._secrets, self._config_maps)
+        self._ctxs = {
+            n.name: NodeContext(
+                client=self.client,
+                sources=sources,
+                images=self.config.image_map,
+                spawner=self._spawner,
+                node_name=n.name,
+                host_ip=self.config.host_ip,
+                state_dir=self.state_dir,
+                backoff=self.config.backoff,
+                stop_grace=self.config.stop_grace,
+            )
+            for n in self.nodes
+        }
+        self.binds_pods = self._agent_binds()
+        for heartbeat in self.heartbeats.values():
+            heartbeat.register()
+        for heartbeat in self.heartbeats.values():
+            heartbeat.start()
+        if self.binds_pods:
+            self._binder.start()
+        informers = (self._nodes, self._secrets, self._config_maps, self._pods)
+        for informer in informers:
             informer.start()
-        for informer in (self._secrets, self._config_maps, self._pods):
+        for informer in informers:
             if not informer.synced.wait(timeout):
                 raise TimeoutError(f"informer {informer.name} did not sync in {timeout}s")
         if self.config.proxy:
             self.proxy = ServiceProxy(self.client, self.service_cidr)
             self.proxy.start(timeout)
         log.info(
-            "node agent %s ready (pod CIDR %s, service proxy %s, state %s)",
-            self.config.node_name,
+            "node agent ready: nodes %s, pods bound by %s (pod CIDR %s, proxy %s, state %s)",
+            ", ".join(f"{n.name}@{n.zone}" for n in self.nodes),
+            "this agent" if self.binds_pods else "kube-scheduler",
             self.config.pod_cidr,
             self.service_cidr if self.config.proxy else "off",
             self.state_dir,
         )
 
+    def _agent_binds(self) -> bool:
+        """Whether this agent binds pods itself (see ``AgentConfig.binder``)."""
+        if self.config.binder in ("agent", "scheduler"):
+            return self.config.binder == "agent"
+        if self.config.binder != "auto":
+            raise ValueError(f"binder must be auto, agent or scheduler: {self.config.binder!r}")
+        minor = "".join(
+            ch for ch in str(self.client.get("/version").get("minor", "")) if ch.isdigit()
+        )
+        return bool(minor) and int(minor) < _SCHEDULER_MINOR
+
     def stop(self) -> None:
         """Stop watching and kill every process this agent started; pods stay in the API."""
         if self.proxy is not None:
             self.proxy.stop()
-        for informer in (self._pods, self._secrets, self._config_maps):
+        for informer in (self._pods, self._secrets, self._config_maps, self._nodes):
             informer.stop(join=False)
         if self._binder.is_alive():
             self._binds.put(None)
@@ -179,13 +252,14 @@ class NodeAgent:
             worker.stop()
         for worker in workers:
             worker.join(timeout=self.config.stop_grace + 10)
-        for informer in (self._pods, self._secrets, self._config_maps):
+        for informer in (self._pods, self._secrets, self._config_maps, self._nodes):
             informer.stop()
-        self.heartbeat.stop()
+        for heartbeat in self.heartbeats.values():
+            heartbeat.stop()
         if self._spawner is not None:
             self._spawner.stop()
         self.client.close()
-        log.info("node agent %s stopped", self.config.node_name)
+        log.info("node agent %s stopped", ", ".join(self.heartbeats))
 
     def workers(self) -> dict[str, PodWorker]:
         """Running pod workers by pod UID (for tests and diagnostics)."""
@@ -199,9 +273,37 @@ class NodeAgent:
         if kind == "DELETED":
             self._forget(uid)
         elif not node and not pod["metadata"].get("deletionTimestamp"):
-            self._binds.put(pod)
-        elif node == self.config.node_name:
+            if self.binds_pods:
+                self._binds.put(pod)
+        elif node in self._ctxs and node not in self._down:
             self._ensure_worker(pod)
+
+    def _on_node(self, kind: str, node: JSON) -> None:
+        """Play dead for a node annotated ``DOWN_ANNOTATION`` (fault injection), or revive it."""
+        name = node["metadata"]["name"]
+        if name not in self.heartbeats or kind == "DELETED":
+            return
+        down = (node["metadata"].get("annotations") or {}).get(DOWN_ANNOTATION) == "true"
+        with self._lock:
+            changed = down != (name in self._down)
+            if not changed:
+                return
+            if down:
+                self._down.add(name)
+            else:
+                self._down.discard(name)
+            victims = [uid for uid, w in self._workers.items() if down and w.node_name == name]
+        if down:
+            log.warning("node %s is down (fault injected): killing %d pods", name, len(victims))
+            self.heartbeats[name].pause()
+            for uid in victims:
+                self._forget(uid)  # kill at once, report nothing: the machine is gone
+            return
+        log.warning("node %s is back", name)
+        self.heartbeats[name].resume()
+        for pod in self._pods.items():
+            if (pod.get("spec") or {}).get("nodeName") == name:
+                self._on_pod("MODIFIED", pod)
 
     def _ensure_worker(self, pod: JSON) -> None:
         uid = pod["metadata"]["uid"]
@@ -214,11 +316,10 @@ class NodeAgent:
                 "metadata"
             ].get("deletionTimestamp"):
                 return  # finished before this agent started: nothing to run
-            assert self._ctx is not None
             ip = pod.get("status", {}).get("podIP") or ""
             if not (ip and self.ipam.reserve(ip)):
                 ip = self.ipam.allocate()
-            worker = PodWorker(pod, self._ctx, ip)
+            worker = PodWorker(pod, self._ctxs[pod["spec"]["nodeName"]], ip)
             self._workers[uid] = worker
         worker.start()
 
@@ -258,14 +359,19 @@ class NodeAgent:
     def _bind(self, pod: JSON) -> None:
         meta = pod["metadata"]
         selector = pod.get("spec", {}).get("nodeSelector") or {}
-        if any(self.heartbeat.labels.get(k) != v for k, v in selector.items()):
+        fits = [
+            name
+            for name, hb in self.heartbeats.items()
+            if name not in self._down and all(hb.labels.get(k) == v for k, v in selector.items())
+        ]
+        if not fits:
             self._mark_unschedulable(pod, selector)
             return
         body = {
             "apiVersion": "v1",
             "kind": "Binding",
             "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": fits[0]},
         }
         try:
             self.client.create(
@@ -284,8 +390,8 @@ class NodeAgent:
             "type": "PodScheduled",
             "status": "False",
             "reason": "Unschedulable",
-            "message": f"0/1 nodes are available: node {self.config.node_name} "
-            f"doesn't match nodeSelector {dict(selector)}.",
+            "message": f"0/{len(self.heartbeats)} nodes are available: none is up and "
+            f"matches nodeSelector {dict(selector)}.",
         }
         meta = pod["metadata"]
         self.client.patch(

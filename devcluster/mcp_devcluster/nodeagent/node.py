@@ -23,14 +23,20 @@ log = logging.getLogger("nodeagent.node")
 
 JSON = dict[str, Any]
 LEASE_NS = "kube-node-lease"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
+REGION = "local"
 
 
 class AgentConflict(RuntimeError):
     """Another live agent already runs this node."""
 
 
-def node_labels(name: str) -> dict[str, str]:
+def node_labels(name: str, zone: str | None = None) -> dict[str, str]:
+    """The well-known labels a kubelet (and a cloud provider, for the zone) would set."""
+    topology = {REGION_LABEL: REGION, ZONE_LABEL: zone} if zone else {}
     return {
+        **topology,
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64"
@@ -99,7 +105,7 @@ def node_status(name: str, host_ip: str, max_pods: int, since: str) -> JSON:
             "kernelVersion": platform.release(),
             "osImage": "mcp-operator node agent",
             "containerRuntimeVersion": "nodeagent://0.1",
-            "kubeletVersion": "v1.20.2-nodeagent",
+            "kubeletVersion": "v0.0.0-nodeagent",
             "kubeProxyVersion": "v0.0.0",
             "operatingSystem": "linux",
             "architecture": node_labels(name)["kubernetes.io/arch"],
@@ -133,12 +139,14 @@ class NodeHeartbeat:
         max_pods: int = 250,
         lease_seconds: float = 10.0,
         status_seconds: float = 30.0,
+        zone: str | None = None,
     ) -> None:
         self._client, self.name, self._host_ip, self._max_pods = client, name, host_ip, max_pods
         self._lease_seconds, self._status_seconds = lease_seconds, status_seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-        self.labels = node_labels(name)
+        self._paused = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
+        self.labels = node_labels(name, zone)
         self._since = now_rfc3339()
         self.identity = f"{name}/{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -170,11 +178,24 @@ class NodeHeartbeat:
     def start(self) -> None:
         self._thread.start()
 
+    def pause(self) -> None:
+        """Stop renewing (without releasing the Lease): the node looks dead (fault injection)."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        """Renew again now (Ready status at once), after ``pause``."""
+        self._paused.clear()
+        try:
+            self._renew_lease()
+            self._patch_status()
+        except Exception as exc:  # the next beat retries
+            log.warning("heartbeat of %s failed: %s", self.name, exc)
+
     def stop(self) -> None:
         """Stop beating and release the Lease so a new agent may take the node at once."""
         self._stop.set()
-        if not self._thread.is_alive():
-            return  # never started: the lease, if any, is not ours to release
+        if not self._thread.is_alive() or self._paused.is_set():
+            return  # never started or playing dead: the lease is not ours to release
         self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
             self._client.patch(self._lease_path, {"spec": {"holderIdentity": None}}, MERGE)
@@ -209,6 +230,8 @@ class NodeHeartbeat:
         since_status = 0.0
         while not self._stop.wait(self._lease_seconds):
             since_status += self._lease_seconds
+            if self._paused.is_set():
+                continue
             try:
                 self._renew_lease()
                 if since_status >= self._status_seconds:

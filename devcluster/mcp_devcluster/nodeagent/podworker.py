@@ -181,6 +181,11 @@ class PodWorker:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    @property
+    def node_name(self) -> str:
+        """The node this pod runs on."""
+        return self._ctx.node_name
+
     def pids(self) -> list[int]:
         return [r.proc.pid for r in self._init + self._main if r.proc is not None]
 
