@@ -1,7 +1,8 @@
 """E2E fixtures: the node agent (scheduler + kubelet stand-in) on the `cluster` fixture.
 
-node_agent     session-scoped running agent (a subprocess of the test session), with
-               ``.state_dir``, ``.log_path``, ``.pid``, ``.node_name``, ``.log_tail()``
+node_agent     session-scoped running agent (a subprocess of the test session) running
+               NODE_COUNT Nodes in ZONE_COUNT zones, with ``.state_dir``, ``.log_path``,
+               ``.pid``, ``.node_name`` (the first node), ``.node_names``, ``.log_tail()``
 example_image  the image name the agent maps to the example MCP server
 """
 
@@ -26,6 +27,8 @@ from mcp_devcluster.stack import EXAMPLE_IMAGE
 
 REDIS_IMAGE = "redis:7"
 NODE_NAME = "mcp-local"
+NODE_COUNT = 3
+ZONE_COUNT = 2
 
 T = TypeVar("T")
 
@@ -38,6 +41,11 @@ class NodeAgentProcess:
     state_dir: Path
     log_path: Path
     node_name: str = NODE_NAME
+
+    @property
+    def node_names(self) -> list[str]:
+        """Every node the agent runs: mcp-local, mcp-local-2, ..."""
+        return [NODE_NAME] + [f"{NODE_NAME}-{i}" for i in range(2, NODE_COUNT + 1)]
 
     @property
     def pid(self) -> int:
@@ -76,6 +84,10 @@ def start_node_agent(
         str(kubeconfig),
         "--node-name",
         NODE_NAME,
+        "--nodes",
+        str(NODE_COUNT),
+        "--zones",
+        str(ZONE_COUNT),
         "--state-dir",
         str(state_dir),
         "--backoff-base",

@@ -96,7 +96,7 @@ def test_deployment_pods_run_ready_on_distinct_ips_and_serve_mcp(
     ips = {p["status"]["podIP"] for p in ready}
     assert len(ips) == 2 and all(ip.startswith("127.") for ip in ips)
     for pod in ready:
-        assert pod["spec"]["nodeName"] == node_agent.node_name
+        assert pod["spec"]["nodeName"] in node_agent.node_names
         assert pod["status"]["hostIP"] == "127.0.0.1"
         assert pod["status"]["containerStatuses"][0]["started"] is True
     for ip in ips:

@@ -1,4 +1,5 @@
-"""Smoke tests of the local control plane (etcd + kube-apiserver + kcm 1.20, no scheduler)."""
+"""Smoke tests of the local control plane (etcd, kube-apiserver, kcm, and kube-scheduler on a
+current release; 1.20 has no scheduler). No node agent runs here (e2e runs it)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,16 @@ def test_cluster_fixture_api(cluster: ControlPlane) -> None:
     with cluster.client() as client:
         assert client.get("/readyz").status_code == 200
         version = client.get("/version").json()
-        assert version["gitVersion"].startswith("v1.20.")
+        assert version["gitVersion"].startswith(f"v1.{cluster.minor}.")
+        assert version["gitVersion"] == f"v{cluster.version}" or cluster.legacy
+
+
+def test_components_are_running(cluster: ControlPlane) -> None:
+    status = cluster.status()
+    assert status["healthy"] and status["k8s_version"] == cluster.version
+    running = {name for name, pid in status["pids"].items() if pid}
+    assert running == set(cluster.components)
+    assert ("kube-scheduler" in running) == (not cluster.legacy)
 
 
 def test_namespace_created(kubectl: Any, unique_ns: str) -> None:
@@ -73,7 +83,9 @@ def test_namespace_created(kubectl: Any, unique_ns: str) -> None:
     assert ns["status"]["phase"] == "Active"
 
 
-def test_deployment_creates_replicaset_and_pending_pods(kubectl: Any, unique_ns: str) -> None:
+def test_deployment_creates_replicaset_and_pending_pods(
+    cluster: ControlPlane, kubectl: Any, unique_ns: str
+) -> None:
     kubectl("apply", "-n", unique_ns, "-f", "-", input=DEPLOYMENT)
 
     def replicasets() -> list[dict[str, Any]] | None:
@@ -90,10 +102,22 @@ def test_deployment_creates_replicaset_and_pending_pods(kubectl: Any, unique_ns:
 
     for pod in wait_for("2 pods", pods):
         assert pod["status"]["phase"] == "Pending"
-        assert not pod["spec"].get("nodeName"), "nothing should bind pods (no scheduler)"
+        assert not pod["spec"].get("nodeName"), "no node is registered: nothing can bind pods"
         assert pod["metadata"]["ownerReferences"][0]["name"] == rs["metadata"]["name"]
         # The ServiceAccount admission plugin mounted a token (the node agent may use it).
         assert pod["spec"]["serviceAccountName"] == "default"
+    if cluster.has_scheduler:
+        # The real scheduler looked at them and found no node.
+        def unschedulable() -> bool:
+            return all(
+                any(
+                    c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+                    for c in p["status"].get("conditions", [])
+                )
+                for p in get_json(kubectl, "pods", "-n", unique_ns)["items"]
+            )
+
+        wait_for("PodScheduled=False/Unschedulable from kube-scheduler", unschedulable)
 
     # Server-side apply works too (ports need an explicit protocol on 1.20).
     kubectl(
@@ -182,9 +206,12 @@ def test_operator_user_needs_rbac(cluster: ControlPlane, kubectl: Any, unique_ns
     assert other.returncode != 0
 
 
-def test_endpointslice_accepts_loopback_address(kubectl: Any, unique_ns: str) -> None:
+def test_endpointslice_accepts_loopback_address(
+    cluster: ControlPlane, kubectl: Any, unique_ns: str
+) -> None:
+    version = "v1beta1" if cluster.legacy else "v1"
     slice_yaml = f"""
-apiVersion: discovery.k8s.io/v1beta1
+apiVersion: discovery.k8s.io/{version}
 kind: EndpointSlice
 metadata:
   name: web-loopback
@@ -211,7 +238,11 @@ def test_pod_accepts_loopback_pod_ip(cluster: ControlPlane, kubectl: Any, unique
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "p", "namespace": unique_ns},
-        "spec": {"containers": [{"name": "c", "image": "example.invalid/c:1"}]},
+        # Not for kube-scheduler (on current releases): this test binds it by hand.
+        "spec": {
+            "schedulerName": "by-hand",
+            "containers": [{"name": "c", "image": "example.invalid/c:1"}],
+        },
     }
     kubectl("apply", "-f", "-", input=json.dumps(pod))
     with cluster.client() as client:

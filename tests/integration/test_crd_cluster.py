@@ -101,7 +101,7 @@ def server_capabilities(kubectl: Any) -> Capabilities:
     return Capabilities(api_versions=frozenset(versions))
 
 
-# ---- the CRD on the 1.20 server -----------------------------------------------------------------
+# ---- the CRD on the session's server (CEL: tests/integration/test_cel.py) ---------------------
 
 
 @pytest.mark.cluster
@@ -242,13 +242,20 @@ def test_table_has_server_rows_of_every_schema_kind() -> None:
     assert {"port-zero", "transport-unknown", "path-relative", "image-missing"} <= ids
 
 
-# ---- rendered children on the 1.20 server --------------------------------------------------
+# ---- rendered children on the session's server ---------------------------------------------
+
+
+def expected_pdb_version(cluster: Any) -> str:
+    """policy/v1 since 1.21 (and the only one since 1.25); 1.20 has policy/v1beta1 only."""
+    return "policy/v1beta1" if cluster.minor < 21 else "policy/v1"
 
 
 @pytest.mark.cluster
-def test_server_discovery_gives_pdb_v1beta1(server_capabilities: Capabilities) -> None:
+def test_server_discovery_gives_the_pdb_version(
+    server_capabilities: Capabilities, cluster: Any
+) -> None:
     assert "apps/v1" in server_capabilities.api_versions
-    assert server_capabilities.pdb_api_version() == "policy/v1beta1"
+    assert server_capabilities.pdb_api_version() == expected_pdb_version(cluster)
 
 
 @pytest.mark.cluster
@@ -264,6 +271,7 @@ def test_rendered_children_pass_server_side_apply_dry_run(
     kubectl: Any,
     namespace: str,
     server_capabilities: Capabilities,
+    cluster: Any,
 ) -> None:
     doc = in_namespace(doc, namespace)
     name = doc["metadata"]["name"]
@@ -278,7 +286,7 @@ def test_rendered_children_pass_server_side_apply_dry_run(
         assert any(o["kind"] == "Deployment" for o in objects)
         for obj in objects:
             if obj["kind"] == "PodDisruptionBudget":
-                assert obj["apiVersion"] == "policy/v1beta1"
+                assert obj["apiVersion"] == expected_pdb_version(cluster)
         result = kubectl(
             "apply",
             "--server-side",

@@ -397,3 +397,27 @@ def test_phase() -> None:
     assert podstatus.phase([done], True) == "Succeeded"
     done.terminated = {"exitCode": 1}
     assert podstatus.phase([done], True) == "Failed"
+
+
+def test_node_specs_spread_nodes_over_zones_round_robin() -> None:
+    from mcp_devcluster.nodeagent.agent import NodeSpec, node_specs
+
+    assert node_specs("n", 3, 2) == [
+        NodeSpec("n", "zone-a"),
+        NodeSpec("n-2", "zone-b"),
+        NodeSpec("n-3", "zone-a"),
+    ]
+    assert node_specs("n", 1, 1) == [NodeSpec("n", "zone-a")]
+    for count, zones in ((0, 1), (2, 3), (3, 0)):
+        with pytest.raises(ValueError):
+            node_specs("n", count, zones)
+
+
+def test_node_labels_carry_topology_only_with_a_zone() -> None:
+    from mcp_devcluster.nodeagent.node import node_labels
+
+    zoned = node_labels("n", "zone-b")
+    assert zoned["topology.kubernetes.io/zone"] == "zone-b"
+    assert zoned["topology.kubernetes.io/region"] == "local"
+    assert zoned["kubernetes.io/hostname"] == "n"
+    assert "topology.kubernetes.io/zone" not in node_labels("n")
