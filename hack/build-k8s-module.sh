@@ -30,14 +30,14 @@ if is_built; then
   echo "k8s $VERSION binaries cached in $CACHE"; exit 0
 fi
 command -v go >/dev/null || { log "no 'go' in PATH"; exit 1; }
-command -v jq >/dev/null || { log "no 'jq' in PATH (apt-get install jq)"; exit 1; }
 
 WORK="$(mktemp -d /tmp/k8s-module-build.XXXXXX)"
 trap 'chmod -R u+w "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 cd "$WORK"
 start=$SECONDS
 log "downloading k8s.io/kubernetes@v$VERSION"
-GOMOD="$(go mod download -json "k8s.io/kubernetes@v$VERSION" | jq -r .GoMod)"
+go mod download "k8s.io/kubernetes@v$VERSION"
+GOMOD="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/v$VERSION.mod"
 [[ -s $GOMOD ]] || { log "no go.mod for k8s.io/kubernetes@v$VERSION"; exit 1; }
 
 # The staging modules: every `k8s.io/x => ./staging/...` replace line of the downloaded go.mod.

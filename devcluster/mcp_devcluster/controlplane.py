@@ -20,12 +20,13 @@ Service accounts work (TokenRequest, token controller, root CA publisher).
 
 Command line::
 
-    python -m mcp_devcluster.controlplane up|down|status|env [--dir DIR]
+    python -m mcp_devcluster.controlplane up|down|status|env|version [--dir DIR] [--k8s-version V]
 
 ``up`` reuses a healthy instance described by ``state.json`` in the directory; otherwise it
 (re)starts everything, keeping etcd data and certificates unless ``--fresh`` is given.
 ``down --purge`` also deletes the directory. ``env`` prints ``export`` lines (KUBECONFIG=admin,
-MCP_OPERATOR_KUBECONFIG, MCP_CLUSTER_SERVER, MCP_CLUSTER_DIR, PATH with kubectl/helm).
+MCP_OPERATOR_KUBECONFIG, MCP_CLUSTER_SERVER, MCP_CLUSTER_DIR, MCP_K8S_VERSION, PATH with
+kubectl/helm). ``version`` prints the Kubernetes release that would run (for ``make tools``).
 
 Environment: ``MCP_CLUSTER_DIR`` (default state dir), ``MCP_CACHE_DIR`` (default
 ``~/.cache/mcp-operator``), ``MCP_K8S_VERSION`` (e.g. ``1.37.2``, ``1.20.2``), ``MCP_K8S_CACHE``
@@ -1023,12 +1024,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Local etcd + kube-apiserver + kube-controller-manager + kube-scheduler.",
     )
     parser.add_argument("--k8s-version", default=None, help=f"Kubernetes release ({k8s_version()})")
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "version"])
     parser.add_argument("--dir", type=Path, default=None, help=f"state dir ({default_dir()})")
     parser.add_argument("--fresh", action="store_true", help="up: wipe data and certs first")
     parser.add_argument("--purge", action="store_true", help="down: also delete the state dir")
     parser.add_argument("--timeout", type=float, default=60.0, help="up: seconds to wait")
+    parser.add_argument(
+        "--current", action="store_true", help="version: the newest tested release instead"
+    )
     args = parser.parse_args(argv)
+    if args.command == "version":
+        print(CURRENT_K8S_VERSION if args.current else args.k8s_version or k8s_version())
+        return 0
     cp = ControlPlane(args.dir, version=args.k8s_version)
 
     if args.command == "up":
