@@ -206,7 +206,7 @@ def test_operator_user_needs_rbac(cluster: ControlPlane, kubectl: Any, unique_ns
     assert other.returncode != 0
 
 
-def test_endpointslice_accepts_loopback_address(
+def test_endpointslice_loopback_address(
     cluster: ControlPlane, kubectl: Any, unique_ns: str
 ) -> None:
     version = "v1beta1" if cluster.legacy else "v1"
@@ -227,6 +227,13 @@ endpoints:
   - addresses: ["127.10.0.7"]
     conditions: {{ready: true}}
 """
+    if not cluster.legacy:
+        # A current API server refuses loopback endpoint addresses, so the node agent's 127.x
+        # pod IPs cannot back a Service there: the reason 1.20 is still the suite's default.
+        refused = kubectl("apply", "-f", "-", input=slice_yaml, check=False)
+        assert refused.returncode != 0
+        assert "may not be in the loopback range" in refused.stderr, refused.stderr
+        return
     kubectl("apply", "-f", "-", input=slice_yaml)
     got = get_json(kubectl, "endpointslices.discovery.k8s.io", "web-loopback", "-n", unique_ns)
     assert got["endpoints"][0]["addresses"] == ["127.10.0.7"]

@@ -164,10 +164,23 @@ def test_crd_defaults_match_model_defaults() -> None:
                 check(node["properties"][key], sub, f"{path}.{key}")
 
     check(spec_schema, DOCUMENTED_DEFAULTS, "spec")
-    # Nested blocks default to {} so that the server fills in their own defaults.
+    # Nested blocks default to their whole model default, spelled out (not {}: a current API
+    # server checks a default against the block's CEL rules without filling in nested defaults
+    # first, and refuses the CRD; tests/integration/test_cel.py applies it to a real one).
     for block in ("pod", "probes", "primary", "backup", "health", "failover", "auth", "cache"):
-        assert spec_schema["properties"][block].get("default") == {}, block
-    assert spec_schema["properties"]["auth"]["properties"]["rotation"]["default"] == {}
+        assert spec_schema["properties"][block].get("default") == DOCUMENTED_DEFAULTS_JSON[block]
+    rotation = spec_schema["properties"]["auth"]["properties"]["rotation"]["default"]
+    assert rotation == DOCUMENTED_DEFAULTS_JSON["auth"]["rotation"]
+
+
+DOCUMENTED_DEFAULTS_JSON = parse_server(
+    {
+        "apiVersion": "mcp-operator.dev/v1alpha1",
+        "kind": "MCPServer",
+        "metadata": {"name": "weather"},
+        "spec": {"image": "ghcr.io/example/mcp:1"},
+    }
+).spec.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def test_camel_case_and_snake_case_both_accepted() -> None:

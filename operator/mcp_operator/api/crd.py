@@ -133,8 +133,9 @@ class _Structurer:
         cls = self.classes.get(def_name or "")
         for name, sub in props.items():
             converted = self.convert(sub)
-            if _is_defaulted_model(cls, name):
-                converted["default"] = {}
+            default = _model_default(cls, name)
+            if default is not None:
+                converted["default"] = default
             out["properties"][name] = converted
         if node.get("required"):
             out["required"] = list(node["required"])
@@ -156,16 +157,26 @@ def _description(text: str) -> str:
     return " ".join(text.replace("``", "`").split())
 
 
-def _is_defaulted_model(cls: type[BaseModel] | None, alias: str) -> bool:
-    """True for a nested model field with a default factory: default it to ``{}`` so the API
-    server fills in the nested defaults when the user omits the whole block."""
+def _model_default(cls: type[BaseModel] | None, alias: str) -> JSON | None:
+    """The whole default of a nested model field with a default factory, spelled out, so the API
+    server fills in the block when the user omits it.
+
+    Spelled out rather than ``{}``: a current API server validates a default against the
+    block's CEL rules as written (nested defaults are not applied to it first), and ``{}``
+    fails every rule that reads a field ("no such key"), so the CRD would be refused.
+    """
     if cls is None:
-        return False
+        return None
     for name, field in cls.model_fields.items():
         if (field.alias or name) == alias and field.default_factory is not None:
             ann = field.annotation
-            return isinstance(ann, type) and issubclass(ann, BaseModel)
-    return False
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                return None
+            value = field.default_factory()  # type: ignore[call-arg]
+            assert isinstance(value, BaseModel)
+            dumped: JSON = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return dumped
+    return None
 
 
 def _schema_for(model: type[BaseModel]) -> JSON:
