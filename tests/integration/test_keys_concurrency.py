@@ -23,6 +23,7 @@ from mcp_operator.kube.client import KubeClient, credentials_from_kubeconfig
 from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.worker import ServerWorker, Shared
 from mcp_operator.render import Capabilities
+from tests.e2e.ops import others_paused
 
 Obj = dict[str, Any]
 
@@ -50,7 +51,11 @@ async def _state(client: KubeClient, ns: str) -> tuple[Any, frozenset[str]]:
 async def test_concurrent_writers_leave_one_ring(
     crd_and_rbac: ControlPlane, kubectl: Any, unique_ns: str
 ) -> None:
-    ns = unique_ns
+    with others_paused():  # a session operator would be a third writer
+        await _two_writers(crd_and_rbac, kubectl, unique_ns)
+
+
+async def _two_writers(crd_and_rbac: ControlPlane, kubectl: Any, ns: str) -> None:
     manifest = server_manifest("twin", ns, auth={"enabled": True})
     kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest))
     body = json.loads(kubectl("get", "mcps", "twin", "-n", ns, "-o", "json").stdout)
