@@ -102,3 +102,21 @@ async def test_pod_events_never_cost_an_api_call() -> None:
     sup.observe_child("Pod", child("Pod"), deleted=True)
     await settle()
     assert client.calls == 0 and worker.wakes == 0
+
+
+async def test_a_worker_replaced_during_the_check_is_not_stopped() -> None:
+    """Deleted and re-created under the same name while the check ran: the new worker
+    must survive the old object's verdict."""
+    sup, _old, client = supervisor(uids=[])
+    successor = FakeWorker("u2")
+    real_request = client.request
+
+    async def slow_request(method: str, path: str, **kw: Any) -> dict[str, Any]:
+        sup.workers[KEY] = successor  # type: ignore[assignment]
+        return await real_request(method, path, **kw)
+
+    client.request = slow_request  # type: ignore[method-assign]
+    sup.observe_child("Service", child(), deleted=True)
+    await settle()
+    assert sup.workers.get(KEY) is successor  # type: ignore[comparison-overlap]
+    assert successor.wakes == 1

@@ -77,6 +77,7 @@ class Supervisor:
         task.add_done_callback(self._background.discard)
 
     async def _verify(self, key: Key) -> None:
+        checked = self.workers.get(key)
         try:
             exists = await self._server_exists(key)
         except Exception as exc:  # unknown: act as before (wake), the next event re-checks
@@ -84,24 +85,32 @@ class Supervisor:
             exists = True
         finally:
             self._verifying.discard(key)
+        worker = self.workers.get(key)
+        if worker is not checked:
+            # Replaced meanwhile (deleted and re-created under the same name): the check was
+            # about the old object; the new worker reconciles on its own.
+            if worker is not None:
+                worker.wake()
+            return
         if not exists:
             log.info("%s/%s no longer exists; stopping its worker", *key)
             self._stop(key)
-        elif key in self.workers:
-            self.workers[key].wake()
+        elif worker is not None:
+            worker.wake()
 
     async def _server_exists(self, key: Key) -> bool:
         """Listed by name (the operator has list, not get, on MCPServers); same uid."""
         worker = self.workers.get(key)
         if worker is None:
             return False
+        uid = worker.body["metadata"].get("uid")
         namespace, name = key
         path = f"/apis/{API_VERSION}/namespaces/{namespace}/{PLURAL}"
         params = {"fieldSelector": f"metadata.name={name}"}
         async with self.shared.api_slots:
             found = await self.shared.client.request("GET", path, params=params)
         uids = [(i.get("metadata") or {}).get("uid") for i in found.get("items") or []]
-        return worker.body["metadata"].get("uid") in uids
+        return uid in uids
 
     def _stop(self, key: Key) -> None:
         tasks = self._tasks.pop(key, [])
