@@ -73,6 +73,21 @@ def expected_children(server_obj: Obj, caps: Capabilities) -> dict[tuple[str, st
     return {(d["kind"], d["metadata"]["name"]): d for d in render(server, ctx)}
 
 
+def first_difference(desired: Any, live: Any, path: str = "") -> str:
+    """Where ``live`` first fails :func:`is_applied` for ``desired`` (for the failure message)."""
+    if isinstance(desired, dict) and isinstance(live, dict):
+        for k, v in desired.items():
+            if k not in live:
+                return f"{path}.{k}: missing"
+            if not is_applied(v, live[k]):
+                return first_difference(v, live[k], f"{path}.{k}")
+    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        for i, (d, v) in enumerate(zip(desired, live, strict=True)):
+            if not is_applied(d, v):
+                return first_difference(d, v, f"{path}[{i}]")
+    return f"{path}: want {desired!r}, live {live!r}"
+
+
 def convergence_problems(kubectl: Kubectl, ns: str, caps: Capabilities) -> list[str]:
     servers = {s["metadata"]["name"]: s for s in get_json(kubectl, "mcpservers", "-n", ns)["items"]}
     live = get_json(kubectl, CHILD_KINDS, "-n", ns)["items"]
@@ -104,18 +119,17 @@ def convergence_problems(kubectl: Kubectl, ns: str, caps: Capabilities) -> list[
             problems.append(f"{key}: controller refs {refs} != owner {owner['metadata']['uid']}")
         if len(refs) != 1:
             problems.append(f"{key}: {len(refs)} ownerReferences")
-        if not is_applied(
-            comparable(
-                {
-                    **desired,
-                    "metadata": {
-                        k: v for k, v in desired["metadata"].items() if k != "ownerReferences"
-                    },
-                }
-            ),
-            child,
-        ):
-            problems.append(f"{key}: stale (does not match the current spec)")
+        want = comparable(
+            {
+                **desired,
+                "metadata": {
+                    k: v for k, v in desired["metadata"].items() if k != "ownerReferences"
+                },
+            }
+        )
+        if not is_applied(want, child):
+            where = first_difference(want, child)
+            problems.append(f"{key}: stale (does not match the current spec: {where})")
     for key in sorted(set(children) - set(wanted)):
         refs = children[key]["metadata"].get("ownerReferences") or []
         problems.append(f"unexpected/orphan {key} owners={[r.get('name') for r in refs]}")

@@ -114,3 +114,15 @@ def test_tier_counts_read_the_deployment() -> None:
     dep = {"spec": {"replicas": 3}, "status": {"readyReplicas": 1}}
     assert status.tier_status(TierStatus(), dep).summary == "1/3"
     assert status.tier_status(TierStatus(), None).summary == "-"
+
+
+def test_named_list_reordered_by_server_side_apply_counts_as_applied() -> None:
+    """SSA appends an env var added to the middle of ours: that must not look like drift
+    (it did, and the operator re-applied such a Deployment for ever)."""
+    want = {"env": [{"name": "HOME", "value": "/home"}, {"name": "A", "value": "1"}]}
+    live = {"env": [{"name": "A", "value": "1"}, {"name": "HOME", "value": "/home"}]}
+    assert is_applied(want, live)
+    assert not is_applied(want, {"env": [{"name": "A", "value": "2"}, live["env"][1]]})
+    assert not is_applied(want, {"env": [live["env"][0]]})
+    # Unnamed lists (args, command) keep their order.
+    assert not is_applied({"args": ["a", "b"]}, {"args": ["b", "a"]})

@@ -114,7 +114,7 @@ def test_spec_reaches_the_container() -> None:
     assert c["image"] == "ghcr.io/example/mcp:1"
     assert c["command"] == ["python", "-m", "srv"]
     assert c["args"] == ["--port", "9000"]
-    assert c["env"] == [{"name": "A", "value": "1"}, {"name": "HOME", "value": "/home/mcp"}]
+    assert c["env"] == [{"name": "HOME", "value": "/home/mcp"}, {"name": "A", "value": "1"}]
     assert c["envFrom"] == [{"configMapRef": {"name": "cfg"}}]
     assert c["resources"] == {"limits": {"memory": "1Gi"}}
     assert c["ports"] == [{"name": "mcp", "containerPort": 9000, "protocol": "TCP"}]
@@ -424,10 +424,10 @@ def test_editing_a_rendered_object_does_not_change_later_renders() -> None:
     srv = example("full")
     dep = one(render(srv), "Deployment", "billing-tools-primary")
     dep["spec"]["template"]["spec"]["nodeSelector"]["mutated"] = "yes"
-    dep["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "debug"
+    dep["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] = "debug"
     again = one(render(srv), "Deployment", "billing-tools-primary")
     assert again["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
-    assert again["spec"]["template"]["spec"]["containers"][0]["env"][0] == {
+    assert again["spec"]["template"]["spec"]["containers"][0]["env"][1] == {
         "name": "LOG_LEVEL",
         "value": "info",
     }

@@ -34,12 +34,27 @@ def is_applied(desired: Any, live: Any) -> bool:
     if isinstance(desired, list):
         if not isinstance(live, list) or len(desired) != len(live):
             return False
+        want, have = _by_name(desired), _by_name(live)
+        if want is not None and have is not None:
+            # Associative lists (env, containers, volumes, ...) are merged by name under
+            # server-side apply, which keeps the position of items that already exist: an
+            # item added to the middle of ours is appended to the live list. Compared by
+            # position, such a list would never look applied and be re-applied for ever.
+            return want.keys() == have.keys() and all(is_applied(want[k], have[k]) for k in want)
         return all(is_applied(d, v) for d, v in zip(desired, live, strict=True))
     if isinstance(desired, bool) or isinstance(live, bool):
         return desired is live
     if isinstance(desired, int | float) and isinstance(live, int | float):
         return desired == live
     return str(desired) == str(live) if desired is not None else live is None
+
+
+def _by_name(items: list[Any]) -> dict[str, Any] | None:
+    """``items`` keyed by their ``name``, or None when it is not a list of uniquely named maps."""
+    if not items or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in items):
+        return None
+    keyed = {i["name"]: i for i in items}
+    return keyed if len(keyed) == len(items) else None
 
 
 def comparable(desired: Obj) -> Obj:

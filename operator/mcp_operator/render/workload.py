@@ -80,9 +80,11 @@ def _home_wanted(spec: MCPServerSpec) -> bool:
 
 
 def _env(spec: MCPServerSpec) -> list[Obj]:
+    # HOME first: the user's variables may refer to $(HOME), and variables added to the spec
+    # later land after it, in the order server-side apply keeps for existing list items.
     env = list(spec.env)
     if _home_wanted(spec) and not any(e.get("name") == "HOME" for e in env):
-        env.append({"name": "HOME", "value": spec.home.mount_path})
+        env.insert(0, {"name": "HOME", "value": spec.home.mount_path})
     return env
 
 
