@@ -43,6 +43,7 @@ import yaml
 
 from mcp_devcluster.controlplane import ControlPlane
 from mcp_devcluster.stack import (
+    ROLE_NAME,
     condition,
     free_port,
     install_operator_rbac,
@@ -622,7 +623,8 @@ def ids_namespace(crd_and_rbac: ControlPlane, kubectl: Kubectl) -> Iterator[str]
         "-l",
         "app.kubernetes.io/name=mcp-operator",
         "--field-selector",
-        "metadata.name!=mcp-operator",
+        # Never the session operator's own binding (ROLE_NAME): later modules need it.
+        f"metadata.name!=mcp-operator,metadata.name!={ROLE_NAME}",
         check=False,
     )
 
