@@ -213,3 +213,28 @@ def test_rule_is_enforced_by_the_server(
     assert "is invalid" in result.stderr, result.stderr
     # The server says the rule's own words (the same the models say).
     assert rule.message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {"securityContext": {"runAsUser": 0, "runAsNonRoot": False}},
+        {
+            "securityContext": {"runAsNonRoot": False},
+            "containerSecurityContext": {"runAsUser": 0},
+        },
+        {"securityContext": {"runAsUser": 0}, "containerSecurityContext": {"runAsUser": 1000}},
+    ],
+    ids=["root-opted-in", "container-root-opted-in-at-pod", "container-overrides-pod-root"],
+)
+def test_root_rules_accept_what_the_kubelet_would_run(
+    pod: Obj, crd_applied: Obj, current: ControlPlane
+) -> None:
+    """The root rules refuse only the contradiction: each of these starts under a kubelet."""
+    doc = TABLE.base()
+    doc["spec"]["pod"] = pod
+    TABLE.parse_server(doc)  # the models agree
+    result = kubectl(
+        current, "apply", "--server-side", "--dry-run=server", "-f", "-", input=json.dumps(doc)
+    )
+    assert result.returncode == 0, result.stderr

@@ -328,6 +328,19 @@ CASES: list[Case] = [
         "must match ^[a-z]",
     ),
     Case("name-trailing-dash", {"metadata.name": "weather-"}, "metadata.name", "must match"),
+    # root beside the restricted default runAsNonRoot (a CEL rule on a current server too)
+    Case(
+        "root-in-container-context",
+        {"spec.pod.containerSecurityContext": {"runAsUser": 0}},
+        "spec.pod.containerSecurityContext.runAsUser",
+        "0 (root) contradicts runAsNonRoot: true",
+    ),
+    Case(
+        "root-in-pod-context",
+        {"spec.pod.securityContext": {"runAsUser": 0}},
+        "spec.pod.securityContext.runAsUser",
+        "0 (root) contradicts runAsNonRoot: true",
+    ),
     # pod labels and env
     Case(
         "pod-label-recommended-prefix",

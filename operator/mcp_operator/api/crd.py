@@ -139,6 +139,8 @@ class _Structurer:
             out["properties"][name] = converted
         if node.get("required"):
             out["required"] = list(node["required"])
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            out["x-kubernetes-preserve-unknown-fields"] = True
         if cls is not None and issubclass(cls, RuledModel) and cls.__rules__:
             out["x-kubernetes-validations"] = [
                 {"rule": r.cel, "message": f"{r.field}: {r.message}"} for r in cls.__rules__

@@ -12,7 +12,14 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -115,8 +122,27 @@ TopologySpreadConstraint = Annotated[KubeObject, _kube_check("TopologySpreadCons
 Affinity = Annotated[KubeObject, _kube_check("Affinity")]
 Probe = Annotated[KubeObject, _kube_check("Probe")]
 ResourceRequirements = Annotated[KubeObject, _kube_check("ResourceRequirements")]
-PodSecurityContext = Annotated[KubeObject, _kube_check("PodSecurityContext")]
-SecurityContext = Annotated[KubeObject, _kube_check("SecurityContext")]
+# The two fields the root rules read are declared (CEL cannot see undeclared fields of a
+# schemaless object); every other field is kept as is and checked by ``kubeschema``.
+_ROOT_FIELDS = WithJsonSchema(
+    {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "runAsUser": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The UID the container runs as; 0 (root) needs runAsNonRoot false.",
+            },
+            "runAsNonRoot": {
+                "type": "boolean",
+                "description": "Refuse to start a container that would run as UID 0.",
+            },
+        },
+    }
+)
+PodSecurityContext = Annotated[KubeObject, _kube_check("PodSecurityContext"), _ROOT_FIELDS]
+SecurityContext = Annotated[KubeObject, _kube_check("SecurityContext"), _ROOT_FIELDS]
 
 
 class Model(RuledModel):
@@ -162,6 +188,41 @@ class TierPod(Model):
     """Kubernetes ``Toleration`` list for the tier's pods."""
     topology_spread_constraints: list[TopologySpreadConstraint] | None = None
     """Kubernetes ``TopologySpreadConstraint`` list for the tier's pods."""
+
+
+ROOT_MESSAGE = (
+    "0 (root) contradicts runAsNonRoot: true (the restricted default), so the kubelet would "
+    "never start the container; set runAsNonRoot: false in securityContext and "
+    "containerSecurityContext if the server really must run as root"
+)
+
+
+def _root_contradiction(pod: KubeObject, ctr: KubeObject) -> str | None:
+    """Which context sets ``runAsUser: 0`` while the container's effective ``runAsNonRoot``
+    is true (the container's value wins over the pod's, as in Kubernetes), or None."""
+    uid = ctr.get("runAsUser", pod.get("runAsUser", NON_ROOT_UID))
+    non_root = ctr.get("runAsNonRoot", pod.get("runAsNonRoot", True))
+    if uid != 0 or not non_root:
+        return None
+    return "containerSecurityContext" if "runAsUser" in ctr else "securityContext"
+
+
+def _cel_field(context: str, field: str, default: str) -> str:
+    """CEL for ``self.CONTEXT.FIELD`` or DEFAULT when absent (the contexts are schemaless)."""
+    return (
+        f"(has(self.{context}) && has(self.{context}.{field}) ? self.{context}.{field} : {default})"
+    )
+
+
+_CEL_NON_ROOT = _cel_field(
+    "containerSecurityContext",
+    "runAsNonRoot",
+    _cel_field("securityContext", "runAsNonRoot", "true"),
+)
+_CEL_POD_UID_SET = "has(self.securityContext) && has(self.securityContext.runAsUser)"
+_CEL_CTR_UID_SET = (
+    "has(self.containerSecurityContext) && has(self.containerSecurityContext.runAsUser)"
+)
 
 
 class PodSettings(Model):
@@ -214,6 +275,26 @@ class PodSettings(Model):
             message="must not use the reserved prefixes app.kubernetes.io/ or mcp-operator.dev/",
             check=lambda s: not any(k.startswith(RESERVED_LABEL_PREFIXES) for k in s.labels),
         ),
+        Rule(
+            field="containerSecurityContext.runAsUser",
+            cel=f"!({_CEL_CTR_UID_SET}) || self.containerSecurityContext.runAsUser != 0 || "
+            f"!{_CEL_NON_ROOT}",
+            message=ROOT_MESSAGE,
+            check=lambda s: (
+                _root_contradiction(s.security_context, s.container_security_context)
+                != "containerSecurityContext"
+            ),
+        ),
+        Rule(
+            field="securityContext.runAsUser",
+            cel=f"{_CEL_CTR_UID_SET} || !({_CEL_POD_UID_SET}) || "
+            f"self.securityContext.runAsUser != 0 || !{_CEL_NON_ROOT}",
+            message=ROOT_MESSAGE,
+            check=lambda s: (
+                _root_contradiction(s.security_context, s.container_security_context)
+                != "securityContext"
+            ),
+        ),
     )
 
     @field_validator("container_security_context")
@@ -221,22 +302,17 @@ class PodSettings(Model):
     def _root_needs_run_as_non_root_off(cls, ctr: KubeObject, info: ValidationInfo) -> KubeObject:
         """``runAsUser: 0`` beside ``runAsNonRoot: true`` (a default) renders fine and then the
         kubelet refuses to start the container: refuse it here, saying why. A field validator
-        (not a model one) so that it is reported beside problems of other pod fields."""
-        pod = info.data.get("security_context") or {}
-        uid = ctr.get("runAsUser", pod.get("runAsUser", NON_ROOT_UID))
-        non_root = ctr.get("runAsNonRoot", pod.get("runAsNonRoot", True))
-        if uid == 0 and non_root:
-            where = "containerSecurityContext" if "runAsUser" in ctr else "securityContext"
+        (not a model one) so that it is reported beside problems of other pod fields; the same
+        predicate is a CEL rule in ``__rules__`` so a current API server refuses it too."""
+        where = _root_contradiction(info.data.get("security_context") or {}, ctr)
+        if where:
             raise PydanticCustomError(
                 "cross_field",
                 "{message}",
                 {
                     "field": f"{where}.runAsUser",
                     "sibling": True,  # the path is relative to spec.pod, not to this field
-                    "message": "0 (root) contradicts runAsNonRoot: true (the restricted "
-                    "default), so the kubelet would never start the container; set "
-                    "runAsNonRoot: false in securityContext and containerSecurityContext if "
-                    "the server really must run as root",
+                    "message": ROOT_MESSAGE,
                 },
             )
         return ctr
