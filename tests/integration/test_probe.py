@@ -44,6 +44,7 @@ SERVER_SCRIPT = """'''A real MCP SDK server for probe tests: mcp 1.x (FastMCP) o
 
 argv: port [--stateless] [--json] [--token T] [--fail500] [--max-sessions N]
       [--allowed-host H]   (replaces the SDK's loopback Host allowlist)
+      [--tls CERT KEY]     (serves https)
 GET /debug/sessions answers the session manager's count of live sessions.
 '''
 
@@ -61,6 +62,7 @@ parser.add_argument("--token")
 parser.add_argument("--fail500", action="store_true")
 parser.add_argument("--max-sessions", type=int, default=10_000)
 parser.add_argument("--allowed-host", action="append")
+parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
 args = parser.parse_args()
 
 security = None
@@ -120,7 +122,8 @@ async def app(scope, receive, send):
     await inner(scope, receive, send)
 
 
-uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+tls = {"ssl_certfile": args.tls[0], "ssl_keyfile": args.tls[1]} if args.tls else {}
+uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", **tls)
 """
 
 
@@ -134,13 +137,15 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        return f"{self.scheme}://127.0.0.1:{self.port}/mcp"
 
     def sessions(self) -> int:
-        response = httpx.get(f"http://127.0.0.1:{self.port}/debug/sessions", timeout=5)
+        url = f"{self.scheme}://127.0.0.1:{self.port}/debug/sessions"
+        response = httpx.get(url, timeout=5, verify=False)
         return int(response.json()["sessions"])
 
 
@@ -188,7 +193,7 @@ def spawn(server_script: Path, tmp_path: Path) -> Iterator[Spawn]:
             proc = subprocess.Popen(
                 [str(python), str(server_script), str(port), *args], stdout=out, stderr=out
             )
-        server = Server(port, proc, log)
+        server = Server(port, proc, log, "https" if "--tls" in args else "http")
         started.append(server)
         deadline = time.monotonic() + 30
         while True:
@@ -610,3 +615,132 @@ async def test_session_opened_by_a_refused_discover_is_deleted() -> None:
         "ping",
         "DELETE sess-1",
     ]
+
+
+# --------------------------------------------------------------------------------------
+# https: real TLS (uvicorn) with a CA and certificates made here
+# --------------------------------------------------------------------------------------
+
+SERVICE_NAME = "weather.default.svc"
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca_pem: str
+    other_ca_pem: str
+    cert: Path
+    key: Path
+    wrong_name_cert: Path
+
+
+def _issue(tmp: Path, stem: str, name: str, ca_key: Any, ca_name: Any) -> tuple[Path, Path]:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{stem}.crt", tmp / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _ca(common_name: str) -> tuple[Any, Any, str]:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, name, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    tmp = tmp_path_factory.mktemp("pki")
+    ca_key, ca_name, ca_pem = _ca("mcp test CA")
+    _, _, other_ca_pem = _ca("someone else's CA")
+    cert, key = _issue(tmp, "server", SERVICE_NAME, ca_key, ca_name)
+    wrong, _ = _issue(tmp, "wrong-name", "other.default.svc", ca_key, ca_name)
+    return Pki(ca_pem, other_ca_pem, cert, key, wrong)
+
+
+def _tls_target(server: Server) -> ProbeTarget:
+    """As the operator builds it: the pod's IP in the URL, the Service's name as Host/SNI."""
+    host = f"{SERVICE_NAME}:{server.port}"
+    return ProbeTarget(server.url, host_header=host, sni_hostname=SERVICE_NAME)
+
+
+def _tls_server(spawn: Spawn, cert: Path, key: Path) -> Server:
+    return spawn("--tls", str(cert), str(key), "--allowed-host", f"{SERVICE_NAME}:*")
+
+
+async def test_https_with_the_right_ca_is_healthy(spawn: Spawn, pki: Pki) -> None:
+    server = _tls_server(spawn, pki.cert, pki.key)
+    async with probe_module.client_for(pki.ca_pem) as http:
+        result = await probe(http, _tls_target(server), FAST)
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "modern"), result
+
+
+async def test_https_without_a_ca_is_encrypted_but_not_verified(spawn: Spawn, pki: Pki) -> None:
+    """No caSecretRef: like the kubelet's https probes, any certificate is accepted."""
+    server = _tls_server(spawn, pki.wrong_name_cert, pki.key.with_name("wrong-name.key"))
+    async with probe_module.client_for(None) as http:
+        result = await probe(http, _tls_target(server), FAST)
+    assert result.outcome is Outcome.HEALTHY, result
+
+
+@pytest.mark.parametrize("fault", ["other-ca", "wrong-name"])
+async def test_an_untrusted_certificate_keeps_the_pod_serving(
+    spawn: Spawn, pki: Pki, fault: str
+) -> None:
+    """A certificate the probe cannot trust is the probe's configuration (or the
+    certificate), not the pod's health: unverified (keeps serving, never fails over), with
+    the reason in the detail."""
+    if fault == "other-ca":
+        server, ca = _tls_server(spawn, pki.cert, pki.key), pki.other_ca_pem
+    else:
+        key = pki.key.with_name("wrong-name.key")
+        server, ca = _tls_server(spawn, pki.wrong_name_cert, key), pki.ca_pem
+    async with probe_module.client_for(ca) as http:
+        result = await probe(http, _tls_target(server), FAST)
+    assert result.outcome is Outcome.UNVERIFIED, result
+    assert result.detail.startswith("TLS certificate not trusted"), result.detail
+    expected = "unable to get local issuer" if fault == "other-ca" else "Hostname mismatch"
+    assert expected in result.detail, result.detail

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -249,11 +248,7 @@ class HealthLoop:
         """One client per CA (per server): its own connection pool, so no other server's
         probes ever wait in it, and no pool limit (concurrency is bounded by ``slots``)."""
         if ca not in self.clients:
-            verify: ssl.SSLContext | bool = False
-            if ca is not None:
-                verify = ssl.create_default_context(cadata=ca)
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-            self.clients[ca] = httpx.AsyncClient(limits=limits, verify=verify)
+            self.clients[ca] = probe.client_for(ca)
         return self.clients[ca]
 
     # -- acting -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import enum
 import itertools
 import json
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ class Outcome(enum.StrEnum):
 
     ``unverified``: the pod's process answered HTTP but the probe could not check MCP
     (401/403 -- an OAuth-protected server, 421 -- a Host allowlist, a redirect, no common
-    protocol version). The process is up and clients holding the right credentials are
+    protocol version, a TLS certificate the probe does not trust). The process is up and clients holding the right credentials are
     served, so the pod keeps serving; it says nothing about health, so it never moves a
     breaker and never triggers a failover. ``misconfigured`` is reserved for the operator's
     own probe errors (an invalid probe target, a token Secret that does not exist).
@@ -153,6 +154,18 @@ class _Reply:
     error_message: str
 
 
+def client_for(ca: str | None) -> httpx.AsyncClient:
+    """The HTTP client probes use. With a CA bundle (PEM), https certificates must chain to
+    it and name the Host header's name (sent as SNI); without one, https is encrypted but not
+    verified, as the kubelet's own https probes. Each probe opens its own connection, as the
+    kubelet's do, so a kept-alive socket never hides a pod that stopped accepting them."""
+    verify: ssl.SSLContext | bool = False
+    if ca is not None:
+        verify = ssl.create_default_context(cadata=ca)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    return httpx.AsyncClient(limits=limits, verify=verify)
+
+
 async def probe(
     client: httpx.AsyncClient, target: ProbeTarget, settings: ProbeSettings | None = None
 ) -> ProbeResult:
@@ -174,6 +187,9 @@ async def probe(
         outcome, era = Outcome.UNHEALTHY, exchange.era
         refused = _is_refused(exc)
         detail = f"{type(exc).__name__} during {exchange.step}: {exc}"
+        untrusted = _cert_error(exc)
+        if untrusted is not None:
+            outcome, detail = Outcome.UNVERIFIED, f"TLS certificate not trusted: {untrusted}"
     except (httpx.InvalidURL, ValueError) as exc:
         # A bad URL, or a header (token, Host) that is not ASCII. The message is left out:
         # a UnicodeEncodeError quotes the offending string, which may be the token.
@@ -181,6 +197,21 @@ async def probe(
         detail = f"invalid probe target ({type(exc).__name__})"
     detail = _redact(f"{detail}{exchange.cleanup_note}", target)
     return ProbeResult(outcome, era, time.monotonic() - started, detail, refused, challenge)
+
+
+def _cert_error(exc: BaseException) -> str | None:
+    """The verification failure when the pod's certificate is not trusted (wrong CA, wrong
+    name, expired), or None. The process answered TLS, so this is the probe's configuration
+    (``spec.health.caSecretRef``, ``hostHeader``) or the certificate, not the pod's health:
+    a CA rotated ahead of the pods must not take a fleet out of service."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _is_refused(exc: BaseException) -> bool:
