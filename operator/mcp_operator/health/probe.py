@@ -74,10 +74,11 @@ class Outcome(enum.StrEnum):
 
     ``unverified``: the pod's process answered HTTP but the probe could not check MCP
     (401/403 -- an OAuth-protected server, 421 -- a Host allowlist, a redirect, no common
-    protocol version, a TLS certificate the probe does not trust). The process is up and clients holding the right credentials are
-    served, so the pod keeps serving; it says nothing about health, so it never moves a
-    breaker and never triggers a failover. ``misconfigured`` is reserved for the operator's
-    own probe errors (an invalid probe target, a token Secret that does not exist).
+    protocol version, a TLS certificate the probe does not trust). The process is up and
+    clients holding the right credentials are served, so the pod keeps serving; it says
+    nothing about health, so it never moves a breaker and never triggers a failover.
+    ``misconfigured`` is reserved for the operator's own probe errors (an invalid probe
+    target, a token Secret that does not exist).
     """
 
     HEALTHY = "healthy"
