@@ -89,6 +89,12 @@ PROBER_DOUBT = Gauge(
     ["namespace", "server"],
 )
 
+CACHE_READY = Gauge(
+    f"{PREFIX}_cache_ready",
+    "1 when the server's cache answers an authenticated PING (readiness of NAME-cache).",
+    ["namespace", "server"],
+)
+
 # Every metric whose first labels are (namespace, server). New per-server metrics must be
 # added here (test_metrics checks it), or their series outlive the server.
 PER_SERVER: tuple[MetricWrapperBase, ...] = (
@@ -103,6 +109,7 @@ PER_SERVER: tuple[MetricWrapperBase, ...] = (
     FAILOVERS,
     MISCONFIGURED,
     PROBER_DOUBT,
+    CACHE_READY,
 )
 
 CONDITION_TYPES = ("Ready", "Reconciled", "PrimaryHealthy", "BackupHealthy", "FailedOver")

@@ -48,6 +48,15 @@ RULES: list[Rule] = [
     # Reading both uses the `get` rule.
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
+    # spec.cache: NAME-cache-auth is created once (the `create` above); the configuration
+    # Secret NAME-cache-config is server-side applied and pruned when the cache is turned
+    # off; the NetworkPolicy NAME-cache is a watched child like the Services.
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["patch", "delete"]},
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
+    },
     # Only for `--namespace PATTERN` with globs: kopf follows matching namespaces.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     # Leader election among operator replicas (`--leader-lease`), granted only in the

@@ -126,7 +126,9 @@ DOCUMENTED_DEFAULTS: JSON = {
         "enabled": False,
         "maxMemory": "256Mi",
         "evictionPolicy": "allkeys-lru",
-        "image": "redis:7.2",
+        "image": "redis:7.4.2",
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {},
     },
     "monitoring": {
         "prometheusRule": {"enabled": True, "labels": {}},

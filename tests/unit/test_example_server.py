@@ -34,7 +34,15 @@ async def test_tools_in_process() -> None:
 
     async with Client(ex.build_server(_opts())) as client:
         names = {t.name for t in (await client.list_tools()).tools}
-        assert names == {"echo", "add", "counter", "read_file", "write_home", "kube_get"}
+        assert names == {
+            "echo",
+            "add",
+            "counter",
+            "slow_square",
+            "read_file",
+            "write_home",
+            "kube_get",
+        }
         assert (await client.call_tool("add", {"a": 2, "b": 40})).structured_content == {
             "result": 42
         }
@@ -42,10 +50,25 @@ async def test_tools_in_process() -> None:
         second = await client.call_tool("counter", {})
         texts = [r.content[0].text for r in (first, second)]  # type: ignore[union-attr]
         assert texts == ["counter=1 backend=memory", "counter=2 backend=memory"]
+        square = await client.call_tool("slow_square", {"n": 7})
+        assert json.loads(square.content[0].text) == {  # type: ignore[union-attr]
+            "value": 49,
+            "cached": False,
+            "backend": "memory",
+        }
+
+
+def test_service_host_reads_the_node_agents_hosts_file(tmp_path: Any) -> None:
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps({"w-cache.tools.svc": "10.96.0.7"}))
+    env = {"NODEAGENT_HOSTS": str(hosts)}
+    assert ex.service_host("w-cache.tools.svc", env) == "10.96.0.7"
+    assert ex.service_host("other.tools.svc", env) == "other.tools.svc"
+    assert ex.service_host("w-cache.tools.svc", {}) == "w-cache.tools.svc"
 
 
 async def test_counter_falls_back_to_memory_when_redis_is_down() -> None:
-    counter = ex.Counter("redis://127.0.0.1:1/0", "k")
+    counter = ex.Counter(ex.Cache("redis://127.0.0.1:1/0", {}), "k")
     value, backend = await counter.increment()
     assert value == 1 and backend.startswith("memory (redis error")
 

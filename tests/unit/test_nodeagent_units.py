@@ -421,3 +421,31 @@ def test_node_labels_carry_topology_only_with_a_zone() -> None:
     assert zoned["topology.kubernetes.io/region"] == "local"
     assert zoned["kubernetes.io/hostname"] == "n"
     assert "topology.kubernetes.io/zone" not in node_labels("n")
+
+
+def test_redis_config_paths_map_to_the_mounted_rendered_files(tmp_path: Path) -> None:
+    """The agent runs redis-server on the rendered files as mounted: the config path and the
+    ACL file path are mapped to the volume's host directory; nothing else is changed."""
+    from mcp_devcluster.nodeagent.images import map_config_paths
+
+    conf_dir = tmp_path / "config"
+    conf_dir.mkdir()
+    (conf_dir / "redis.conf").write_text("maxmemory 1048576\naclfile /etc/redis/users.acl\n")
+    rule = ImageMap().lookup("redis:7.4.2")
+    assert rule is not None
+    argv = build_argv(rule, ["redis-server"], ["/etc/redis/redis.conf"], {"pod_ip": "10.244.0.5"})
+    mapped = map_config_paths(argv, rule, {"/etc/redis": str(conf_dir)})
+    assert mapped == [
+        "redis-server",
+        f"{conf_dir}/redis.conf",
+        "--bind",
+        "10.244.0.5",
+        "--aclfile",
+        f"{conf_dir}/users.acl",
+    ]
+    example = ImageMap().lookup("ghcr.io/mcp-operator/example-server:1")
+    assert example is not None
+    assert map_config_paths(["x", "/etc/redis/redis.conf"], example, {"/etc/redis": "/h"}) == [
+        "x",
+        "/etc/redis/redis.conf",
+    ]

@@ -149,8 +149,10 @@ def test_recommended_and_operator_labels_everywhere(name: str) -> None:
         is_stable_service = (
             obj["kind"] == "Service" and obj["metadata"]["name"] == srv.metadata.name
         )
-        if obj["kind"] == "ServiceAccount" or is_stable_service:
-            # Not of a tier; the stable Service only *selects* one (see below).
+        is_cache = labels["app.kubernetes.io/component"] == "cache"
+        if obj["kind"] == "ServiceAccount" or is_stable_service or is_cache:
+            # Not of a tier; the stable Service only *selects* one (see below), the cache
+            # serves both.
             assert TIER not in labels, where
         else:
             assert labels[TIER] in {"primary", "backup"}, where
@@ -159,6 +161,9 @@ def test_recommended_and_operator_labels_everywhere(name: str) -> None:
             tmpl = obj["spec"]["template"]["metadata"]["labels"]
             for key in RECOMMENDED:
                 assert tmpl.get(key), f"{where} pod template lacks {key}"
+            if is_cache:
+                assert SERVER not in tmpl and tmpl["mcp-operator.dev/cache"] == srv.metadata.name
+                continue
             assert tmpl[SERVER] == srv.metadata.name
             assert tmpl[TIER] == labels[TIER]
 
@@ -175,6 +180,10 @@ def test_selectors_use_only_the_two_immutable_labels(name: str) -> None:
         elif kind == "Service":
             sel = obj["spec"]["selector"]
         else:
+            continue
+        if obj["metadata"]["name"].endswith("-cache"):
+            # The cache's pods carry no server label: the prober would take them for MCP pods.
+            assert sel == {"mcp-operator.dev/cache": srv.metadata.name}
             continue
         assert set(sel) == {SERVER, TIER}, f"{kind}/{obj['metadata']['name']}: {sel}"
         assert sel[SERVER] == srv.metadata.name

@@ -37,7 +37,7 @@ from .kubeapi import ApiError, Informer, KubeClient, key_of
 from .node import NodeHeartbeat
 from .podworker import NodeContext, PodWorker
 from .process import Spawner, kill_leftovers
-from .proxy import ServiceProxy, default_service_cidr
+from .proxy import HOSTS_FILE, ServiceProxy, default_service_cidr
 
 log = logging.getLogger("nodeagent")
 
@@ -215,7 +215,9 @@ class NodeAgent:
             if not informer.synced.wait(timeout):
                 raise TimeoutError(f"informer {informer.name} did not sync in {timeout}s")
         if self.config.proxy:
-            self.proxy = ServiceProxy(self.client, self.service_cidr)
+            self.proxy = ServiceProxy(
+                self.client, self.service_cidr, hosts_file=self.state_dir / HOSTS_FILE
+            )
             self.proxy.start(timeout)
         log.info(
             "node agent ready: nodes %s, pods bound by %s (pod CIDR %s, proxy %s, state %s)",

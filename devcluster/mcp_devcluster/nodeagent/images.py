@@ -17,6 +17,16 @@ Map file (YAML or JSON), rules tried in order, file rules before the built-in on
 
 Placeholders: ``{pod_ip}``, ``{python}`` (the agent's interpreter), ``{pod_name}``,
 ``{namespace}``, ``{container}``, ``{pod_dir}``.
+
+``pathDirectives`` (Redis: ``aclfile``) is for programs that take a config file.
+There is no mount namespace, so the container's paths do not exist on the host: argv
+elements under a ``volumeMount`` are mapped to the volume's host directory, and each listed
+directive of the config file (the first argv element that is a file) whose value lies under
+a mount is overridden on the command line with the mapped path (``--aclfile HOST_PATH``).
+Everything else — ``maxmemory``, the policy, the ACL file's users — is read by the program
+from the rendered files exactly as they are mounted. (A directive checked while the file is
+parsed, such as Redis's ``dir``, cannot be overridden this way: use ``workingDir``, which the
+agent maps to the volume's host directory.)
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Any
 import yaml
 
 EXAMPLE_IMAGE_REPOSITORY = "ghcr.io/mcp-operator/example-server"
+REDIS_PATH_DIRECTIVES = ("aclfile",)
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class ImageRule:
     command: tuple[str, ...]
     bind_args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    path_directives: tuple[str, ...] = ()
 
     def matches(self, image: str) -> bool:
         """Glob on repository and tag separately; a pattern without a tag takes any tag."""
@@ -56,8 +68,8 @@ DEFAULT_RULES: tuple[ImageRule, ...] = (
         ("{python}", "-m", "mcp_example_server"),
         ("--host", "{pod_ip}"),
     ),
-    ImageRule("redis:*", ("redis-server",), ("--bind", "{pod_ip}")),
-    ImageRule("*/redis:*", ("redis-server",), ("--bind", "{pod_ip}")),
+    ImageRule("redis:*", ("redis-server",), ("--bind", "{pod_ip}"), {}, REDIS_PATH_DIRECTIVES),
+    ImageRule("*/redis:*", ("redis-server",), ("--bind", "{pod_ip}"), {}, REDIS_PATH_DIRECTIVES),
 )
 
 
@@ -111,6 +123,7 @@ def _parse_rule(entry: Any) -> ImageRule:
         command=tuple(str(a) for a in entry["command"]),
         bind_args=tuple(str(a) for a in entry.get("bindArgs", [])),
         env={str(k): str(v) for k, v in (entry.get("env") or {}).items()},
+        path_directives=tuple(str(d) for d in entry.get("pathDirectives", [])),
     )
 
 
@@ -131,3 +144,30 @@ def build_argv(
     values = {"python": sys.executable, **values}
     head = list(command) if command else [fill(a, values) for a in rule.command]
     return head + list(args or []) + [fill(a, values) for a in rule.bind_args]
+
+
+def host_path(path: str, mounts: Mapping[str, str]) -> str | None:
+    """The host path of a container path under one of ``mounts`` (longest mount wins)."""
+    best = max(
+        (m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")),
+        key=len,
+        default=None,
+    )
+    return None if best is None else mounts[best] + path[len(best) :]
+
+
+def map_config_paths(argv: Sequence[str], rule: ImageRule, mounts: Mapping[str, str]) -> list[str]:
+    """See the module docstring (``pathDirectives``); argv unchanged for other rules."""
+    if not rule.path_directives:
+        return list(argv)
+    out = [argv[0], *(host_path(a, mounts) or a for a in argv[1:])]
+    config = next((a for a in out[1:] if not a.startswith("-") and Path(a).is_file()), None)
+    if config is None:
+        return out
+    for line in Path(config).read_text().splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0].lower() in rule.path_directives:
+            mapped = host_path(words[1].strip('"'), mounts)
+            if mapped is not None:
+                out += [f"--{words[0].lower()}", mapped]
+    return out

@@ -8,6 +8,7 @@ probe or restart is due, and never polls faster than that.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -22,10 +23,11 @@ from typing import Any, Protocol
 from . import podstatus
 from .container import BackoffPolicy, ContainerRunner
 from .envvars import ConfigError, Sources, expand, resolve_env
-from .images import ImageMap, build_argv
+from .images import ImageMap, build_argv, host_path, map_config_paths
 from .kubeapi import MERGE, ApiError, KubeClient, now_rfc3339
 from .probes import ProbeContext
 from .process import MARKER_ENV, Spawner, signal_group
+from .proxy import HOSTS_FILE
 from .volumes import PodVolumes, VolumeSources, mounts_env
 
 log = logging.getLogger("nodeagent.pod")
@@ -300,9 +302,13 @@ class PodWorker:
         command = [expand(a, env) for a in runner.spec.get("command") or []]
         args = [expand(a, env) for a in runner.spec.get("args") or []]
         argv = build_argv(rule, command, args, values)
+        mounts = json.loads(env.get("NODEAGENT_MOUNTS") or "{}")
+        argv = map_config_paths(argv, rule, mounts)
+        # workingDir under a volumeMount runs in that volume's host directory.
+        cwd = host_path(str(runner.spec.get("workingDir") or ""), mounts) or str(self.dir)
         try:
             with open(self.dir / "logs" / f"{runner.name}.log", "ab") as log_file:
-                proc = self._ctx.spawner.spawn(argv, env, str(self.dir), log_file)
+                proc = self._ctx.spawner.spawn(argv, env, cwd, log_file)
         except OSError as exc:
             runner.start_failed("RunContainerError", f"{type(exc).__name__}: {exc}", 10.0)
             return
@@ -327,6 +333,8 @@ class PodWorker:
             POD_IP=self.ip,
             HOSTNAME=self.name,
             NODEAGENT_MOUNTS=mounts_env(runner.spec.get("volumeMounts") or [], self.volumes.dirs),
+            # The Service names this agent's proxy answers for (a cluster DNS stand-in).
+            NODEAGENT_HOSTS=str(self._ctx.state_dir / HOSTS_FILE),
         )
         env.update(resolve_env(runner.spec, self._with_ip(pod), self._ctx.sources))
         env[MARKER_ENV] = str(self._ctx.state_dir)

@@ -37,12 +37,15 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import json
 import logging
+import os
 import socket
 import struct
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .ipam import IpAllocator
@@ -53,6 +56,9 @@ log = logging.getLogger("nodeagent.proxy")
 JSON = dict[str, Any]
 
 PROXY_ANNOTATION = "devcluster.mcp-operator.dev/proxy-address"
+# A cluster-DNS stand-in in the agent's state directory: {"NAME.NS.svc": proxy IP, ...}.
+# Pods learn its path from env NODEAGENT_HOSTS (there is no resolver to plug into).
+HOSTS_FILE = "hosts.json"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 CONNECT_TIMEOUT = 3.0
 RETIRED_PORT_GRACE = 5.0
@@ -353,8 +359,12 @@ def slice_path(client: KubeClient) -> str:
 class ServiceProxy:
     """Services and EndpointSlices informers driving a ``Forwarder``, plus the annotation."""
 
-    def __init__(self, client: KubeClient, service_cidr: str) -> None:
+    def __init__(
+        self, client: KubeClient, service_cidr: str, hosts_file: Path | None = None
+    ) -> None:
         self._client = client
+        self._hosts_file = hosts_file
+        self._hosts: dict[str, str] = {}
         self.forwarder = Forwarder(IpAllocator(service_cidr))
         self._lock = threading.Lock()
         self._services = Informer(client, "/api/v1/services", self._on_service, "services")
@@ -382,6 +392,7 @@ class ServiceProxy:
         with self._lock:
             if kind == "DELETED":
                 self.forwarder.remove(key)
+                self._set_host(key, None)
                 return
             ports = proxied_ports(service)
             try:
@@ -390,8 +401,27 @@ class ServiceProxy:
                 log.warning("proxy for %s: %s", key, exc)
                 return
             self._sync_backends(key, ports)
+            self._set_host(key, ip)
         if ip is not None:
             self._annotate(service, annotation_value(ip, ports))
+
+    def _set_host(self, key: str, ip: str | None) -> None:
+        """Record ``NAME.NS.svc`` (and its longer forms) → ``ip`` in the hosts file."""
+        if self._hosts_file is None:
+            return
+        namespace, name = key.split("/", 1)
+        names = [f"{name}.{namespace}", f"{name}.{namespace}.svc"]
+        names.append(f"{name}.{namespace}.svc.cluster.local")
+        before = dict(self._hosts)
+        for host in names:
+            if ip is None:
+                self._hosts.pop(host, None)
+            else:
+                self._hosts[host] = ip
+        if self._hosts != before:
+            tmp = self._hosts_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._hosts, sort_keys=True))
+            os.replace(tmp, self._hosts_file)
 
     def _on_slice(self, _kind: str, endpoint_slice: JSON) -> None:
         key = slice_owner(endpoint_slice)

@@ -4,8 +4,10 @@ It is deliberately small but exercises what the operator cares about:
 
 * both MCP eras on one streamable-HTTP endpoint (the ``mcp`` 2.x SDK routes by the
   ``MCP-Protocol-Version`` header), stateful by default, ``--stateless`` on request;
-* a ``counter`` tool backed by Redis when ``MCP_CACHE_URL`` is set, so that the
-  operator-provisioned cache can be checked end to end (and its absence is visible);
+* a ``counter`` tool and a cached ``slow_square`` tool backed by Redis when the operator's
+  cache contract (``MCP_CACHE_HOST``/``PORT``/``USERNAME``/``PASSWORD``, or
+  ``MCP_CACHE_URL``) is set, so that the operator-provisioned cache can be checked end to
+  end (and its absence is visible);
 * real token verification when the operator's ``spec.auth`` is on (env ``MCP_AUTH_*``):
   :mod:`mcp_operator.auth.verify` against the mounted JWKS, 401 with ``WWW-Authenticate``
   and RFC 9728 protected-resource metadata otherwise;
@@ -24,6 +26,7 @@ Run: ``python -m mcp_example_server [--host H] [--port P] [--path /mcp]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import json
 import logging
@@ -31,6 +34,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -111,39 +115,107 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-class Counter:
-    """A counter in Redis when configured, otherwise in process memory.
+def service_host(host: str, env: MutableMapping[str, str]) -> str:
+    """A Service name as this pod can reach it. Under the dev node agent there is no cluster
+    DNS: it writes the names its Service proxy answers for into the JSON file named by
+    ``NODEAGENT_HOSTS`` (re-read on every connect: the Service may get its address later).
+    Elsewhere the name is used as is."""
+    path = env.get("NODEAGENT_HOSTS")
+    if not path:
+        return host
+    try:
+        hosts: dict[str, str] = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return host
+    return hosts.get(host, host)
 
-    Falling back on a Redis error keeps the tool answering, and the returned backend
-    name makes the degradation visible to tests and humans alike.
+
+class Cache:
+    """The operator's cache contract (``MCP_CACHE_HOST/PORT/USERNAME/PASSWORD``, or
+    ``MCP_CACHE_URL``), with a process-memory fallback.
+
+    Falling back on a Redis error keeps the tools answering, and the backend name they return
+    makes the degradation visible to tests and humans alike. A failed client is dropped, so
+    the next call reconnects (a recreated cache pod, a Service that got its address late).
     """
 
-    def __init__(self, cache_url: str | None, key: str) -> None:
+    def __init__(self, cache_url: str | None, env: MutableMapping[str, str]) -> None:
+        self._url = cache_url
+        self._env = env
+        self._client: Any = None
+        self.memory: dict[str, str] = {}
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._url or self._env.get("MCP_CACHE_HOST"))
+
+    def _connect(self) -> Any:
+        import redis.asyncio as aioredis
+
+        env = self._env
+        common: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
+        if env.get("MCP_CACHE_HOST"):
+            return aioredis.Redis(
+                host=service_host(env["MCP_CACHE_HOST"], env),
+                port=int(env.get("MCP_CACHE_PORT") or 6379),
+                username=env.get("MCP_CACHE_USERNAME") or None,
+                password=env.get("MCP_CACHE_PASSWORD") or None,
+                **common,
+            )
+        return aioredis.from_url(self._url or "", **common)
+
+    async def run(self, op: Callable[[Any], Awaitable[Any]]) -> tuple[Any, str]:
+        """``op(client)`` against Redis: ``(result, "redis")``, or ``(None, "memory (…)")``."""
+        if not self.configured:
+            return None, "memory"
+        try:
+            if self._client is None:
+                self._client = self._connect()
+            return await op(self._client), "redis"
+        except Exception as exc:  # any client error means "cache unavailable"
+            log.warning("redis call failed (%s); using memory", type(exc).__name__)
+            client, self._client = self._client, None
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            return None, f"memory (redis error: {type(exc).__name__})"
+
+
+class Counter:
+    """A counter in the cache when configured, otherwise in process memory."""
+
+    def __init__(self, cache: Cache, key: str) -> None:
+        self._cache = cache
         self._key = key
         self._memory = 0
-        self._redis: Any = None
-        if cache_url:
-            import redis.asyncio as aioredis
-
-            self._redis = aioredis.from_url(
-                cache_url,
-                username=os.environ.get("MCP_CACHE_USERNAME") or None,
-                password=os.environ.get("MCP_CACHE_PASSWORD") or None,
-                socket_connect_timeout=2,
-                socket_timeout=2,
-            )
 
     async def increment(self) -> tuple[int, str]:
         """Increment and return ``(value, backend)``."""
-        if self._redis is not None:
-            try:
-                return int(await self._redis.incr(self._key)), "redis"
-            except Exception as exc:  # any client error means "cache unavailable"
-                log.warning("redis counter failed (%s); using memory", type(exc).__name__)
-                self._memory += 1
-                return self._memory, f"memory (redis error: {type(exc).__name__})"
+        value, backend = await self._cache.run(lambda r: r.incr(self._key))
+        if backend == "redis":
+            return int(value), backend
         self._memory += 1
-        return self._memory, "memory"
+        return self._memory, backend
+
+
+SQUARE_DELAY_S = 0.2
+SQUARE_TTL_S = 300
+
+
+async def slow_square(cache: Cache, n: int) -> dict[str, Any]:
+    """A deliberately slow computation, cached: the second call (on any pod of either tier)
+    answers from the cache without the delay."""
+    import asyncio
+
+    key = f"example-server:square:{n}"
+    hit, backend = await cache.run(lambda r: r.get(key))
+    if hit is not None:
+        return {"value": int(hit), "cached": True, "backend": backend}
+    await asyncio.sleep(SQUARE_DELAY_S)
+    value = n * n
+    if backend == "redis":
+        _, backend = await cache.run(lambda r: r.set(key, value, ex=SQUARE_TTL_S))
+    return {"value": value, "cached": False, "backend": backend}
 
 
 def build_server(opts: Options) -> Any:
@@ -156,7 +228,8 @@ def build_server(opts: Options) -> Any:
 
         kwargs["request_state_security"] = RequestStateSecurity(keys=list(opts.request_state_keys))
     server = MCPServer(opts.name, **kwargs)
-    counter = Counter(opts.cache_url, opts.counter_key)
+    cache = Cache(opts.cache_url, os.environ)
+    counter = Counter(cache, opts.counter_key)
 
     @server.tool(description="Return the given message unchanged.")
     def echo(message: str) -> str:
@@ -173,6 +246,14 @@ def build_server(opts: Options) -> Any:
     async def counter_tool() -> str:
         value, backend = await counter.increment()
         return f"counter={value} backend={backend}"
+
+    @server.tool(
+        name="slow_square",
+        description="n*n after a 0.2 s delay, cached in Redis for 5 minutes (JSON: value, "
+        "cached, backend).",
+    )
+    async def slow_square_tool(n: int) -> str:
+        return json.dumps(await slow_square(cache, n))
 
     _add_pod_tools(server)
     _add_healthz(server)

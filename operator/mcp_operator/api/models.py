@@ -561,13 +561,71 @@ class AuthSpec(Model):
     )
 
 
+def quantity_bytes(value: str) -> int:
+    """A Kubernetes memory quantity (``256Mi``, ``1G``, ``1048576``) in bytes."""
+    match = re.fullmatch(QUANTITY_PATTERN, value)
+    if match is None:
+        raise ValueError(f"not a quantity: {value!r}")
+    suffix = match.group(2) or ""
+    number = value[: len(value) - len(suffix)] if suffix else value
+    return int(float(number) * _QUANTITY_FACTORS[suffix])
+
+
+_QUANTITY_FACTORS = {
+    "": 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
+
+
+def _no_memory_limit(value: KubeObject) -> KubeObject:
+    """The cache's memory limit is derived from ``maxMemory`` (with headroom): a second,
+    independent number could leave Redis no room and get it OOM-killed."""
+    if "memory" in (value.get("limits") or {}):
+        raise PydanticCustomError(
+            "k8s_schema",
+            "{summary}",
+            {
+                "summary": "limits.memory: is derived from maxMemory (plus headroom); "
+                "set maxMemory instead",
+                "problems": [
+                    ("limits.memory", "is derived from maxMemory (plus headroom); set maxMemory")
+                ],
+            },
+        )
+    return value
+
+
+def _at_least_1mi(value: str) -> str:
+    if quantity_bytes(value) < 1024**2:
+        raise ValueError("must be at least 1Mi (Redis reads 0 as no limit at all)")
+    return value
+
+
+CacheResources = Annotated[ResourceRequirements, AfterValidator(_no_memory_limit)]
+
+
 class CacheSpec(Model):
-    """A Redis cache per server (a later issue; validated only)."""
+    """A Redis cache for this server alone: Deployment and Service ``NAME-cache``, the
+    credential Secret ``NAME-cache-auth`` (generated once), the configuration Secret
+    ``NAME-cache-config`` and a NetworkPolicy admitting only this server's pods and the
+    operator. Both tiers get the connection as ``MCP_CACHE_*`` env vars (see the README's
+    *Cache* section). No persistence: a restarted cache starts empty."""
 
     enabled: bool = False
-    """Provision the cache."""
-    max_memory: str = Field(default="256Mi", pattern=QUANTITY_PATTERN, max_length=16)
-    """Redis ``maxmemory``."""
+    """Provision the cache and hand its connection to both tiers."""
+    max_memory: Annotated[str, AfterValidator(_at_least_1mi)] = Field(
+        default="256Mi", pattern=QUANTITY_PATTERN, max_length=16
+    )
+    """Redis ``maxmemory`` (a Kubernetes quantity, at least 1Mi; Redis reads 0 as "no
+    limit"). The container's memory limit is this plus 25% plus 32Mi, so Redis evicts long
+    before the kernel kills it."""
     eviction_policy: Literal[
         "allkeys-lru",
         "allkeys-lfu",
@@ -578,9 +636,16 @@ class CacheSpec(Model):
         "volatile-ttl",
         "noeviction",
     ] = "allkeys-lru"
-    """Redis ``maxmemory-policy``."""
-    image: str = Field(default="redis:7.2", min_length=1, max_length=512)
-    """Redis image."""
+    """Redis ``maxmemory-policy``: what is evicted when ``maxMemory`` is reached
+    (``noeviction`` makes writes fail instead)."""
+    image: str = Field(default="redis:7.4.2", min_length=1, max_length=512)
+    """Redis image (pinned; any Redis 7 image with ``redis-server`` and ``redis-cli``)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Image pull policy of the cache container."""
+    resources: CacheResources = Field(default_factory=dict)
+    """Kubernetes ``ResourceRequirements`` of the Redis container, merged over the default
+    requests (50m CPU, memory = the derived limit); ``limits.memory`` is derived from
+    ``maxMemory`` and may not be set."""
 
 
 class PrometheusRuleSpec(Model):
@@ -656,7 +721,7 @@ class MCPServerSpec(Model):
     auth: AuthSpec = Field(default_factory=AuthSpec)
     """Token issuing: signing keys, JWKS, rotation (see AuthSpec)."""
     cache: CacheSpec = Field(default_factory=CacheSpec)
-    """Redis cache (later issue)."""
+    """A Redis cache of this server's own, wired into both tiers (see CacheSpec)."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     """Prometheus integration (later issue)."""
 
@@ -817,12 +882,14 @@ class KeysStatus(StatusModel):
 
 
 class CacheStatus(StatusModel):
-    """The cache (later issue)."""
+    """The per-server Redis cache (``spec.cache``); never its password."""
 
-    endpoint: str | None = None
-    """The cache's address."""
     ready: bool | None = None
-    """Whether the cache answers."""
+    """Whether the cache answers an authenticated PING (its Deployment has a ready pod)."""
+    endpoint: str | None = None
+    """The cache's address: redis://NAME-cache.NAMESPACE.svc:6379 (no credentials)."""
+    secret_name: str | None = None
+    """The Secret holding the cache's username and password (NAME-cache-auth)."""
 
 
 class MCPServerStatus(StatusModel):
@@ -841,10 +908,10 @@ class MCPServerStatus(StatusModel):
     keys: KeysStatus = Field(default_factory=KeysStatus)
     """Signing keys: active, next and published key ids (never key material)."""
     cache: CacheStatus = Field(default_factory=CacheStatus)
-    """The cache (later issue)."""
+    """The per-server Redis cache: ready, endpoint, credential Secret name."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready (summary), Reconciled, PrimaryHealthy, BackupHealthy, FailedOver, Misconfigured,
-    Verified."""
+    Verified, KeysReady, CacheReady."""
 
 
 class MCPServer(Model):

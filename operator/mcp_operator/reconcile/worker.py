@@ -19,13 +19,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp_operator import metrics
-from mcp_operator.api.models import API_VERSION, GROUP, MCPServer, MCPServerStatus
+from mcp_operator.api.models import API_VERSION, GROUP, CacheStatus, MCPServer, MCPServerStatus
 from mcp_operator.api.validation import InvalidSpec, parse_server
 from mcp_operator.kube.client import ApiError, KubeClient
+from mcp_operator.reconcile import cache as cache_state
 from mcp_operator.reconcile import conditions, status
 from mcp_operator.reconcile.children import ChildIndex, Key, comparable, is_applied
 from mcp_operator.reconcile.status import Outcome
 from mcp_operator.render import RenderContext, render
+from mcp_operator.render import cache as cache_render
 from mcp_operator.render.context import Capabilities
 from mcp_operator.render.meta import child_name, endpoint
 
@@ -83,6 +85,8 @@ class ServerWorker:
         # probe's short-lived token when spec.auth is on (None: probe without a token).
         self.keys_conditions: list[conditions.Want] = []
         self.probe_token: Callable[[], str | None] = lambda: None
+        # The cache credential's hash (never the password), read or created each reconcile.
+        self.cache_credential: cache_state.Credential | None = None
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -165,9 +169,22 @@ class ServerWorker:
         missing = await self._missing_references(server)
         if missing:
             return Outcome("MissingReference", missing)
+        kept: set[tuple[str, str]] = set()
+        if server.spec.cache.enabled:
+            async with self.shared.api_slots:
+                self.cache_credential = await cache_state.ensure_credential(
+                    self.shared.client, server, self.body["metadata"].get("uid")
+                )
+        else:
+            self.cache_credential = None
         desired = render(server, self.render_context())
+        if self.cache_credential is not None and self.cache_credential.password_hash is None:
+            # No usable password: keep the cache as it runs (CacheReady says why) rather
+            # than apply an ACL nobody can log in with, or prune the cache.
+            kept = {_child_key(o) for o in cache_render.objects(server, self.render_context())}
+            desired = [d for d in desired if _child_key(d) not in kept]
         await self._apply(desired)
-        await self._prune(desired)
+        await self._prune(desired, kept)
         return Outcome("Applied")
 
     def render_context(self) -> RenderContext:
@@ -181,11 +198,14 @@ class ServerWorker:
             active = failover.target_tier
         if self.server is not None and not self.server.spec.backup.enabled:
             active = "primary"
+        credential = self.cache_credential
         return RenderContext(
             active_tier=active,
             backup_warm=warming,
             capabilities=self.shared.capabilities,
             owner_uid=self.body["metadata"].get("uid"),
+            cache_password_hash=credential.password_hash if credential else None,
+            cache_monitor_hash=credential.monitor_hash if credential else None,
         )
 
     async def apply_data_path(self, server: MCPServer) -> None:
@@ -231,9 +251,10 @@ class ServerWorker:
         async with self.shared.api_slots:
             return await self.shared.client.apply(obj)
 
-    async def _prune(self, desired: list[Obj]) -> None:
-        """Delete children we own that are no longer desired (e.g. a PDB after scale-down)."""
-        wanted = {_child_key(d) for d in desired}
+    async def _prune(self, desired: list[Obj], kept: set[tuple[str, str]] | None = None) -> None:
+        """Delete children we own that are no longer desired (e.g. a PDB after scale-down);
+        ``kept`` ones are left alone although not applied this time."""
+        wanted = {_child_key(d) for d in desired} | (kept or set())
         uid = self.body["metadata"].get("uid")
         for (kind, name), obj in self.shared.index.children(self.key).items():
             owners = obj["metadata"].get("ownerReferences") or []
@@ -273,15 +294,40 @@ class ServerWorker:
                 conditions.Want("Ready", "False", self.outcome.reason, self.outcome.message)
             )
         wanted += self.extra_conditions + self.keys_conditions
+        cache_status, cache_ready = self._cache_status(children)
+        if cache_ready is not None:
+            wanted.append(cache_ready)
+        merged = conditions.merge(self.status.conditions, wanted, generation, now)
+        if self.server is not None and not self.server.spec.cache.enabled:  # no stale one
+            merged = [c for c in merged if c.type != "CacheReady"]
         self.status = self.status.model_copy(
             update={
+                "cache": cache_status,
                 "observed_generation": generation,
                 "active_tier": active,
                 "endpoint": endpoint(self.server) if self.server else self.status.endpoint,
                 "tiers": tiers,
-                "conditions": conditions.merge(self.status.conditions, wanted, generation, now),
+                "conditions": merged,
             }
         )
+
+    def _cache_status(
+        self, children: dict[tuple[str, str], Obj]
+    ) -> tuple[CacheStatus, conditions.Want | None]:
+        """status.cache and CacheReady (None: no cache), and the cache_ready gauge."""
+        namespace, name = self.key
+        if self.server is None:
+            return self.status.cache, None
+        deployment = children.get(("Deployment", f"{name}-cache"))
+        cache_status, want = cache_state.cache_status(
+            self.server, deployment, self.cache_credential
+        )
+        if want is None:
+            with contextlib.suppress(KeyError):
+                metrics.CACHE_READY.remove(namespace, name)
+        else:
+            metrics.CACHE_READY.labels(namespace, name).set(1 if cache_status.ready else 0)
+        return cache_status, want
 
     @property
     def generation(self) -> int | None:

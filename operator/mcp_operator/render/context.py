@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from mcp_operator.api.models import Tier
 
 # What a current Kubernetes serves; used offline (``mcp-operator render``).
-CURRENT_API_VERSIONS = frozenset({"v1", "apps/v1", "policy/v1", "policy/v1beta1"})
+CURRENT_API_VERSIONS = frozenset(
+    {"v1", "apps/v1", "policy/v1", "policy/v1beta1", "networking.k8s.io/v1"}
+)
 
 
 @dataclass(frozen=True)
@@ -33,3 +35,7 @@ class RenderContext:
     backup_warm: bool = False
     capabilities: Capabilities = field(default_factory=Capabilities)
     owner_uid: str | None = None
+    # SHA-256 hex of the cache passwords (mcp and monitor users, read from NAME-cache-auth
+    # by the operator); None offline, where the ACL file gets a hash no password matches.
+    cache_password_hash: str | None = None
+    cache_monitor_hash: str | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_operator.api.models import NON_ROOT_UID, MCPServer, MCPServerSpec, Tier
-from mcp_operator.render import auth, meta
+from mcp_operator.render import auth, cache, meta
 from mcp_operator.render.context import RenderContext
 
 Obj = dict[str, Any]
@@ -79,16 +79,21 @@ def _home_wanted(spec: MCPServerSpec) -> bool:
     return spec.home.enabled
 
 
-def _env(spec: MCPServerSpec) -> list[Obj]:
-    # HOME first: the user's variables may refer to $(HOME), and variables added to the spec
-    # later land after it, in the order server-side apply keeps for existing list items.
+def _env(server: MCPServer) -> list[Obj]:
+    # HOME and the cache contract first: the user's variables may refer to $(HOME) or
+    # $(MCP_CACHE_URL), and variables added to the spec later land after them, in the order
+    # server-side apply keeps for existing list items. A name the user sets wins.
+    spec = server.spec
     env = list(spec.env)
-    if _home_wanted(spec) and not any(e.get("name") == "HOME" for e in env):
-        env.insert(0, {"name": "HOME", "value": spec.home.mount_path})
-    return env
+    own = {e.get("name") for e in env}
+    ours = [e for e in cache.env(server) if e["name"] not in own]
+    if _home_wanted(spec) and "HOME" not in own:
+        ours.insert(0, {"name": "HOME", "value": spec.home.mount_path})
+    return ours + env
 
 
-def _container(spec: MCPServerSpec) -> Obj:
+def _container(server: MCPServer) -> Obj:
+    spec = server.spec
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
     if _home_wanted(spec):
         mounts.append({"name": "home", "mountPath": spec.home.mount_path})
@@ -106,7 +111,7 @@ def _container(spec: MCPServerSpec) -> Obj:
         container["command"] = list(spec.command)
     if spec.args:
         container["args"] = list(spec.args)
-    env = _env(spec)
+    env = _env(server)
     if env:
         container["env"] = env
     if spec.env_from:
@@ -168,7 +173,7 @@ def pod_template(server: MCPServer, tier: Tier) -> Obj:
         "serviceAccountName": service_account_name(server),
         "automountServiceAccountToken": pod.automount_service_account_token,
         "securityContext": _pod_security(spec),
-        "containers": [auth.with_verifier(_container(spec), server)],
+        "containers": [auth.with_verifier(_container(server), server)],
         "volumes": [*volumes, *pod.volumes, *auth.volumes(server)],
         "readinessGates": [{"conditionType": meta.HEALTH_GATE}],
         "enableServiceLinks": False,

@@ -1,0 +1,124 @@
+"""The cache's credential (created once) and its status (pure).
+
+The password lives only in the Secret ``NAME-cache-auth``. It is created when absent and
+never written again by reconcile: a create that races another writer (or an operator killed
+between the create and the next step) simply finds the Secret on the next pass and uses what
+is there. Only its SHA-256 leaves this module (into the rendered ACL file), so no log line,
+Event, status field or metric can carry the password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mcp_operator.api.models import CacheStatus, MCPServer
+from mcp_operator.kube.client import ApiError
+from mcp_operator.reconcile.conditions import Want
+from mcp_operator.render import cache
+
+Obj = dict[str, Any]
+PASSWORD_BYTES = 32  # token_urlsafe: 43 URL-safe characters, usable in MCP_CACHE_URL as is
+
+
+class SecretClient(Protocol):
+    async def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> Obj | None: ...
+
+    async def create(self, obj: Obj, fenced: bool = True) -> Obj: ...
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The passwords' hashes, or why there are none (a condition message)."""
+
+    password_hash: str | None
+    monitor_hash: str | None = None
+    problem: str = ""
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
+def read_password(secret: Obj, key: str = cache.SECRET_PASSWORD_KEY) -> str | None:
+    """A password of an existing Secret; None when missing or not decodable."""
+    data = secret.get("data") or {}
+    raw = data.get(key)
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        password = base64.b64decode(raw, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return password or None
+
+
+async def ensure_credential(
+    client: SecretClient, server: MCPServer, owner_uid: str | None
+) -> Credential:
+    """Read ``NAME-cache-auth``; create it with a fresh password when absent (409: someone
+    else created it first, read theirs). An unusable existing Secret is reported, not
+    replaced: replacing it would lock out every client holding the old password."""
+    namespace = server.metadata.namespace
+    name = cache.auth_secret_name(server)
+    existing = await client.get("v1", "Secret", namespace, name)
+    if existing is None:
+        password, monitor = new_password(), new_password()
+        try:
+            await client.create(cache.auth_secret(server, password, monitor, owner_uid))
+            return Credential(cache.password_hash(password), cache.password_hash(monitor))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        existing = await client.get("v1", "Secret", namespace, name)
+        if existing is None:
+            return Credential(None, problem=f"Secret {name} was created and deleted concurrently")
+    stored = read_password(existing)
+    monitor_stored = read_password(existing, cache.SECRET_MONITOR_PASSWORD_KEY)
+    if stored is None or monitor_stored is None:
+        keys = f"'{cache.SECRET_PASSWORD_KEY}' and '{cache.SECRET_MONITOR_PASSWORD_KEY}'"
+        return Credential(
+            None,
+            problem=f"Secret {name} lacks usable {keys} keys; delete it to have new "
+            "passwords generated",
+        )
+    return Credential(cache.password_hash(stored), cache.password_hash(monitor_stored))
+
+
+def cache_status(
+    server: MCPServer, deployment: Obj | None, credential: Credential | None
+) -> tuple[CacheStatus, Want | None]:
+    """``status.cache`` and ``CacheReady`` from the observed cache Deployment.
+
+    Ready means the Deployment has a ready pod, and its readiness probe is an authenticated
+    PING: a ready pod answers the MCP pods' credentials. None when the cache is off.
+    """
+    if not server.spec.cache.enabled:
+        return CacheStatus(), None
+    base = {"endpoint": cache.endpoint(server), "secret_name": cache.auth_secret_name(server)}
+    if credential is not None and credential.password_hash is None:
+        want = Want("CacheReady", "False", "CredentialInvalid", credential.problem)
+        return CacheStatus(ready=False, **base), want
+    ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
+    if deployment is None:
+        want = Want(
+            "CacheReady", "False", "CacheNotCreated", "the cache Deployment is not there yet"
+        )
+    elif ready >= 1:
+        want = Want(
+            "CacheReady", "True", "CacheAvailable", "the cache answers an authenticated PING"
+        )
+    else:
+        want = Want(
+            "CacheReady",
+            "False",
+            "CacheUnavailable",
+            "the cache pod is not ready (starting, or not answering an authenticated PING); "
+            "MCP pods keep serving without it",
+        )
+    return CacheStatus(ready=ready >= 1, **base), want
