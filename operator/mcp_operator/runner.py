@@ -134,7 +134,7 @@ class Operation:
         self.supervisor: Supervisor | None = None
 
     async def prepare(self) -> None:
-        caps = Capabilities(await self.client.api_versions())
+        caps = Capabilities(await self.client.api_versions(), await self.client.server_minor())
         shared = Shared(
             client=self.client, index=ChildIndex(), capabilities=caps, post_event=post_event
         )

@@ -147,7 +147,7 @@ def test_kill9_chaos_converges(
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     print(f"chaos seed {seed}")
-    caps = Capabilities(frozenset(kubectl("api-versions").stdout.split()))
+    caps = Capabilities(frozenset(kubectl("api-versions").stdout.split()), crd_and_rbac.minor)
     names = [f"s{i:02d}" for i in range(COUNT)]
     manifests: dict[str, Obj] = {}
     for name in names:

@@ -96,9 +96,9 @@ def namespace(kubectl: Any, installed_crd: Obj) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def server_capabilities(kubectl: Any) -> Capabilities:
+def server_capabilities(kubectl: Any, cluster: Any) -> Capabilities:
     versions = kubectl("api-versions").stdout.split()
-    return Capabilities(api_versions=frozenset(versions))
+    return Capabilities(api_versions=frozenset(versions), minor=cluster.minor)
 
 
 # ---- the CRD on the session's server (CEL: tests/integration/test_cel.py) ---------------------

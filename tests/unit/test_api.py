@@ -76,6 +76,7 @@ DOCUMENTED_DEFAULTS: JSON = {
         "securityContext": {},
         "containerSecurityContext": {},
         "priorityClassName": None,
+        "drainSeconds": 5,
         "volumes": [],
     },
     "probes": {"startup": None, "liveness": None, "readiness": None},

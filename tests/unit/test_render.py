@@ -318,6 +318,26 @@ def test_rolling_update_never_drops_below_desired() -> None:
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
+@pytest.mark.parametrize(
+    ("pod", "minor", "sleep"),
+    [({}, 37, 5), ({"drainSeconds": 12}, 30, 12), ({"drainSeconds": 0}, 37, None), ({}, 29, None)],
+    ids=["default", "set-on-1.30", "off", "server-without-sleep-action"],
+)
+def test_terminating_pods_drain_before_sigterm(pod: Obj, minor: int, sleep: int | None) -> None:
+    """A preStop sleep keeps a terminating pod serving while proxies drop it; a server
+    older than 1.30 refuses the field, so it is left out there."""
+    ctx = RenderContext(capabilities=Capabilities(minor=minor))
+    for name in ("weather-primary", "weather-backup"):
+        template = one(render(server(pod=pod), ctx), "Deployment", name)["spec"]["template"]
+        lifecycle = container({"spec": {"template": template}}).get("lifecycle")
+        grace = template["spec"].get("terminationGracePeriodSeconds")
+        if sleep is None:
+            assert lifecycle is None and grace is None
+        else:
+            assert lifecycle == {"preStop": {"sleep": {"seconds": sleep}}}
+            assert grace == sleep + 30  # the server keeps Kubernetes' default 30 s to exit
+
+
 # ---- replicas, standby and PDBs -----------------------------------------------------------------
 
 

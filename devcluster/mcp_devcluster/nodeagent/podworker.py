@@ -429,14 +429,33 @@ class PodWorker:
         )
 
     def _terminate(self, pod: JSON) -> None:
-        """Stop every process within the grace period, then delete the pod like a kubelet."""
-        self._kill_all(self._grace(pod))
+        """Run the ``preStop`` sleep, stop every process within what is left of the grace
+        period, then delete the pod like a kubelet."""
+        grace = self._grace(pod)
+        slept = self._pre_stop_sleep(pod, grace)
+        self._kill_all(max(grace - slept, 0.0))
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
         try:
             self._ctx.client.delete(f"/api/v1/namespaces/{self.namespace}/pods/{self.name}", body)
         except ApiError as exc:
             if exc.status not in (404, 409):
                 log.warning("pod %s/%s: final delete failed: %s", self.namespace, self.name, exc)
+
+    def _pre_stop_sleep(self, pod: JSON, grace: float) -> float:
+        """The kubelet runs each container's ``lifecycle.preStop.sleep`` before SIGTERM,
+        within the grace period; the processes keep serving meanwhile. An agent stop cuts
+        it short. Returns the seconds slept."""
+        wanted = max(
+            (
+                float(c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0))
+                for c in pod.get("spec", {}).get("containers", [])
+            ),
+            default=0.0,
+        )
+        deadline = time.monotonic() + min(wanted, grace)
+        while time.monotonic() < deadline and not (self._stopping or self._removed):
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+        return min(wanted, grace)
 
     def _kill_all(self, grace: float) -> None:
         """SIGTERM every container's process group, SIGKILL what remains after ``grace``."""

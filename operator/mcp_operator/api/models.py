@@ -263,6 +263,12 @@ class PodSettings(Model):
     0`` (here or in ``securityContext``) is refused unless ``runAsNonRoot`` is false."""
     priority_class_name: str | None = Field(default=None, max_length=253)
     """Kubernetes ``priorityClassName`` of the pods."""
+    drain_seconds: int = Field(default=5, ge=0, le=300)
+    """Seconds a terminating pod keeps serving before its process gets SIGTERM (a
+    ``preStop`` sleep, Kubernetes 1.30 and later), so that Services and proxies stop sending
+    it requests first: without it, a rollout or a scale-down refuses the requests routed to a
+    pod in the moment between its SIGTERM and its removal from the endpoints. The grace
+    period is this plus 30 s for the server's own shutdown. 0 turns it off."""
     volumes: list[Volume] = Field(default_factory=list)
     """Kubernetes ``Volume`` list added to the pods (ConfigMaps, Secrets, PVCs, ...); mount
     them with ``spec.volumeMounts``. The names ``tmp`` and ``home`` are the operator's."""

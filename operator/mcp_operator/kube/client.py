@@ -10,6 +10,7 @@ loader* (:mod:`mcp_operator.kube.auth`), which is small and handles kubeconfig's
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Callable, Generator
 from typing import Any
@@ -246,6 +247,11 @@ class KubeClient:
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
         return await self.request("POST", path, body=obj, fenced=fenced)
+
+    async def server_minor(self) -> int:
+        """The API server's minor version (``"37"``, or ``"37+"`` on some distributions)."""
+        version = await self.request("GET", "/version")
+        return int(re.sub(r"\D.*$", "", str(version.get("minor", "0"))) or 0)
 
     async def api_versions(self) -> frozenset[str]:
         """Every served group/version, for the renderers' Capabilities."""

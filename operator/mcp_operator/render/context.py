@@ -15,6 +15,8 @@ from mcp_operator.api.models import Tier
 CURRENT_API_VERSIONS = frozenset(
     {"v1", "apps/v1", "policy/v1", "policy/v1beta1", "networking.k8s.io/v1"}
 )
+CURRENT_MINOR = 37
+SLEEP_ACTION_MINOR = 30  # lifecycle.*.sleep: beta and on by default since 1.30
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,15 @@ class Capabilities:
     """The group/versions the target API server serves."""
 
     api_versions: frozenset[str] = CURRENT_API_VERSIONS
+    minor: int = CURRENT_MINOR
+    """The API server's minor version (``/version``)."""
 
     def pdb_api_version(self) -> str:
         return "policy/v1" if "policy/v1" in self.api_versions else "policy/v1beta1"
+
+    def sleep_action(self) -> bool:
+        """Whether ``lifecycle.preStop.sleep`` exists: an older server refuses the field."""
+        return self.minor >= SLEEP_ACTION_MINOR
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ DEFAULT_RESOURCES: Obj = {
 ZONE_KEY = "topology.kubernetes.io/zone"
 
 
+SHUTDOWN_GRACE_SECONDS = 30  # Kubernetes' default grace period, left for the server's exit
+
+
 def deep_merge(base: Obj, override: Obj) -> Obj:
     """``override`` over ``base``, recursing into mappings (lists and scalars replace)."""
     out = dict(base)
@@ -230,9 +233,22 @@ def deployment(server: MCPServer, tier: Tier, ctx: RenderContext) -> Obj:
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
-            "template": pod_template(server, tier),
+            "template": _with_drain(pod_template(server, tier), server, ctx),
         },
     }
+
+
+def _with_drain(template: Obj, server: MCPServer, ctx: RenderContext) -> Obj:
+    """The preStop sleep of ``spec.pod.drainSeconds`` and a grace period that covers it."""
+    seconds = server.spec.pod.drain_seconds
+    if not seconds or not ctx.capabilities.sleep_action():
+        return template
+    pod_spec = template["spec"]
+    pod_spec["terminationGracePeriodSeconds"] = seconds + SHUTDOWN_GRACE_SECONDS
+    for container in pod_spec["containers"]:
+        if container["name"] == "mcp":
+            container["lifecycle"] = {"preStop": {"sleep": {"seconds": seconds}}}
+    return template
 
 
 def pod_disruption_budget(server: MCPServer, tier: Tier, ctx: RenderContext) -> Obj | None:
