@@ -69,3 +69,24 @@ async def test_relist_after_gone_and_server_side_selector() -> None:
     assert all(r.url.params.get("labelSelector") == MANAGED_SELECTOR for r in seen)
     watch = next(r for r in seen if r.url.params.get("watch"))
     assert watch.url.params["resourceVersion"] == "10"
+
+
+def test_every_watched_and_rendered_kind_has_a_resource_path() -> None:
+    """A kind missing from the client's table crashes the operator at start (KeyError)."""
+    from mcp_operator.api.validation import parse_server
+    from mcp_operator.kube.client import RESOURCES, resource_path
+    from mcp_operator.kube.informer import CHILD_KINDS
+    from mcp_operator.render import render
+
+    server = parse_server(
+        {
+            "apiVersion": "mcp-operator.dev/v1alpha1",
+            "kind": "MCPServer",
+            "metadata": {"name": "w", "namespace": "n"},
+            "spec": {"image": "x", "cache": {"enabled": True}, "auth": {"enabled": True}},
+        }
+    )
+    kinds = {kind for _, kind in CHILD_KINDS} | {o["kind"] for o in render(server)}
+    for kind in sorted(kinds):
+        assert kind in RESOURCES, kind
+        assert resource_path("v1", kind, "n")

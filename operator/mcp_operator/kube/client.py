@@ -40,6 +40,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "Namespace": ("namespaces", False),
     "Deployment": ("deployments", True),
     "PodDisruptionBudget": ("poddisruptionbudgets", True),
+    "NetworkPolicy": ("networkpolicies", True),
     "EndpointSlice": ("endpointslices", True),
     "Lease": ("leases", True),
     "MCPServer": ("mcpservers", True),
