@@ -164,3 +164,26 @@ KEY_GAUGES = (
 
 # Per-server too (see PER_SERVER above): registered here because they are defined here.
 PER_SERVER += (*KEY_GAUGES, SIGNING_KEY_ROTATIONS)
+
+# Data-encryption keyring (spec.dataEncryption): ids are not labels either.
+DATA_KEY_AGE = Gauge(
+    f"{PREFIX}_data_key_age_seconds",
+    "Age of the active data-encryption key (since it began encrypting).",
+    ["namespace", "server"],
+)
+DATA_KEYS = Gauge(
+    f"{PREFIX}_data_keys",
+    "Keys in the data-encryption keyring (next, active and retained ones).",
+    ["namespace", "server"],
+)
+DATA_KEY_ROTATIONS = Counter(
+    f"{PREFIX}_data_key_rotations_total",
+    "A new data key began encrypting; kind: initial, scheduled, manual, emergency.",
+    ["namespace", "server", "kind"],
+)
+DATA_KEYS_READY = Gauge(
+    f"{PREFIX}_data_keys_ready",
+    "1 while the data-encryption keyring is usable (DataKeysReady=True).",
+    ["namespace", "server"],
+)
+PER_SERVER += (DATA_KEY_AGE, DATA_KEYS, DATA_KEY_ROTATIONS, DATA_KEYS_READY)

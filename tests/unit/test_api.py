@@ -123,6 +123,11 @@ DOCUMENTED_DEFAULTS: JSON = {
         "issuer": None,
         "rotation": {"every": "720h", "publishAhead": "10m"},
     },
+    "dataEncryption": {
+        "enabled": False,
+        "rotation": {"every": "720h", "publishAhead": "10m"},
+        "retention": "2160h",
+    },
     "cache": {
         "enabled": False,
         "maxMemory": "256Mi",
@@ -341,6 +346,7 @@ RULE_NODES = {
     "PodSettings": "spec.pod",
     "HealthSpec": "spec.health",
     "AuthSpec": "spec.auth",
+    "DataEncryptionSpec": "spec.dataEncryption",
 }
 
 

@@ -173,3 +173,35 @@ def test_pod_paths_map_through_node_agent_mounts(tmp_path: Path) -> None:
     assert (tmp_path / "home" / "note.txt").read_text() == "x"
     with pytest.raises(ValueError):
         podfs.write_home("../escape", "x", env)
+
+
+async def test_seal_and_unseal_tools_with_a_mounted_keyring(tmp_path: Path) -> None:
+    """spec.dataEncryption in the example server: the keyring under a node-agent mount."""
+    import base64 as b64
+
+    from mcp import Client
+
+    from mcp_operator.auth import datakeys
+    from mcp_operator.keys import datastore
+    from tests.unit.test_datakeys import ring_file
+
+    key = datastore.generate()
+    (tmp_path / "keys").mkdir()
+    ring_file(tmp_path / "keys" / "keyring.json", [key], key.kid)
+    mounts = json.dumps({datakeys.MOUNT_DIR: str(tmp_path / "keys")})
+    opts = _opts(MCP_DATA_KEYS_PATH=f"{datakeys.MOUNT_DIR}/keyring.json", NODEAGENT_MOUNTS=mounts)
+    async with Client(ex.build_server(opts)) as client:
+        sealed = (await client.call_tool("seal", {"text": "hi", "context": "n1"})).content[0].text  # type: ignore[union-attr]
+        assert datakeys.split(b64.urlsafe_b64decode(sealed))[0] == key.kid
+        opened = await client.call_tool("unseal", {"sealed": sealed, "context": "n1"})
+        assert opened.content[0].text == "hi"  # type: ignore[union-attr]
+        refused = await client.call_tool("unseal", {"sealed": sealed, "context": "n2"})
+        assert refused.is_error and "refused" in refused.content[0].text  # type: ignore[union-attr]
+
+
+def test_missing_keyring_is_a_startup_error(tmp_path: Path) -> None:
+    from mcp_operator.auth import datakeys
+
+    opts = _opts(MCP_DATA_KEYS_PATH=str(tmp_path / "absent.json"))
+    with pytest.raises(datakeys.MissingKeyMaterial):
+        ex.build_server(opts)

@@ -14,6 +14,9 @@ It is deliberately small but exercises what the operator cares about:
 * a fault knob, ``EXAMPLE_REQUIRE_TOKEN``, that makes MCP requests without the right
   bearer token answer 401: a *misconfigured* server, which health checks must tell apart
   from a *failed* one;
+* ``seal`` and ``unseal`` tools when the operator's ``spec.dataEncryption`` is on (env
+  ``MCP_DATA_KEYS_PATH``): :mod:`mcp_operator.auth.datakeys` with the mounted keyring; a
+  missing or unusable keyring stops the server at startup (exit code 2);
 * ``read_file``, ``write_home`` and ``kube_get`` tools: a mounted config file, a writable
   ``HOME`` and the pod's ServiceAccount token, as real servers use them;
 * no DNS-rebinding Host allowlist: pods are reached by pod IP and Service names, and
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mcp_operator.auth import datakeys
 from mcp_operator.auth.verify import InvalidToken, Verifier, VerifierConfig, bearer
 
 log = logging.getLogger("example_server")
@@ -65,6 +69,7 @@ class Options:
     counter_key: str
     request_state_keys: tuple[str, ...]
     verifier: VerifierConfig | None = None
+    data_keys_path: str | None = None  # the mounted keyring (spec.dataEncryption)
 
 
 def parse_options(argv: Sequence[str] | None, env: MutableMapping[str, str]) -> Options:
@@ -91,6 +96,9 @@ def parse_options(argv: Sequence[str] | None, env: MutableMapping[str, str]) -> 
         counter_key=env.get("EXAMPLE_COUNTER_KEY", COUNTER_KEY_DEFAULT),
         request_state_keys=keys,
         verifier=VerifierConfig.from_env(env, resolve=lambda p: mounted_path(p, env)),
+        data_keys_path=mounted_path(env[datakeys.ENV_PATH], env)
+        if env.get(datakeys.ENV_PATH)
+        else None,
     )
 
 
@@ -256,8 +264,35 @@ def build_server(opts: Options) -> Any:
         return json.dumps(await slow_square(cache, n))
 
     _add_pod_tools(server)
+    if opts.data_keys_path:
+        _add_sealing_tools(server, datakeys.DataKeys(opts.data_keys_path))
     _add_healthz(server)
     return server
+
+
+SEAL_PURPOSE = "example-notes"
+
+
+def _add_sealing_tools(server: Any, keys: datakeys.DataKeys) -> None:
+    """``seal``/``unseal``: the data-encryption contract (docs/keys.md) in two tools. The
+    envelope is returned base64url-encoded; ``context`` is the AAD (e.g. a record id)."""
+    import base64
+
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    def seal(text: str, context: str = "") -> str:
+        blob = keys.encrypt(text.encode(), context.encode(), purpose=SEAL_PURPOSE)
+        return base64.urlsafe_b64encode(blob).decode()
+
+    def unseal(sealed: str, context: str = "") -> str:
+        try:
+            blob = base64.urlsafe_b64decode(sealed.encode())
+            return keys.decrypt(blob, context.encode(), purpose=SEAL_PURPOSE).decode()
+        except (ValueError, datakeys.DecryptError) as exc:
+            raise ToolError(f"refused: {exc}") from None
+
+    server.tool(description="Encrypt text with the active data key (AES-256-GCM envelope).")(seal)
+    server.tool(description="Decrypt an envelope from seal, with any key still retained.")(unseal)
 
 
 def _add_pod_tools(server: Any) -> None:
@@ -434,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     log.info(
-        "serving %s on http://%s:%d%s stateless=%s token_required=%s jwt=%s cache=%s",
+        "serving %s on http://%s:%d%s stateless=%s token_required=%s jwt=%s cache=%s data_keys=%s",
         opts.name,
         opts.host,
         opts.port,
@@ -443,8 +478,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         bool(opts.require_token),
         opts.verifier is not None,
         redact_url(opts.cache_url) if opts.cache_url else "memory",
+        opts.data_keys_path is not None,
     )
-    uvicorn.run(build_app(opts), host=opts.host, port=opts.port, log_config=_uvicorn_log_config())
+    try:
+        app = build_app(opts)
+    except datakeys.MissingKeyMaterial as exc:  # no fallback key: refuse to start
+        log.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
+    uvicorn.run(app, host=opts.host, port=opts.port, log_config=_uvicorn_log_config())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -617,6 +617,55 @@ def _at_least_1mi(value: str) -> str:
 CacheResources = Annotated[ResourceRequirements, AfterValidator(_no_memory_limit)]
 
 
+class DataKeyRotationSpec(Model):
+    """When the data-encryption key rotates. ``publishAhead`` must exceed the time an
+    updated Secret takes to reach every pod (a Secret volume: up to ~2 minutes on a kubelet),
+    so every pod can decrypt what any pod encrypts with the new key."""
+
+    every: Duration = "720h"
+    """How often a new data key becomes the active (encrypting) key (Go duration)."""
+    publish_ahead: Duration = "10m"
+    """How long a new key is mounted, decrypt-only, before it encrypts."""
+
+
+class DataEncryptionSpec(Model):
+    """A data-encryption keyring for the server's own use: versioned AES-256 keys in the
+    Secret ``NAME-data-keys``, mounted into every MCP pod at
+    ``/var/run/mcp-operator/data-keys/keyring.json`` (env ``MCP_DATA_KEYS_PATH``), rotated on
+    a schedule; Python servers use ``mcp_operator.auth.datakeys`` (docs/keys.md).
+
+    A retired key stays in the keyring, decrypt-only, for ``retention`` after it stopped
+    encrypting, then it is removed and its ciphertexts no longer decrypt: re-encrypt stored
+    data with the active key before that."""
+
+    enabled: bool = False
+    """Create and rotate the keyring and mount it into the pods."""
+    rotation: DataKeyRotationSpec = Field(default_factory=DataKeyRotationSpec)
+    """Key rotation schedule."""
+    retention: Duration = "2160h"
+    """How long a retired key still decrypts after it stopped encrypting (Go duration)."""
+
+    __rules__ = (
+        Rule(
+            field="rotation.every",
+            cel="duration(self.rotation.every) > duration(self.rotation.publishAhead) && "
+            "duration(self.rotation.every) >= duration('10s')",
+            message="must be at least 10s and longer than rotation.publishAhead",
+            check=lambda s: (
+                parse_duration(s.rotation.every) > parse_duration(s.rotation.publish_ahead)
+                and parse_duration(s.rotation.every).total_seconds() >= 10
+            ),
+        ),
+        Rule(
+            field="retention",
+            cel="duration(self.retention) > duration(self.rotation.publishAhead)",
+            message="must be longer than rotation.publishAhead (a pod whose mount is not "
+            "updated yet may still encrypt with the retired key)",
+            check=lambda s: parse_duration(s.retention) > parse_duration(s.rotation.publish_ahead),
+        ),
+    )
+
+
 class CacheSpec(Model):
     """A Redis cache for this server alone: Deployment and Service ``NAME-cache``, the
     credential Secret ``NAME-cache-auth`` (generated once), the configuration Secret
@@ -726,6 +775,8 @@ class MCPServerSpec(Model):
     """Failover and failback policy."""
     auth: AuthSpec = Field(default_factory=AuthSpec)
     """Token issuing: signing keys, JWKS, rotation (see AuthSpec)."""
+    data_encryption: DataEncryptionSpec = Field(default_factory=DataEncryptionSpec)
+    """Data-encryption keyring mounted into the pods (see DataEncryptionSpec)."""
     cache: CacheSpec = Field(default_factory=CacheSpec)
     """A Redis cache of this server's own, wired into both tiers (see CacheSpec)."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
@@ -887,6 +938,41 @@ class KeysStatus(StatusModel):
     """Key ids removed by ``mcp-operator.dev/revoke-kid`` (the last 20)."""
 
 
+class DataKeyStatus(StatusModel):
+    """One data key, by id and times (never its material)."""
+
+    kid: str
+    """Key id, as written in every ciphertext envelope."""
+    phase: Literal["next", "active", "retiring"]
+    """next (mounted, decrypt-only, encrypts soon), active (encrypts), retiring
+    (decrypt-only until removeAfter)."""
+    created: datetime
+    """When the key was generated."""
+    activated: datetime | None = None
+    """When it started encrypting."""
+    retired: datetime | None = None
+    """When it stopped encrypting."""
+    remove_after: datetime | None = None
+    """When it leaves the keyring (retired + retention)."""
+
+
+class DataKeysStatus(StatusModel):
+    """A mirror of the data-encryption keyring (the Secret holds the truth): ids and times."""
+
+    active_kid: str | None = None
+    """Key id new ciphertexts are sealed with."""
+    keys: list[DataKeyStatus] = Field(default_factory=list)
+    """Every key in the keyring, oldest first."""
+    last_rotation_time: datetime | None = None
+    """When a new key last became active."""
+    next_rotation_time: datetime | None = None
+    """When the next key becomes active."""
+    rotations: int = 0
+    """How many times a new key became active (first key included)."""
+    last_rotate_request: str | None = None
+    """The last processed value of the ``mcp-operator.dev/rotate-data-keys`` annotation."""
+
+
 class CacheStatus(StatusModel):
     """The per-server Redis cache (``spec.cache``); never its password."""
 
@@ -913,6 +999,8 @@ class MCPServerStatus(StatusModel):
     """The failover state machine, persisted so a restarted operator resumes it."""
     keys: KeysStatus = Field(default_factory=KeysStatus)
     """Signing keys: active, next and published key ids (never key material)."""
+    data_keys: DataKeysStatus = Field(default_factory=DataKeysStatus)
+    """Data-encryption keys: ids, phases and times (never key material)."""
     cache: CacheStatus = Field(default_factory=CacheStatus)
     """The per-server Redis cache: ready, endpoint, credential Secret name."""
     conditions: list[Condition] = Field(default_factory=list)

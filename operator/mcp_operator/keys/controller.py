@@ -29,7 +29,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from mcp_operator import metrics
 from mcp_operator.api.durations import parse_duration
@@ -200,8 +200,9 @@ class KeysLoop:
     ) -> None:
         fresh: dict[str, KeyMaterial] = {}
 
-        def new_kid(alg: keygen.Algorithm) -> str:
-            material = keygen.generate(alg)
+        def new_kid(alg: str) -> str:
+            # always settings.algorithm, i.e. spec.auth.algorithm (validated)
+            material = keygen.generate(cast(keygen.Algorithm, alg))
             fresh[material.kid] = material
             return material.kid
 

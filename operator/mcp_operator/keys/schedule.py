@@ -24,9 +24,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from mcp_operator.keys.keygen import Algorithm
-
 Phase = Literal["next", "active", "retiring"]
+# The schedule only compares algorithms for equality: the signing keys use JWS names
+# (ES256, EdDSA, RS256), the data-encryption keyring (keys.datakeys) uses "A256GCM".
+Algorithm = str
 RotationKind = Literal["scheduled", "manual", "algorithm", "emergency", "initial"]
 MAX_REVOKED_REMEMBERED = 20
 

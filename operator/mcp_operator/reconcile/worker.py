@@ -87,6 +87,8 @@ class ServerWorker:
         self.probe_token: Callable[[], str | None] = lambda: None
         # The cache credential's hash (never the password), read or created each reconcile.
         self.cache_credential: cache_state.Credential | None = None
+        # Set by the data-encryption keyring loop (mcp_operator.keys.datacontroller).
+        self.data_keys_conditions: list[conditions.Want] = []
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -293,7 +295,7 @@ class ServerWorker:
             wanted.append(
                 conditions.Want("Ready", "False", self.outcome.reason, self.outcome.message)
             )
-        wanted += self.extra_conditions + self.keys_conditions
+        wanted += self.extra_conditions + self.keys_conditions + self.data_keys_conditions
         cache_status, cache_ready = self._cache_status(children)
         if cache_ready is not None:
             wanted.append(cache_ready)

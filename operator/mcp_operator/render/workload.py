@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp_operator.api.models import NON_ROOT_UID, MCPServer, MCPServerSpec, Tier
-from mcp_operator.render import auth, cache, meta
+from mcp_operator.render import auth, cache, datakeys, meta
 from mcp_operator.render.context import RenderContext
 
 Obj = dict[str, Any]
@@ -176,8 +176,10 @@ def pod_template(server: MCPServer, tier: Tier) -> Obj:
         "serviceAccountName": service_account_name(server),
         "automountServiceAccountToken": pod.automount_service_account_token,
         "securityContext": _pod_security(spec),
-        "containers": [auth.with_verifier(_container(server), server)],
-        "volumes": [*volumes, *pod.volumes, *auth.volumes(server)],
+        "containers": [
+            datakeys.with_keyring(auth.with_verifier(_container(server), server), server)
+        ],
+        "volumes": [*volumes, *pod.volumes, *auth.volumes(server), *datakeys.volumes(server)],
         "readinessGates": [{"conditionType": meta.HEALTH_GATE}],
         "enableServiceLinks": False,
     }
