@@ -1,0 +1,193 @@
+"""The data-encryption keyring on the real control plane with the node agent.
+
+The operator writes the Secret ``NAME-data-keys``; the node agent mounts it into the example
+server's pods like a kubelet (atomic ``..data`` swap, updated in place); the server's
+``seal``/``unseal`` tools use :mod:`mcp_operator.auth.datakeys` on the mounted file.
+Compressed schedule (the API allows it; production uses the defaults): every 15s,
+publishAhead 3s, retention 20s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+
+from mcp_devcluster.stack import OperatorProcess, condition, server_manifest
+from mcp_operator.auth import datakeys
+from mcp_operator.keys import datastore
+from mcp_operator.kube.client import FIELD_MANAGER
+from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
+from tests.e2e.ops import Kubectl, apply, get_server, wait_condition
+
+pytestmark = pytest.mark.e2e
+
+NAME = "vault"
+DATA_ENCRYPTION = {
+    "enabled": True,
+    "rotation": {"every": "15s", "publishAhead": "3s"},
+    "retention": "20s",
+}
+
+
+def tool(ip: str, name: str, args: dict[str, Any]) -> tuple[bool, str]:
+    """``(is_error, text)`` of one MCP tool call on a pod."""
+
+    async def go() -> tuple[bool, str]:
+        from mcp import Client
+
+        async with Client(f"http://{ip}:8080/mcp") as client:
+            result = await client.call_tool(name, args)
+            return bool(result.is_error), str(result.content[0].text)  # type: ignore[union-attr]
+
+    return asyncio.run(go())
+
+
+def seal(ip: str, text: str, context: str) -> str:
+    failed, sealed = tool(ip, "seal", {"text": text, "context": context})
+    assert not failed, sealed
+    return sealed
+
+
+def kid_of(sealed: str) -> str:
+    return datakeys.split(base64.urlsafe_b64decode(sealed))[0]
+
+
+def pods(kubectl: Kubectl, ns: str) -> dict[str, str]:
+    """uid → pod IP of the server's running pods."""
+    found = get_json(kubectl, "pods", "-n", ns, "-l", f"mcp-operator.dev/server={NAME}")
+    return {
+        p["metadata"]["uid"]: p["status"]["podIP"]
+        for p in found["items"]
+        if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def data_keys(kubectl: Kubectl, ns: str) -> dict[str, Any]:
+    return dict((get_server(kubectl, ns, NAME).get("status") or {}).get("dataKeys") or {})
+
+
+def secret_ring(kubectl: Kubectl, ns: str) -> Any:
+    secret = get_json(kubectl, "secret", f"{NAME}-data-keys", "-n", ns)
+    return secret, datastore.decode(secret["data"])  # raises on two active keys
+
+
+def test_keyring_rotates_in_mounted_files_old_ciphertext_opens_until_retention(
+    operator: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
+) -> None:
+    ns = unique_ns
+    manifest = server_manifest(
+        NAME,
+        ns,
+        primary={"replicas": 1},
+        health={"intervalSeconds": 1},
+        dataEncryption=DATA_ENCRYPTION,
+    )
+    apply(kubectl, manifest)
+    wait_condition(kubectl, ns, NAME, "DataKeysReady", "True", timeout=30)
+    wait_condition(kubectl, ns, NAME, "Ready", "True", timeout=90)
+
+    # The Secret: written by the operator (server-side apply, its field manager), no owner
+    # reference (the keys outlive the MCPServer), mounted as a whole volume in both tiers.
+    def applied() -> Any:
+        secret = secret_ring(kubectl, ns)[0]
+        managed = secret["metadata"].get("managedFields") or []
+        return secret if any(m.get("operation") == "Apply" for m in managed) else None
+
+    secret = wait_for(applied, timeout=20, what="the Secret server-side applied")
+    assert not secret["metadata"].get("ownerReferences")
+    managers = {m["manager"] for m in secret["metadata"]["managedFields"]}
+    assert FIELD_MANAGER in managers, managers
+    for tier in ("primary", "backup"):
+        template = get_json(kubectl, "deployment", f"{NAME}-{tier}", "-n", ns)["spec"]["template"]
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        assert volumes["mcp-operator-data-keys"]["secret"]["secretName"] == f"{NAME}-data-keys"
+    ips = pods(kubectl, ns)
+    assert len(ips) == 2
+    uids_before = set(ips)
+
+    # Each pod opens what the other sealed; the AAD binds the context.
+    a, b = sorted(ips.values())
+    first = seal(a, "written before any rotation", "note:1")
+    first_kid = kid_of(first)
+    assert first_kid == data_keys(kubectl, ns)["activeKid"]
+    assert tool(b, "unseal", {"sealed": first, "context": "note:1"}) == (
+        False,
+        "written before any rotation",
+    )
+    failed, text = tool(b, "unseal", {"sealed": first, "context": "note:2"})
+    assert failed and "authentication failed" in text
+
+    # Rotation adds a new active key; the old ciphertext still opens through the mounted
+    # files (no pod restarted); new ciphertexts use the new key.
+    start = int(data_keys(kubectl, ns)["rotations"])
+    wait_for(
+        lambda: data_keys(kubectl, ns)["activeKid"] != first_kid,
+        timeout=40,
+        what="a rotation",
+    )
+    status = data_keys(kubectl, ns)
+    phases = {k["kid"]: k["phase"] for k in status["keys"]}
+    assert phases[first_kid] == "retiring" and phases[status["activeKid"]] == "active"
+    for ip in (a, b):
+        assert tool(ip, "unseal", {"sealed": first, "context": "note:1"})[0] is False
+    new_kid = wait_for(
+        lambda: k if (k := kid_of(seal(a, "after", "note:3"))) != first_kid else None,
+        timeout=15,
+        what="the pod sealing with the new key (mounted file re-read)",
+    )
+    assert (
+        new_kid == data_keys(kubectl, ns)["activeKid"]
+        or int(data_keys(kubectl, ns)["rotations"]) > start + 1
+    )
+    assert set(pods(kubectl, ns)) == uids_before, "pods were restarted by a rotation"
+
+    # The operator killed between steps: state is in the Secret; one active key throughout.
+    for _ in range(3):
+        time.sleep(2.5)
+        operator.kill9()
+        secret_ring(kubectl, ns)
+        operator.start()
+        operator.wait_live(timeout=60)
+
+    # Retention: the oldest key leaves the keyring; its ciphertext is refused from then on.
+    wait_for(
+        lambda: first_kid not in {k["kid"] for k in data_keys(kubectl, ns)["keys"]},
+        timeout=60,
+        what="the first key removed after its retention",
+    )
+
+    def refused() -> bool:
+        failed, text = tool(a, "unseal", {"sealed": first, "context": "note:1"})
+        return failed and "unknown kid" in text
+
+    wait_for(refused, timeout=20, what="old ciphertext refused after removal")
+    _, (_, materials) = secret_ring(kubectl, ns)
+    assert first_kid not in materials and int(data_keys(kubectl, ns)["rotations"]) >= start + 2
+    assert set(pods(kubectl, ns)) == uids_before
+
+    # Events and metrics, by kid only; no key material anywhere the operator wrote.
+    reasons = {e["reason"] for e in get_json(kubectl, "events", "-n", ns)["items"]}
+    assert {"DataKeyAdded", "DataKeyRotated", "DataKeyRemoved"} <= reasons, reasons
+    metrics = operator.metrics()
+    assert f'mcp_operator_data_key_rotations_total{{kind="scheduled",namespace="{ns}"' in metrics
+    doc = json.loads(base64.b64decode(secret_ring(kubectl, ns)[0]["data"][datakeys.FILE]))
+    raw = [base64.b64decode(k[f]) for k in doc["keys"] for f in ("key", "salt")]
+    material = {base64.b64encode(r).decode() for r in raw}
+    material |= {base64.urlsafe_b64encode(r).decode() for r in raw} | {r.hex() for r in raw}
+    produced = "\n".join(
+        [
+            operator.log_path.read_text(errors="replace"),
+            json.dumps(get_json(kubectl, "events", "-n", ns)),
+            json.dumps(get_server(kubectl, ns, NAME).get("status")),
+            metrics,
+        ]
+    )
+    leaked = [m for m in material if m.rstrip("=") in produced]
+    assert not leaked
+    obj = get_server(kubectl, ns, NAME)
+    assert (condition(obj, "DataKeysReady") or {}).get("reason") == "DataKeysActive"
