@@ -46,8 +46,8 @@ RULES: list[Rule] = [
     # spec.auth: the Secret NAME-signing-keys is created once, then replaced with its
     # resourceVersion (optimistic concurrency); the JWKS ConfigMap is server-side applied.
     # spec.dataEncryption: the Secret NAME-data-keys is created once, then server-side
-    # applied with its resourceVersion (patch). Reading both uses the `get` rule.
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update", "patch"]},
+    # applied with its resourceVersion (the `patch` rule below). Reading uses `get`.
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "update"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "patch"]},
     # spec.cache: NAME-cache-auth is created once (the `create` above); the configuration
     # Secret NAME-cache-config is server-side applied and pruned when the cache is turned
