@@ -199,3 +199,68 @@ def test_keyring_rotates_in_mounted_files_old_ciphertext_opens_until_retention(
     assert not leaked
     obj = get_server(kubectl, ns, NAME)
     assert (condition(obj, "DataKeysReady") or {}).get("reason") == "DataKeysActive"
+
+
+def test_tampering_is_reported_deletion_regenerates_and_the_keys_outlive_the_server(
+    operator: OperatorProcess, node_agent: NodeAgentProcess, kubectl: Kubectl, unique_ns: str
+) -> None:
+    ns, secret = unique_ns, f"{NAME}-data-keys"
+    slow = {"enabled": True, "rotation": {"every": "1h", "publishAhead": "10s"}, "retention": "2h"}
+    manifest = server_manifest(NAME, ns, primary={"replicas": 1}, dataEncryption=slow)
+    apply(kubectl, manifest)
+    wait_condition(kubectl, ns, NAME, "DataKeysReady", "True", timeout=30)
+    before = data_keys(kubectl, ns)["activeKid"]
+
+    # Garbage: reported, not replaced (it may hold the only copy of keys someone restores).
+    garbage = {"data": {datakeys.FILE: base64.b64encode(b"not json").decode()}}
+    kubectl("patch", "secret", secret, "-n", ns, "--type=merge", "-p", json.dumps(garbage))
+    obj = wait_condition(kubectl, ns, NAME, "DataKeysReady", "False", timeout=20)
+    assert (condition(obj, "DataKeysReady") or {})["reason"] == "DataKeysUnreadable"
+    time.sleep(3)
+    kept = get_json(kubectl, "secret", secret, "-n", ns)["data"][datakeys.FILE]
+    assert base64.b64decode(kept) == b"not json"
+    warnings = {
+        e["reason"]
+        for e in get_json(kubectl, "events", "-n", ns)["items"]
+        if e["type"] == "Warning"
+    }
+    assert "DataKeysUnreadable" in warnings
+
+    # Deleted while the server lives: a new keyring at once, said loudly.
+    kubectl("delete", "secret", secret, "-n", ns)
+
+    def regenerated() -> Any:
+        obj = get_server(kubectl, ns, NAME)
+        cond = condition(obj, "DataKeysReady") or {}
+        return obj if cond.get("reason") == "DataKeysRegenerated" else None
+
+    wait_for(regenerated, timeout=30, what="keyring regenerated")
+    assert data_keys(kubectl, ns)["activeKid"] != before
+    reasons = {e["reason"] for e in get_json(kubectl, "events", "-n", ns)["items"]}
+    assert "DataKeysRegenerated" in reasons
+    kids = {k["kid"] for k in data_keys(kubectl, ns)["keys"]}
+
+    # Switched off: no mount, no stale condition; the Secret stays.
+    off = server_manifest(NAME, ns, primary={"replicas": 1}, dataEncryption={"enabled": False})
+    apply(kubectl, off)
+
+    def unmounted() -> bool:
+        template = get_json(kubectl, "deployment", f"{NAME}-primary", "-n", ns)["spec"]["template"]
+        names = {v["name"] for v in template["spec"].get("volumes") or []}
+        obj = get_server(kubectl, ns, NAME)
+        return "mcp-operator-data-keys" not in names and condition(obj, "DataKeysReady") is None
+
+    wait_for(unmounted, timeout=30, what="mount and DataKeysReady removed")
+    assert not data_keys(kubectl, ns).get("keys")
+
+    # Deleting the MCPServer keeps the keys; a new one of the same name adopts them.
+    kubectl("delete", "mcps", NAME, "-n", ns)
+    wait_for(
+        lambda: not get_json(kubectl, "deployments", "-n", ns)["items"],
+        timeout=60,
+        what="children garbage-collected",
+    )
+    assert get_json(kubectl, "secret", secret, "-n", ns)["metadata"]["name"] == secret
+    apply(kubectl, manifest)
+    wait_condition(kubectl, ns, NAME, "DataKeysReady", "True", timeout=30)
+    assert kids <= {k["kid"] for k in data_keys(kubectl, ns)["keys"]}

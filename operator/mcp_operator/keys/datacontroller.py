@@ -137,6 +137,8 @@ class DataKeysLoop:
                 if server is not None and self._due(server):
                     await self.sync(server)
                     self.failures = 0
+                elif server is None and self._turned_off():
+                    await self._forget()
             except Exception as exc:  # never die; the message names no key material
                 await self._report_failure(exc)
             await asyncio.sleep(TICK_SECONDS)
@@ -147,6 +149,27 @@ class DataKeysLoop:
         if server is None or not server.spec.data_encryption.enabled:
             return None
         return None if annotations.get(PAUSE_ANNOTATION) == "disabled" else server
+
+    def _turned_off(self) -> bool:
+        """``spec.dataEncryption`` was switched off (not paused) while status mirrors it."""
+        server = self.worker.server
+        shown = self.worker.data_keys_conditions or self.worker.status.data_keys.keys
+        return bool(shown) and server is not None and not server.spec.data_encryption.enabled
+
+    async def _forget(self) -> None:
+        """Drop DataKeysReady and status.dataKeys (no stale condition); the Secret stays."""
+        self.ring, self.next_poll = None, 0.0
+        async with self.worker.lock:
+            self.worker.data_keys_conditions = []
+            status = self.worker.status
+            kept = [c for c in status.conditions if c.type != "DataKeysReady"]
+            self.worker.status = status.model_copy(
+                update={"data_keys": DataKeysStatus(), "conditions": kept}
+            )
+            await self.worker.write_status()
+        for gauge in (metrics.DATA_KEY_AGE, metrics.DATA_KEYS, metrics.DATA_KEYS_READY):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*self.worker.key)
 
     def _due(self, server: MCPServer) -> bool:
         if time.monotonic() >= self.next_poll:
