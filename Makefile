@@ -33,8 +33,9 @@ lint: setup
 crd: setup        ## regenerate the checked-in CRD from the models
 	.venv/bin/mcp-operator crd > crds/mcpservers.mcp-operator.dev.yaml
 
-docs: setup       ## regenerate docs/api.md from the models
+docs: setup       ## regenerate docs/api.md from the models, docs/metrics.md from the registry
 	$(PY) -m mcp_operator.api.reference > docs/api.md
+	$(PY) -m mcp_operator.metrics_reference > docs/metrics.md
 
 vendor-k8s-schemas: setup  ## re-extract the Kubernetes schemas sub-objects are checked against
 	$(PY) hack/vendor_k8s_schemas.py

@@ -17,7 +17,8 @@ from mcp_operator.api.crd import crd_yaml
 from mcp_operator.api.manifests import Entry, InputError, entries, load_documents, name_of
 from mcp_operator.api.models import MCPServer
 from mcp_operator.api.validation import InvalidSpec, Problem, parse_server
-from mcp_operator.render import RenderContext, render
+from mcp_operator.render import RenderContext, alerts, render
+from mcp_operator.render.context import CURRENT_API_VERSIONS, Capabilities
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -66,7 +67,10 @@ def _render_entry(entry: Entry, args: argparse.Namespace) -> list[dict[str, Any]
         path, _, message = entry.problem.partition(": ")
         raise InvalidSpec([Problem(path, message)])
     server = parse_server(_with_namespace(entry.document, args.namespace))
-    return render(server, RenderContext(owner_uid=_owner_uid(server, args)))
+    caps = Capabilities(CURRENT_API_VERSIONS | frozenset(args.api_version))
+    ctx = RenderContext(owner_uid=_owner_uid(server, args), capabilities=caps)
+    rule = alerts.prometheus_rule(server, ctx)
+    return render(server, ctx) + ([rule] if rule else [])
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -137,6 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             all_namespaces=args.all_namespaces,
             metrics_port=args.metrics_port,
             liveness_port=args.liveness_port,
+            discovery_interval=args.discovery_interval,
             leader_lease=args.leader_lease,
             election=election,
             kubeconfig=args.kubeconfig,
@@ -167,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="omit the owner references the operator sets (for GitOps diffs)",
     )
+    p.add_argument(
+        "--api-version",
+        action="append",
+        default=[],
+        metavar="GROUP/VERSION",
+        help="an API the target cluster serves besides the built-in ones, as the operator "
+        "finds by discovery (monitoring.coreos.com/v1: the server's PrometheusRule too)",
+    )
     p.set_defaults(func=cmd_render)
     sub.add_parser("crd", help="print the generated CRD").set_defaults(func=cmd_crd)
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
@@ -185,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("--metrics-port", type=int, default=9090)
     p.add_argument("--liveness-port", type=int, default=8081)
+    p.add_argument(
+        "--discovery-interval",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="re-read the served APIs this often: a PrometheusRule CRD installed later is "
+        "used without a restart (default 60)",
+    )
     p.add_argument(
         "--leader-lease",
         default=None,

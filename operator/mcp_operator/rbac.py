@@ -58,6 +58,14 @@ RULES: list[Rule] = [
         "resources": ["networkpolicies"],
         "verbs": ["list", "watch", "create", "patch", "delete"],
     },
+    # spec.monitoring.prometheusRule: the PrometheusRule NAME, a child like the others
+    # (Prometheus Operator CRD, used only while discovery shows it). Discovery itself
+    # (/api, /apis) needs no rule: every authenticated user may read it (system:discovery).
+    {
+        "apiGroups": ["monitoring.coreos.com"],
+        "resources": ["prometheusrules"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
+    },
     # Only for `--namespace PATTERN` with globs: kopf follows matching namespaces.
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     # Leader election among operator replicas (`--leader-lease`), granted only in the

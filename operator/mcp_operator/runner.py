@@ -54,11 +54,14 @@ from mcp_operator.leader import ElectionConfig, LeaderElection
 from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.supervisor import Supervisor
 from mcp_operator.reconcile.worker import Shared
+from mcp_operator.render.alerts import MONITORING_API, PROMETHEUS_RULE_KIND
 from mcp_operator.render.context import Capabilities
 
 log = logging.getLogger("mcp_operator")
 BACKOFF_MAX_S = 30.0
 SYNC_TIMEOUT_S = 30.0
+# API group/versions whose appearance or removal changes what workers render.
+RENDER_APIS = frozenset({"policy/v1", "policy/v1beta1", MONITORING_API})
 
 
 @dataclass
@@ -67,6 +70,7 @@ class RunOptions:
     all_namespaces: bool = False
     metrics_port: int = 9090
     liveness_port: int = 8081
+    discovery_interval: float = 60.0
     leader_lease: str | None = None
     election: ElectionConfig = field(default_factory=ElectionConfig)
     kubeconfig: str | None = None
@@ -132,7 +136,13 @@ class Operation:
         # Watches hold their connections for minutes: their own pool, never the workers'.
         self.watch_client = KubeClient(creds)
         self.informers: list[asyncio.Task[None]] = []
+        self.rule_informers: list[asyncio.Task[None]] = []
+        self.discovery: asyncio.Task[None] | None = None
         self.supervisor: Supervisor | None = None
+
+    @property
+    def scopes(self) -> list[str] | None:
+        return None if self.opts.clusterwide else self.opts.namespaces
 
     async def prepare(self) -> None:
         caps = Capabilities(await self.client.api_versions(), await self.client.server_minor())
@@ -147,14 +157,65 @@ class Operation:
         self.informers = start_child_informers(
             self.watch_client,
             self.supervisor,
-            None if self.opts.clusterwide else self.opts.namespaces,
+            self.scopes,
             api_versions=lambda version, kind: (
                 caps.pdb_api_version() if kind == "PodDisruptionBudget" else version
             ),
             synced=synced,
         )
+        if MONITORING_API in caps.api_versions:
+            self.rule_informers = self._start_rule_informers(synced)
         if not await wait_synced(synced, timeout=SYNC_TIMEOUT_S):
             log.warning("child lists not complete after %.0fs; starting anyway", SYNC_TIMEOUT_S)
+        self.discovery = asyncio.create_task(self.rediscover(), name="discovery")
+
+    def _start_rule_informers(self, synced: list[asyncio.Event]) -> list[asyncio.Task[None]]:
+        assert self.supervisor is not None
+        return start_child_informers(
+            self.watch_client,
+            self.supervisor,
+            self.scopes,
+            kinds=((MONITORING_API, PROMETHEUS_RULE_KIND),),
+            synced=synced,
+        )
+
+    async def rediscover(self) -> None:
+        """Re-read discovery every ``discovery_interval``: the Prometheus Operator's CRD
+        installed (or removed) after the operator started changes what is rendered, without
+        a restart. A failed read keeps the last capabilities (one warning, no loop)."""
+        while True:
+            await asyncio.sleep(self.opts.discovery_interval)
+            try:
+                versions = await self.client.api_versions()
+            except (httpx.HTTPError, ApiError, OSError) as exc:
+                log.warning("API discovery failed (%s); keeping the last result", exc)
+                continue
+            await self.use_api_versions(versions)
+
+    async def use_api_versions(self, versions: frozenset[str]) -> None:
+        """New capabilities for every worker; the PrometheusRule informers follow the API;
+        workers are woken only when an API they render for came or went."""
+        assert self.supervisor is not None
+        shared = self.supervisor.shared
+        before = shared.capabilities.api_versions
+        shared.capabilities = Capabilities(versions)
+        if (before & RENDER_APIS) == (versions & RENDER_APIS):
+            return
+        log.info(
+            "served APIs changed: %s",
+            ", ".join(
+                [f"+{v}" for v in sorted((versions - before) & RENDER_APIS)]
+                + [f"-{v}" for v in sorted((before - versions) & RENDER_APIS)]
+            ),
+        )
+        if MONITORING_API in versions and not self.rule_informers:
+            self.rule_informers = self._start_rule_informers([])
+        elif MONITORING_API not in versions and self.rule_informers:
+            await stop_informers(self.rule_informers)
+            self.rule_informers = []
+            self.supervisor.sync_children(PROMETHEUS_RULE_KIND, None, [])
+        for worker in list(self.supervisor.workers.values()):
+            worker.wake()
 
     async def run(self, stop_flag: asyncio.Event) -> None:
         """kopf until ``stop_flag``; the workers are stopped in kopf's cleanup (else kopf
@@ -184,7 +245,9 @@ class Operation:
     async def close(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop_all()
-        await stop_informers(self.informers)
+        if self.discovery is not None:
+            await stop_informers([self.discovery])
+        await stop_informers(self.informers + self.rule_informers)
         await self.watch_client.close()
         await self.client.close()
 

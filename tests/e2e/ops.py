@@ -47,7 +47,13 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """The operator as the restricted identity (operator.kubeconfig), never as admin."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = OperatorProcess(crd_and_rbac.operator_kubeconfig, log).start()
+    # Discovery re-read every 2 s (default 60): test_monitoring installs the PrometheusRule
+    # CRD and expects the rules without a restart, promptly.
+    proc = OperatorProcess(
+        crd_and_rbac.operator_kubeconfig,
+        log,
+        extra_args=("--verbose", "--discovery-interval", "2"),
+    ).start()
     proc.wait_live()
     try:
         yield proc

@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mcp-operator"
 Obj = dict[str, Any]
 # Kinds the built-in 1.37 schemas do not know (a CRD of the Prometheus Operator).
-NOT_BUILTIN = {"ServiceMonitor"}
+NOT_BUILTIN = {"ServiceMonitor", "PrometheusRule"}
+# What a cluster with the Prometheus Operator serves (helm template's --api-versions).
+PROMETHEUS_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+)
 
 
 def tool(name: str) -> str:
@@ -37,10 +42,17 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     )
 
 
-def template(*sets: str, namespace: str = "mcp-system", show_tests: bool = False) -> list[Obj]:
+def template(
+    *sets: str,
+    namespace: str = "mcp-system",
+    show_tests: bool = False,
+    api_versions: tuple[str, ...] = (),
+) -> list[Obj]:
     argv = ["template", "mcp", str(CHART), "--namespace", namespace]
     for s in sets:
         argv += ["--set", s]
+    for api in api_versions:
+        argv += ["--api-versions", api]
     docs = yaml.safe_load_all(helm(*argv).stdout)
     objs = [d for d in docs if d]
     if not show_tests:
@@ -226,14 +238,77 @@ def test_opt_in_servicemonitor_networkpolicy_namespace() -> None:
         "metrics.serviceMonitor.labels.release=prom",
         "networkPolicy.enabled=true",
         "namespace.create=true",
+        api_versions=PROMETHEUS_APIS,
     )
     monitor = the(objs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The series' own namespace label (the server's) must survive the scrape.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     policy = the(objs, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     namespace = the(objs, "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_prometheus_objects_only_where_the_api_is_served() -> None:
+    """Opted in on a cluster without the Prometheus Operator: no ServiceMonitor or
+    PrometheusRule (an install would fail on the unknown kind), the dashboard regardless."""
+    sets = (
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
+    )
+    kinds = [o["kind"] for o in template(*sets)]
+    assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
+    assert "ConfigMap" in kinds
+    kinds = [o["kind"] for o in template(*sets, api_versions=PROMETHEUS_APIS)]
+    assert {"ServiceMonitor", "PrometheusRule"} <= set(kinds)
+    assert not {"PrometheusRule", "ConfigMap"} & {
+        o["kind"] for o in template(api_versions=PROMETHEUS_APIS)
+    }
+
+
+def operator_rule(*sets: str) -> Obj:
+    objs = template("metrics.prometheusRule.enabled=true", *sets, api_versions=PROMETHEUS_APIS)
+    return the(objs, "PrometheusRule")
+
+
+def test_operator_rules_pass_promtool_and_read_only_known_metrics(tmp_path: Path) -> None:
+    from tests.unit.promql import unknown
+    from tests.unit.test_promtool import promtool
+
+    rule = operator_rule("metrics.prometheusRule.labels.release=prom")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    rules = rule["spec"]["groups"][0]["rules"]
+    assert [r["alert"] for r in rules] == ["MCPOperatorDown", "MCPOperatorReconcileErrors"]
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text().lower()
+    for r in rules:
+        assert not unknown(r["expr"]), r
+        assert r["labels"]["severity"] in ("critical", "warning")
+        anchor = r["annotations"]["runbook_url"].rpartition("#")[2]
+        assert f"### {anchor}" in runbooks
+    path = tmp_path / "operator.rules.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"]))
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_configmap_has_the_sidecar_label_and_the_json() -> None:
+    objs = template(
+        "metrics.grafanaDashboard.enabled=true",
+        "metrics.grafanaDashboard.annotations.grafana_folder=MCP",
+    )
+    (cm,) = [
+        o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "MCP"}
+    shipped = json.loads(cm["data"]["mcp-operator-fleet.json"])
+    source = json.loads((CHART / "files" / "dashboards" / "mcp-operator-fleet.json").read_text())
+    assert shipped == source
 
 
 # ---- kustomize ----------------------------------------------------------------------------------
@@ -270,6 +345,8 @@ RENDERINGS = {
     "chart-namespaced": lambda: template("watchNamespaces={a,b}", "replicaCount=1"),
     "chart-all-options": lambda: template(
         "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.grafanaDashboard.enabled=true",
         "networkPolicy.enabled=true",
         "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=obs",
         "namespace.create=true",
@@ -282,6 +359,7 @@ RENDERINGS = {
         "priorityClassName=system-cluster-critical",
         "imagePullSecrets[0].name=regcred",
         "verbose=true",
+        api_versions=PROMETHEUS_APIS,
     ),
     "kustomize-base": lambda: kustomize("manifests/base"),
     "kustomize-namespaced": lambda: kustomize("manifests/overlays/namespaced"),

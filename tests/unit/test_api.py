@@ -137,7 +137,48 @@ DOCUMENTED_DEFAULTS: JSON = {
         "resources": {},
     },
     "monitoring": {
-        "prometheusRule": {"enabled": True, "labels": {}},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {},
+            "runbookBaseURL": (
+                "https://github.com/mcp-operator/mcp-operator/blob/main/docs/runbooks.md"
+            ),
+            "alerts": {
+                "down": {"enabled": True, "for": None, "severity": None},
+                "failedOver": {"enabled": True, "for": None, "severity": None},
+                "failoverFlapping": {
+                    "enabled": True,
+                    "for": None,
+                    "severity": None,
+                    "switches": 4,
+                    "window": "1h",
+                },
+                "backupUnavailable": {"enabled": True, "for": None, "severity": None},
+                "probeErrorRateHigh": {
+                    "enabled": True,
+                    "for": None,
+                    "severity": None,
+                    "ratio": 0.1,
+                    "window": "5m",
+                },
+                "probeLatencyHigh": {
+                    "enabled": True,
+                    "for": None,
+                    "severity": None,
+                    "seconds": 0.5,
+                    "window": "5m",
+                },
+                "memoryHigh": {"enabled": True, "for": None, "severity": None, "ratio": 0.9},
+                "signingKeyRotationOverdue": {
+                    "enabled": True,
+                    "for": None,
+                    "severity": None,
+                    "grace": "1h",
+                },
+                "cacheDown": {"enabled": True, "for": None, "severity": None},
+                "probeMisconfigured": {"enabled": True, "for": None, "severity": None},
+            },
+        },
         "serviceMonitor": {"enabled": False, "labels": {}},
     },
 }

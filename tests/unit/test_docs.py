@@ -1,6 +1,7 @@
 """The reference pages cannot fall behind the code.
 
-* docs/api.md is generated from the models (``make docs``): a drift test;
+* docs/api.md is generated from the models, docs/metrics.md from the metrics registry
+  (``make docs``): drift tests;
 * docs/conditions.md must list every condition type, every reason and every Event reason the
   operator's source can emit. The emitted names are read from the source with ``ast``: the
   CamelCase string constants passed as type/reason to ``Want(...)``, ``Outcome(...)`` and
@@ -15,6 +16,13 @@ import re
 from pathlib import Path
 
 from mcp_operator.api.reference import reference_markdown
+from mcp_operator.metrics_reference import (
+    LABELS,
+    exposed_name,
+    labels_of,
+    metrics_markdown,
+    operator_metrics,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "operator" / "mcp_operator"
@@ -24,6 +32,21 @@ CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]+$")
 
 def test_api_reference_is_generated_and_current() -> None:
     assert (ROOT / "docs" / "api.md").read_text() == reference_markdown(), "run `make docs`"
+
+
+def test_metrics_reference_is_generated_and_current() -> None:
+    assert (ROOT / "docs" / "metrics.md").read_text() == metrics_markdown(), "run `make docs`"
+
+
+def test_every_metric_label_is_bounded_and_documented() -> None:
+    """A new label needs its bounded value set in metrics_reference.LABELS (and so in the
+    page); the reference lists every metric of mcp_operator.metrics."""
+    used = {label for m in operator_metrics() for label in labels_of(m)}
+    assert used <= set(LABELS), f"labels without a documented bound: {used - set(LABELS)}"
+    assert len(operator_metrics()) >= 20
+    page = (ROOT / "docs" / "metrics.md").read_text()
+    for metric in operator_metrics():
+        assert f"`{exposed_name(metric)}`" in page
 
 
 def _constants(node: ast.AST) -> set[str]:

@@ -703,31 +703,136 @@ class CacheSpec(Model):
     ``maxMemory`` and may not be set."""
 
 
-class PrometheusRuleSpec(Model):
-    """Alert rules (shipping them is a later issue)."""
+Severity = Literal["critical", "warning", "info"]
+
+
+class AlertSpec(Model):
+    """One alert of the server's PrometheusRule. Unset ``for`` and ``severity`` take the
+    alert's default (listed per alert in docs/runbooks.md)."""
 
     enabled: bool = True
-    """Create a PrometheusRule."""
-    labels: dict[str, str] = Field(default_factory=dict)
-    """Labels on the PrometheusRule (for the Prometheus rule selector)."""
+    """Include this alert in the PrometheusRule."""
+    for_: Duration | None = Field(default=None, alias="for")
+    """How long the condition must hold before the alert fires (Prometheus duration such
+    as ``30s`` or ``5m``); default per alert."""
+    severity: Severity | None = None
+    """The alert's ``severity`` label (critical, warning or info); default per alert."""
+
+
+class FlappingAlertSpec(AlertSpec):
+    """``MCPServerFailoverFlapping``: traffic switched tiers too often."""
+
+    switches: int = Field(default=4, ge=2, le=1000)
+    """Tier switches (failovers and failbacks together) within ``window`` that fire."""
+    window: Duration = "1h"
+    """The window the switches are counted in."""
+
+
+class ProbeErrorRateAlertSpec(AlertSpec):
+    """``MCPServerProbeErrorRateHigh``: a share of the operator's MCP probes fail."""
+
+    ratio: float = Field(default=0.1, gt=0, le=1)
+    """Share of probes with outcome ``unhealthy`` (0-1) over ``window`` that fires."""
+    window: Duration = "5m"
+    """The rate window."""
+
+
+class ProbeLatencyAlertSpec(AlertSpec):
+    """``MCPServerProbeLatencyHigh``: the 95th percentile of MCP probe durations is high."""
+
+    seconds: float = Field(default=0.5, gt=0, le=60)
+    """p95 probe duration, in seconds, above which the alert fires."""
+    window: Duration = "5m"
+    """The rate window of the histogram."""
+
+
+class MemoryAlertSpec(AlertSpec):
+    """``MCPServerMemoryHigh``: a pod's working set (cAdvisor) nears its memory limit
+    (kube-state-metrics)."""
+
+    ratio: float = Field(default=0.9, gt=0, le=1)
+    """Working set / memory limit (0-1) above which the alert fires."""
+
+
+class RotationOverdueAlertSpec(AlertSpec):
+    """``MCPServerSigningKeyRotationOverdue``: the next signing key is late (``spec.auth``
+    servers only)."""
+
+    grace: Duration = "1h"
+    """How far past its due time the next key may be before the alert fires."""
+
+
+class AlertsSpec(Model):
+    """The alerts of the server's PrometheusRule, each on by default. Alerts whose feature
+    is off are left out whatever they say: ``backupUnavailable`` without a hot backup,
+    ``signingKeyRotationOverdue`` without ``spec.auth``, ``cacheDown`` without
+    ``spec.cache``."""
+
+    down: AlertSpec = Field(default_factory=AlertSpec)
+    """``MCPServerDown``: no tier passes MCP health (default: 1m, critical)."""
+    failed_over: AlertSpec = Field(default_factory=AlertSpec)
+    """``MCPServerFailedOver``: traffic is served by the backup (default: 5m, warning)."""
+    failover_flapping: FlappingAlertSpec = Field(default_factory=FlappingAlertSpec)
+    """``MCPServerFailoverFlapping``: too many tier switches (default: 0s, warning)."""
+    backup_unavailable: AlertSpec = Field(default_factory=AlertSpec)
+    """``MCPServerBackupUnavailable``: the primary serves but the hot backup is unhealthy,
+    so there is no redundancy (default: 10m, warning)."""
+    probe_error_rate_high: ProbeErrorRateAlertSpec = Field(default_factory=ProbeErrorRateAlertSpec)
+    """``MCPServerProbeErrorRateHigh`` (default: 10m, warning)."""
+    probe_latency_high: ProbeLatencyAlertSpec = Field(default_factory=ProbeLatencyAlertSpec)
+    """``MCPServerProbeLatencyHigh`` (default: 10m, warning)."""
+    memory_high: MemoryAlertSpec = Field(default_factory=MemoryAlertSpec)
+    """``MCPServerMemoryHigh`` (default: 15m, warning)."""
+    signing_key_rotation_overdue: RotationOverdueAlertSpec = Field(
+        default_factory=RotationOverdueAlertSpec
+    )
+    """``MCPServerSigningKeyRotationOverdue`` (default: 5m, warning)."""
+    cache_down: AlertSpec = Field(default_factory=AlertSpec)
+    """``MCPServerCacheDown``: the cache does not answer an authenticated PING (default: 5m,
+    warning)."""
+    probe_misconfigured: AlertSpec = Field(default_factory=AlertSpec)
+    """``MCPServerProbeMisconfigured``: the operator's own probe settings are broken
+    (default: 10m, warning)."""
+
+
+class PrometheusRuleSpec(Model):
+    """A ``monitoring.coreos.com/v1`` PrometheusRule named like the server, with its
+    alerts. Made only where the Prometheus Operator's API is served (else
+    ``MonitoringReady=False``, reason ``PrometheusRuleCRDNotInstalled``)."""
+
+    enabled: bool = True
+    """Create the PrometheusRule."""
+    labels: Labels = Field(default_factory=dict)
+    """Labels on the PrometheusRule, to match your Prometheus' ``ruleSelector``."""
+    runbook_base_url: str = Field(
+        default="https://github.com/mcp-operator/mcp-operator/blob/main/docs/runbooks.md",
+        pattern=r"^https?://[^\s#]+$",
+        max_length=512,
+        alias="runbookBaseURL",
+    )
+    """Each alert's ``runbook_url`` is this URL plus ``#`` and the alert's name in lower
+    case."""
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    """Per-alert switches, ``for`` durations, severities and thresholds."""
 
 
 class ServiceMonitorSpec(Model):
-    """Scrape configuration (a later issue)."""
+    """Reserved for servers that expose their own Prometheus metrics: validated, not acted
+    on yet (the operator's own metrics are scraped through the chart's ServiceMonitor)."""
 
     enabled: bool = False
-    """Create a ServiceMonitor."""
+    """Reserved: create a ServiceMonitor for the server's pods (not acted on yet)."""
     labels: dict[str, str] = Field(default_factory=dict)
-    """Labels on the ServiceMonitor."""
+    """Reserved: labels on that ServiceMonitor."""
 
 
 class MonitoringSpec(Model):
     """Prometheus integration."""
 
     prometheus_rule: PrometheusRuleSpec = Field(default_factory=PrometheusRuleSpec)
-    """Alert rules."""
+    """Alert rules (a PrometheusRule per server)."""
     service_monitor: ServiceMonitorSpec = Field(default_factory=ServiceMonitorSpec)
-    """Scraping."""
+    """Reserved for servers that expose metrics (not acted on yet)."""
 
 
 class MCPServerSpec(Model):
@@ -780,7 +885,7 @@ class MCPServerSpec(Model):
     cache: CacheSpec = Field(default_factory=CacheSpec)
     """A Redis cache of this server's own, wired into both tiers (see CacheSpec)."""
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
-    """Prometheus integration (later issue)."""
+    """Prometheus integration: the server's alert rules."""
 
     __rules__ = (
         Rule(

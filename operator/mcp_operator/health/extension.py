@@ -223,7 +223,9 @@ class HealthLoop:
             # The slot is taken before the probe's clock starts: waiting for a slot is
             # never counted against the pod.
             async with self.slots:
-                return _uid(pod), await self.prober(client, target, settings)
+                result = await self.prober(client, target, settings)
+            self.count_probe(pod, result)
+            return _uid(pod), result
 
         return dict(await gather(*(one(p) for p in pods)))
 
@@ -336,6 +338,17 @@ class HealthLoop:
             metrics.ACTIVE_TIER.labels(namespace, name, tier).set(
                 1 if tier == out.state.active else 0
             )
+
+    def count_probe(self, pod: Obj, result: probe.ProbeResult) -> None:
+        """Per-probe duration and outcome (the alerts' error rate and p95 latency). Labels
+        stay bounded: the tier label, the era (modern, legacy or none), four outcomes."""
+        tier = (pod["metadata"].get("labels") or {}).get(TIER_LABEL)
+        if tier not in TIERS:
+            return
+        namespace, name = self.ports.key
+        era = result.era or "none"
+        metrics.PROBE_DURATION.labels(namespace, name, tier, era).observe(result.duration_s)
+        metrics.PROBE_TOTAL.labels(namespace, name, tier, era, result.outcome.value).inc()
 
     def count_switch(self, decision: failover.SwitchTo) -> None:
         namespace, name = self.ports.key

@@ -26,7 +26,7 @@ from mcp_operator.reconcile import cache as cache_state
 from mcp_operator.reconcile import conditions, status
 from mcp_operator.reconcile.children import ChildIndex, Key, comparable, is_applied
 from mcp_operator.reconcile.status import Outcome
-from mcp_operator.render import RenderContext, render
+from mcp_operator.render import RenderContext, alerts, render
 from mcp_operator.render import cache as cache_render
 from mcp_operator.render.context import Capabilities
 from mcp_operator.render.meta import child_name, endpoint
@@ -84,6 +84,8 @@ class ServerWorker:
         # Set by the signing-keys loop (mcp_operator.keys.controller): KeysReady, and the
         # probe's short-lived token when spec.auth is on (None: probe without a token).
         self.keys_conditions: list[conditions.Want] = []
+        # MonitoringReady: the PrometheusRule's state, set by each reconcile.
+        self.monitoring_conditions: list[conditions.Want] = []
         self.probe_token: Callable[[], str | None] = lambda: None
         # The cache credential's hash (never the password), read or created each reconcile.
         self.cache_credential: cache_state.Credential | None = None
@@ -179,15 +181,67 @@ class ServerWorker:
                 )
         else:
             self.cache_credential = None
-        desired = render(server, self.render_context())
+        ctx = self.render_context()
+        desired = render(server, ctx)
         if self.cache_credential is not None and self.cache_credential.password_hash is None:
             # No usable password: keep the cache as it runs (CacheReady says why) rather
             # than apply an ACL nobody can log in with, or prune the cache.
-            kept = {_child_key(o) for o in cache_render.objects(server, self.render_context())}
+            kept = {_child_key(o) for o in cache_render.objects(server, ctx)}
             desired = [d for d in desired if _child_key(d) not in kept]
         await self._apply(desired)
+        desired += await self._apply_rule(server, ctx)
         await self._prune(desired, kept)
         return Outcome("Applied")
+
+    async def _apply_rule(self, server: MCPServer, ctx: RenderContext) -> list[Obj]:
+        """The PrometheusRule, after what serves traffic and apart from it: a missing CRD or
+        a refused apply is reported as ``MonitoringReady`` and never fails the reconcile.
+        Returns the rule when it must not be pruned."""
+        name = self.key[1]
+        if not server.spec.monitoring.prometheus_rule.enabled:
+            self.monitoring_conditions = [
+                conditions.Want(
+                    "MonitoringReady",
+                    "True",
+                    "PrometheusRuleDisabled",
+                    "spec.monitoring.prometheusRule.enabled is false: no alert rules",
+                )
+            ]
+            return []
+        rule = alerts.prometheus_rule(server, ctx)
+        if rule is None:
+            self.monitoring_conditions = [
+                conditions.Want(
+                    "MonitoringReady",
+                    "False",
+                    "PrometheusRuleCRDNotInstalled",
+                    f"the API server does not serve {alerts.MONITORING_API} PrometheusRule "
+                    "(the Prometheus Operator's CRD); the rule is created once it is installed",
+                )
+            ]
+            return []
+        try:
+            await self._apply([rule])
+        except ApiError as exc:
+            self.monitoring_conditions = [
+                conditions.Want(
+                    "MonitoringReady",
+                    "False",
+                    "PrometheusRuleApplyFailed",
+                    f"PrometheusRule {name}: API server said: {exc.message or exc.reason}"[:1000],
+                )
+            ]
+            return [rule]  # an existing rule is kept, not pruned
+        count = len(rule["spec"]["groups"][0]["rules"])
+        self.monitoring_conditions = [
+            conditions.Want(
+                "MonitoringReady",
+                "True",
+                "PrometheusRuleApplied",
+                f"PrometheusRule {name} holds {count} alerts",
+            )
+        ]
+        return [rule]
 
     def render_context(self) -> RenderContext:
         """During an intent the stable Service is rendered from the intent's target, so a
@@ -296,6 +350,7 @@ class ServerWorker:
                 conditions.Want("Ready", "False", self.outcome.reason, self.outcome.message)
             )
         wanted += self.extra_conditions + self.keys_conditions + self.data_keys_conditions
+        wanted += self.monitoring_conditions
         cache_status, cache_ready = self._cache_status(children)
         if cache_ready is not None:
             wanted.append(cache_ready)
