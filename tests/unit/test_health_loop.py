@@ -474,3 +474,27 @@ def test_the_prober_doubts_itself_when_most_servers_fail_at_once() -> None:
         doubt.report(RoundReport(f"s{i}", 101.0, probes=3, suspect=0))
     assert doubt.verdict(101.0) is None
     assert doubt.verdict(200.0) is None  # old reports age out
+
+
+def test_every_probe_is_counted_by_tier_and_outcome_with_its_duration() -> None:
+    """The series MCPServerProbeErrorRateHigh and MCPServerProbeLatencyHigh read."""
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"namespace": "ns", "server": "s", **labels}) or 0
+
+    ok = {"tier": "primary", "era": "modern", "outcome": "healthy"}
+    bad = {"tier": "primary", "era": "none", "outcome": "unhealthy"}
+    before_ok, before_bad = (
+        sample("mcp_operator_probes_total", **ok),
+        sample("mcp_operator_probes_total", **bad),
+    )
+    before_count = sample("mcp_operator_probe_duration_seconds_count", tier="primary", era="none")
+    world, op = started()
+    primaries = len(world.tier_pods("primary"))
+    assert sample("mcp_operator_probes_total", **ok) - before_ok >= 4 * primaries
+    set_tier(world, "primary", "timeout")
+    op.settle(2)
+    assert sample("mcp_operator_probes_total", **bad) - before_bad == 2 * primaries
+    count = sample("mcp_operator_probe_duration_seconds_count", tier="primary", era="none")
+    assert count - before_count == 2 * primaries
