@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -198,7 +199,9 @@ class Operation:
         assert self.supervisor is not None
         shared = self.supervisor.shared
         before = shared.capabilities.api_versions
-        shared.capabilities = Capabilities(versions)
+        # Only the served APIs are re-read; the server's version stays (an upgrade restarts
+        # the operator's watches anyway, and the minor gates only pod fields).
+        shared.capabilities = dataclasses.replace(shared.capabilities, api_versions=versions)
         if (before & RENDER_APIS) == (versions & RENDER_APIS):
             return
         log.info(
