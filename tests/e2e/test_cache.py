@@ -353,6 +353,36 @@ def _scenario(
     for secret in (password, monitor):
         assert not any(secret in t for t in texts)
 
+    # -- the cache turned off: its objects, CacheReady and the gauge go; the credential stays -
+    kubectl(
+        "patch", "mcpserver", NAME, "-n", ns, "--type=merge",
+        "-p", json.dumps({"spec": {"cache": {"enabled": False}}}),
+    )  # fmt: skip
+
+    def cache_gone() -> bool:
+        left = [
+            kind
+            for kind, name in (
+                ("deployment", f"{NAME}-cache"),
+                ("service", f"{NAME}-cache"),
+                ("networkpolicy", f"{NAME}-cache"),
+                ("secret", f"{NAME}-cache-config"),
+            )
+            if kubectl("get", kind, name, "-n", ns, "--ignore-not-found", "-o", "name").stdout
+        ]
+        status = get_server(kubectl, ns, NAME)
+        return not left and condition(status, "CacheReady") is None
+
+    wait_for(cache_gone, timeout=60, what="cache objects and CacheReady removed")
+    assert cache_ready_metric(operator, ns) is None
+    assert not (get_server(kubectl, ns, NAME)["status"].get("cache") or {}).get("ready")
+    for tier in ("primary", "backup"):
+        dep = get_json(kubectl, "deployment", f"{NAME}-{tier}", "-n", ns)
+        env = dep["spec"]["template"]["spec"]["containers"][0].get("env") or []
+        assert not [e for e in env if e["name"].startswith("MCP_CACHE_")], tier
+    assert secret_values(kubectl, ns)["password"] == password  # kept for a re-enable
+    wait_condition(kubectl, ns, NAME, "Ready", "True", timeout=60)
+
 
 def _redis_pids(agent_pid: int, ip: str) -> list[int]:
     """redis-server under the node agent serving ``ip`` (Redis rewrites its process title to
