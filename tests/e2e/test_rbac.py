@@ -209,6 +209,13 @@ CASES += [
     _keys_case("secrets-update", "secrets", "update"),
     _keys_case("configmaps-create", "configmaps", "create"),
     _keys_case("configmaps-patch", "configmaps", "patch"),
+    # spec.cache: the configuration Secret applied and pruned, the NetworkPolicy a child.
+    _keys_case("secrets-patch", "secrets", "patch"),
+    _keys_case("secrets-delete", "secrets", "delete"),
+    _case("networkpolicies-list-watch", "networkpolicies", {"list", "watch"}),
+    _case("networkpolicies-create", "networkpolicies", {"create"}),
+    _case("networkpolicies-patch", "networkpolicies", {"patch"}),
+    _case("networkpolicies-delete", "networkpolicies", {"delete"}),
 ]
 CONTROL = Case("control-all-rules", -1, gate=True)  # removes nothing: the battery must pass
 
@@ -316,6 +323,7 @@ class Battery:
             ("prune", self.step_prune),
             ("event", self.step_event),
             ("keys", self.step_keys),
+            ("cache", self.step_cache),
         ]
         if self.gate:
             steps.append(("gate", self.step_gate))
@@ -518,6 +526,63 @@ class Battery:
             return keys.get("lastRotateRequest") == value and bool(keys.get("nextKid"))
 
         return self.until(rotating)
+
+    CACHE_OBJECTS = (
+        ("secret", "cached-cache-auth"),
+        ("secret", "cached-cache-config"),
+        ("deployment", "cached-cache"),
+        ("service", "cached-cache"),
+        ("networkpolicy", "cached-cache"),
+    )
+
+    def _exists(self, kind: str, name: str) -> bool:
+        out = self.k("get", kind, name, "-n", self.ns, "--ignore-not-found", "-o", "name")
+        return bool(out.stdout.strip())
+
+    def step_cache(self) -> bool:
+        """spec.cache: the credential Secret created, the config Secret and NetworkPolicy
+        applied; a deleted NetworkPolicy is restored (watched); turning the cache off prunes
+        the applied objects (the credential Secret stays)."""
+        self.apply(
+            server_manifest(
+                "cached",
+                self.ns,
+                backup={"enabled": False},
+                failover={"enabled": False},
+                pod=UNSCHEDULABLE,
+                cache={"enabled": True},
+            )
+        )
+
+        def applied() -> bool:
+            cond = condition(self.server("cached"), "Reconciled")
+            ok = bool(cond and cond["status"] == "True")
+            return ok and all(self._exists(k, n) for k, n in self.CACHE_OBJECTS)
+
+        if not self.until(applied):
+            return False
+        uid = get_json(self.kubectl, "networkpolicy", "cached-cache", "-n", self.ns)["metadata"][
+            "uid"
+        ]
+        self.k("delete", "networkpolicy", "cached-cache", "-n", self.ns, "--wait=false")
+
+        def restored() -> bool:
+            obj = get_json(self.kubectl, "networkpolicy", "cached-cache", "-n", self.ns)
+            return bool(obj["metadata"]["uid"] != uid)
+
+        if not self.until(restored):
+            return False
+        self.k(
+            "patch", "mcpserver", "cached", "-n", self.ns, "--type=merge",
+            "-p", '{"spec":{"cache":{"enabled":false}}}',
+        )  # fmt: skip
+
+        def pruned() -> bool:
+            cond = condition(self.server("cached"), "Reconciled")
+            gone = not any(self._exists(k, n) for k, n in self.CACHE_OBJECTS[1:])
+            return bool(cond and cond["status"] == "True") and gone
+
+        return self.until(pruned)
 
     def step_gate(self) -> bool:
         self.apply(
