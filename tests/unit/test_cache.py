@@ -387,3 +387,22 @@ def test_status_follows_the_cache_deployment_and_never_shows_the_password() -> N
         }
     )
     assert cache_state.cache_status(off, ready, cred)[1] is None
+
+
+def _redis_resources(srv: Any) -> Obj:
+    dep = objs(srv)[("Deployment", "weather-cache")]
+    resources: Obj = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
+    return resources
+
+
+def test_requests_above_a_limit_are_lowered_so_the_api_server_accepts_the_pod() -> None:
+    # The API server refuses a container whose request exceeds its limit: every apply of
+    # the cache Deployment would fail (ApplyFailed on each pass).
+    big = _redis_resources(server(maxMemory="64Mi", resources={"requests": {"memory": "1Gi"}}))
+    assert big["limits"]["memory"] == "112Mi" and big["requests"]["memory"] == "112Mi"
+    tight = _redis_resources(server(resources={"limits": {"cpu": "10m"}}))
+    assert tight["requests"]["cpu"] == "10m" and tight["limits"]["cpu"] == "10m"
+    fine = _redis_resources(
+        server(resources={"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1"}})
+    )
+    assert fine["requests"] == {"cpu": "100m", "memory": "64Mi"}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 from typing import Any
 
 from mcp_operator.api.models import GROUP, MCPServer, quantity_bytes
@@ -205,14 +206,36 @@ def _readiness_command() -> list[str]:
     return ["sh", "-c", script]
 
 
+_SUFFIXES = {
+    "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}  # fmt: skip
+_QUANTITY = re.compile(r"^([+]?[0-9]*\.?[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+
+
+def _amount(value: Any) -> float | None:
+    """A Kubernetes quantity as a number (None: a form this does not read, left alone)."""
+    match = _QUANTITY.match(str(value))
+    if match is None:
+        return None
+    return float(match.group(1)) * _SUFFIXES[match.group(2) or ""]
+
+
 def _resources(server: MCPServer) -> Obj:
+    """Default requests (50m CPU, memory = the derived limit) under the user's, and every
+    request lowered to its limit when above it: the API server refuses a container whose
+    request exceeds its limit (``requests.memory: 1Gi`` over the derived 112Mi, or the
+    default 50m CPU over a user's ``limits.cpu: 10m``), which would fail every apply."""
     limit = f"{memory_limit_mi(server)}Mi"
     base: Obj = {"requests": {"cpu": "50m", "memory": limit}, "limits": {"memory": limit}}
     user = server.spec.cache.resources
-    return {
-        "requests": {**base["requests"], **(user.get("requests") or {})},
-        "limits": {**(user.get("limits") or {}), **base["limits"]},
-    }
+    requests = {**base["requests"], **(user.get("requests") or {})}
+    limits = {**(user.get("limits") or {}), **base["limits"]}
+    for resource, cap in limits.items():
+        have, most = _amount(requests.get(resource)), _amount(cap)
+        if have is not None and most is not None and have > most:
+            requests[resource] = cap
+    return {"requests": requests, "limits": limits}
 
 
 def _container(server: MCPServer) -> Obj:
