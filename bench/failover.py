@@ -68,6 +68,7 @@ import yaml
 
 from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
 from mcp_devcluster.faults import kept_dead, pod_pids
+from mcp_devcluster.nodeagent.ipam import random_pod_cidr
 from mcp_devcluster.stack import (
     EXAMPLE_IMAGE,
     OperatorProcess,
@@ -162,7 +163,7 @@ class Stack:
             "--backoff-max",
             "2",
             "--pod-cidr",
-            f"127.{random.randint(2, 250)}.0.0/16",
+            random_pod_cidr(),
         ]
         with open(log_path, "ab") as out:
             self.agent = subprocess.Popen(

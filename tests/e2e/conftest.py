@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 
 from mcp_devcluster.controlplane import ControlPlane
+from mcp_devcluster.nodeagent.ipam import random_pod_cidr
 from mcp_devcluster.stack import EXAMPLE_IMAGE
 
 REDIS_IMAGE = "redis:7"
@@ -63,11 +63,6 @@ class NodeAgentProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def random_pod_cidr() -> str:
-    """A random 127.N.0.0/16: agents of several engineers' clusters may share this host."""
-    return f"127.{random.randint(2, 250)}.0.0/16"
 
 
 def start_node_agent(

@@ -206,15 +206,18 @@ def test_operator_user_needs_rbac(cluster: ControlPlane, kubectl: Any, unique_ns
     assert other.returncode != 0
 
 
-def test_endpointslice_loopback_address(
+def test_endpointslice_refuses_loopback_and_takes_the_agents_pod_range(
     cluster: ControlPlane, kubectl: Any, unique_ns: str
 ) -> None:
-    version = "v1beta1" if cluster.legacy else "v1"
-    slice_yaml = f"""
-apiVersion: discovery.k8s.io/{version}
+    """Why the node agent's pods live in 10.240.0.0/12 (made local) and not on 127.x: a
+    current API server refuses loopback endpoint addresses, so Services would stay empty."""
+
+    def slice_yaml(name: str, address: str) -> str:
+        return f"""
+apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: web-loopback
+  name: {name}
   namespace: {unique_ns}
   labels:
     kubernetes.io/service-name: web
@@ -224,23 +227,20 @@ ports:
     port: 8080
     protocol: TCP
 endpoints:
-  - addresses: ["127.10.0.7"]
+  - addresses: ["{address}"]
     conditions: {{ready: true}}
 """
-    if not cluster.legacy:
-        # A current API server refuses loopback endpoint addresses, so the node agent's 127.x
-        # pod IPs cannot back a Service there: the reason 1.20 is still the suite's default.
-        refused = kubectl("apply", "-f", "-", input=slice_yaml, check=False)
-        assert refused.returncode != 0
-        assert "may not be in the loopback range" in refused.stderr, refused.stderr
-        return
-    kubectl("apply", "-f", "-", input=slice_yaml)
-    got = get_json(kubectl, "endpointslices.discovery.k8s.io", "web-loopback", "-n", unique_ns)
-    assert got["endpoints"][0]["addresses"] == ["127.10.0.7"]
+
+    refused = kubectl("apply", "-f", "-", input=slice_yaml("web-lo", "127.10.0.7"), check=False)
+    assert refused.returncode != 0
+    assert "may not be in the loopback range" in refused.stderr, refused.stderr
+    kubectl("apply", "-f", "-", input=slice_yaml("web-pods", "10.244.0.7"))
+    got = get_json(kubectl, "endpointslices.discovery.k8s.io", "web-pods", "-n", unique_ns)
+    assert got["endpoints"][0]["addresses"] == ["10.244.0.7"]
 
 
-def test_pod_accepts_loopback_pod_ip(cluster: ControlPlane, kubectl: Any, unique_ns: str) -> None:
-    """What the node agent does: bind a pod to a node and report a 127.x pod IP."""
+def test_pod_accepts_agent_pod_ip(cluster: ControlPlane, kubectl: Any, unique_ns: str) -> None:
+    """What the node agent does: bind a pod to a node and report its pod IP."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -253,22 +253,22 @@ def test_pod_accepts_loopback_pod_ip(cluster: ControlPlane, kubectl: Any, unique
     }
     kubectl("apply", "-f", "-", input=json.dumps(pod))
     with cluster.client() as client:
-        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "test-node-loopback"}}
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "test-node-byhand"}}
         resp = client.post("/api/v1/nodes", json=node)
         assert resp.status_code in (201, 409), resp.text
         binding = {
             "apiVersion": "v1",
             "kind": "Binding",
             "metadata": {"name": "p"},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": "test-node-loopback"},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "test-node-byhand"},
         }
         resp = client.post(f"/api/v1/namespaces/{unique_ns}/pods/p/binding", json=binding)
         assert resp.status_code == 201, resp.text
         status_patch = {
             "status": {
                 "phase": "Running",
-                "podIP": "127.10.0.8",
-                "podIPs": [{"ip": "127.10.0.8"}],
+                "podIP": "10.244.0.8",
+                "podIPs": [{"ip": "10.244.0.8"}],
             }
         }
         resp = client.patch(
@@ -277,8 +277,8 @@ def test_pod_accepts_loopback_pod_ip(cluster: ControlPlane, kubectl: Any, unique
             headers={"Content-Type": "application/strategic-merge-patch+json"},
         )
         assert resp.status_code == 200, resp.text
-        assert resp.json()["status"]["podIP"] == "127.10.0.8"
-        client.delete("/api/v1/nodes/test-node-loopback")
+        assert resp.json()["status"]["podIP"] == "10.244.0.8"
+        client.delete("/api/v1/nodes/test-node-byhand")
 
 
 def test_gc_of_custom_resource_dependents_after_kcm_restart(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import ipaddress
 import json
 import socket
 import sys
@@ -24,8 +25,18 @@ from mcp_devcluster.nodeagent.images import (
     parse_rules,
     split_image,
 )
-from mcp_devcluster.nodeagent.ipam import IpAllocator, listening_addresses
+from mcp_devcluster.nodeagent.ipam import (
+    DEFAULT_POD_CIDR,
+    DEV_POD_RANGE,
+    IpAllocator,
+    ensure_local_range,
+    is_local_address,
+    listening_addresses,
+    local_route_for,
+    random_pod_cidr,
+)
 from mcp_devcluster.nodeagent.probes import ProbeContext, ProbeTracker, run_probe
+from mcp_devcluster.nodeagent.proxy import default_service_cidr
 from mcp_devcluster.nodeagent.volumes import PodVolumes, atomic_write, mounts_env
 
 POD: dict[str, Any] = {
@@ -192,16 +203,29 @@ def test_ip_allocation_is_unique_round_robin_and_skips_busy() -> None:
     assert alloc.reserve("127.200.0.1")  # outside the CIDR but loopback and free: kept
 
 
+def test_pod_cidrs_come_from_the_one_locally_routed_dev_range() -> None:
+    dev = ipaddress.IPv4Network(DEV_POD_RANGE)
+    for _ in range(50):
+        cidr = ipaddress.IPv4Network(random_pod_cidr())
+        assert cidr.prefixlen == 20 and cidr.subnet_of(dev) and not cidr.is_loopback
+        service = ipaddress.IPv4Network(default_service_cidr(str(cidr)))
+        assert service.subnet_of(cidr)
+        assert local_route_for(str(cidr)) == DEV_POD_RANGE  # one route serves every agent
+    assert local_route_for(DEFAULT_POD_CIDR) == DEV_POD_RANGE
+    assert local_route_for("192.168.77.0/24") == "192.168.77.0/24"
+
+
+def test_loopback_pod_cidr_needs_no_route() -> None:
+    ensure_local_range("127.9.0.0/16")  # no `ip` call, no error, even unprivileged
+    assert is_local_address("127.9.0.1")
+    assert not is_local_address("192.0.2.254")  # TEST-NET-1: never local
+
+
 def test_ip_allocation_exhausts_small_cidr() -> None:
     alloc = IpAllocator("127.9.9.0/30", busy=set)
     assert {alloc.allocate(), alloc.allocate()} == {"127.9.9.1", "127.9.9.2"}
     with pytest.raises(RuntimeError):
         alloc.allocate()
-
-
-def test_ip_allocator_rejects_non_loopback() -> None:
-    with pytest.raises(ValueError):
-        IpAllocator("10.0.0.0/16")
 
 
 def test_listening_addresses_sees_a_listener() -> None:

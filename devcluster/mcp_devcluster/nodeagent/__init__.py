@@ -1,4 +1,4 @@
-"""Local node agent: a scheduler + kubelet stand-in for the loopback dev cluster.
+"""Local node agent: a kubelet (+ kube-proxy) stand-in for the one-host dev cluster.
 
 Library use::
 
@@ -10,7 +10,7 @@ Library use::
     agent.stop()    # kills every process it started
 
 CLI: ``python -m mcp_devcluster.nodeagent --kubeconfig PATH [--node-name mcp-local]
-[--pod-cidr 127.1.0.0/16] [--image-map FILE]``. See ``images`` for the map format and
+[--pod-cidr 10.244.0.0/16] [--image-map FILE]``. See ``images`` for the map format and
 ``volumes`` for ``NODEAGENT_MOUNTS``.
 """
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from .agent import AgentConfig, NodeAgent
 from .container import BackoffPolicy
 from .images import ImageMap
+from .ipam import DEFAULT_POD_CIDR, LocalRangeError
 from .node import AgentConflict
 
 
@@ -32,10 +33,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="auto",
         help="who binds pods: kube-scheduler, this agent, or auto (agent on servers < 1.24)",
     )
-    p.add_argument("--pod-cidr", default="127.1.0.0/16")
+    p.add_argument(
+        "--pod-cidr",
+        default=DEFAULT_POD_CIDR,
+        help=f"pod IPs (default {DEFAULT_POD_CIDR}; made local with `ip route add local`)",
+    )
     p.add_argument(
         "--service-cidr",
-        help="loopback range of Service proxy addresses (default: pod CIDR's last /24)",
+        help="range of Service proxy addresses (default: pod CIDR's last /24)",
     )
     p.add_argument("--no-proxy", action="store_true", help="do not proxy Services")
     p.add_argument("--image-map", type=Path, help="YAML/JSON rules tried before the built-in ones")
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = NodeAgent(config)
     try:
         agent.start()
-    except AgentConflict as exc:
+    except (AgentConflict, LocalRangeError) as exc:
         print(f"nodeagent: {exc}", file=sys.stderr)
         agent.stop()
         return 2

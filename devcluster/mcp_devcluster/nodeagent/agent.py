@@ -1,4 +1,4 @@
-"""The node agent: a kubelet stand-in (for several Nodes) on a loopback-only dev cluster.
+"""The node agent: a kubelet stand-in (for several Nodes) on a one-host dev cluster.
 
 It registers one or more Nodes (``AgentConfig.nodes``, spread round-robin over
 ``AgentConfig.zones`` zones through the ``topology.kubernetes.io/zone`` label), keeps each
@@ -32,7 +32,7 @@ from typing import Any
 from .container import BackoffPolicy
 from .envvars import config_map_values, decode_secret
 from .images import ImageMap
-from .ipam import IpAllocator
+from .ipam import DEFAULT_POD_CIDR, IpAllocator, ensure_local_range
 from .kubeapi import ApiError, Informer, KubeClient, key_of
 from .node import NodeHeartbeat
 from .podworker import NodeContext, PodWorker
@@ -79,7 +79,7 @@ class AgentConfig:
 
     kubeconfig: str
     node_name: str = "mcp-local"
-    pod_cidr: str = "127.1.0.0/16"
+    pod_cidr: str = DEFAULT_POD_CIDR
     service_cidr: str | None = None  # default: the pod CIDR's last /24
     proxy: bool = True
     host_ip: str = "127.0.0.1"
@@ -182,6 +182,8 @@ class NodeAgent:
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
         """Register the node and start watching; returns once the caches are synced."""
+        ensure_local_range(self.config.pod_cidr)
+        ensure_local_range(self.service_cidr)
         kill_leftovers(self.state_dir)
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ There is no container runtime, so an image is only a *name* for a local program.
 matches an image by repository (glob) and tag (glob) and gives the entrypoint; the
 container's ``command`` replaces that entrypoint and its ``args`` are appended, like
 Docker's ENTRYPOINT/CMD. ``bindArgs`` are appended last, always, because every pod
-shares the host network namespace and binding to the pod's own loopback IP is the only
+shares the host network namespace and binding to the pod's own (local) IP is the only
 thing that keeps two pods' ports from colliding.
 
 Map file (YAML or JSON), rules tried in order, file rules before the built-in ones::

@@ -1,23 +1,106 @@
-"""Pod IP allocation from a loopback CIDR.
+"""Pod IP allocation from a locally routed CIDR.
 
-All pod processes share the host network namespace; on Linux the whole of 127.0.0.0/8 is
-routed to ``lo``, so giving each pod its own 127.x.y.z and binding to it is what keeps
-ports apart. Addresses are handed out round-robin so a freed IP is not immediately
-reused (EndpointSlices and clients may still point at it for a moment), and an address
-on which some process already listens (another agent's pod, a leftover) is skipped:
-several agents for several dev clusters may share one host.
+All pod processes share the host network namespace; giving each pod its own address and
+binding to it is what keeps ports apart. The addresses must be *local* (bindable) but not
+loopback: a current API server refuses EndpointSlice addresses in 127.0.0.0/8 ("may not be in
+the loopback range"), so Services would never get endpoints. ``ensure_local_range`` makes a
+private range local with one ``ip route add local CIDR dev lo`` (Linux "AnyIP": every address
+of the range is bindable and reachable from this host, nothing else changes); pods get
+addresses from ``DEV_POD_RANGE`` (10.240.0.0/12, which holds the conventional
+10.244.0.0/16), and one route for the whole range serves every agent on the host. That needs
+root (CAP_NET_ADMIN); without it a 127.x pod CIDR still runs pods, but Services get no
+endpoints on a current control plane.
+
+Addresses are handed out round-robin so a freed IP is not immediately reused (EndpointSlices
+and clients may still point at it for a moment), and an address on which some process already
+listens (another agent's pod, a leftover) is skipped: several agents for several dev clusters
+may share one host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
+import random
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+log = logging.getLogger("nodeagent.ipam")
+
 _TCP_LISTEN = "0A"
+#: The private range the harness makes local once per host; pod CIDRs are carved from it.
+DEV_POD_RANGE = "10.240.0.0/12"
+#: The node agent's default pod CIDR (the conventional one, inside ``DEV_POD_RANGE``).
+DEFAULT_POD_CIDR = "10.244.0.0/16"
+
+
+class LocalRangeError(RuntimeError):
+    """The pod CIDR is not local and could not be made local (not root, no ``ip``)."""
+
+
+def is_local_address(ip: str) -> bool:
+    """True when this host can bind ``ip`` (a loopback address, or in a local route)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        return True
+    return False
+
+
+def local_route_for(cidr: str) -> str:
+    """The range to route locally for pod CIDR ``cidr``: ``DEV_POD_RANGE`` when it holds it
+    (one route serves every agent on the host), else ``cidr`` itself."""
+    net = ipaddress.IPv4Network(cidr, strict=False)
+    dev = ipaddress.IPv4Network(DEV_POD_RANGE)
+    return DEV_POD_RANGE if net.subnet_of(dev) else str(net)
+
+
+def random_pod_cidr() -> str:
+    """A random /20 of ``DEV_POD_RANGE`` (256 choices): agents of several engineers' dev
+    clusters may share this host, and the allocator skips only *listening* addresses."""
+    base = ipaddress.IPv4Network(DEV_POD_RANGE).network_address
+    return f"{base + (random.randrange(256) << 12)}/20"
+
+
+def ensure_local_range(cidr: str) -> None:
+    """Make every address of pod CIDR ``cidr`` bindable on this host, or raise.
+
+    A loopback CIDR is local already. Otherwise, unless an earlier agent did it, add
+    ``ip route add local RANGE dev lo`` (table local; left in place: other agents on the host
+    may use it, and it only makes otherwise unused private addresses answer locally).
+    """
+    net = ipaddress.IPv4Network(cidr, strict=False)
+    probe = str(net.network_address + 1)
+    if net.is_loopback or is_local_address(probe):
+        return
+    route = local_route_for(cidr)
+    ip_cmd = shutil.which("ip") or next(
+        (p for p in ("/usr/sbin/ip", "/sbin/ip") if Path(p).exists()), None
+    )
+    if ip_cmd is None:
+        raise LocalRangeError(
+            f"pod CIDR {cidr} is not local and the `ip` command (iproute2) is missing: "
+            f"install it, or run `ip route add local {route} dev lo` as root"
+        )
+    done = subprocess.run(
+        [ip_cmd, "route", "add", "local", route, "dev", "lo"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if not is_local_address(probe):
+        raise LocalRangeError(
+            f"pod CIDR {cidr} is not local and `ip route add local {route} dev lo` failed "
+            f"({done.stderr.strip() or done.returncode}): run it as root once, or give the "
+            "agent a 127.x --pod-cidr (pods run, but a current API server refuses loopback "
+            "EndpointSlice addresses, so Services get no endpoints)"
+        )
+    log.info("made %s local (ip route add local %s dev lo)", cidr, route)
 
 
 def listening_addresses(proc_net: Path = Path("/proc/net/tcp")) -> set[str]:
@@ -46,8 +129,6 @@ class IpAllocator:
     ) -> None:
         self._net = ipaddress.IPv4Network(cidr, strict=False)
         self._exclude = ipaddress.IPv4Network(exclude, strict=False) if exclude else None
-        if not self._net.is_loopback:
-            raise ValueError(f"pod CIDR {cidr} must be inside 127.0.0.0/8")
         self._first = int(self._net.network_address) + 1
         self._size = self._net.num_addresses - 2
         self._next = 0
@@ -73,11 +154,11 @@ class IpAllocator:
         return self._exclude is not None and ip in self._exclude
 
     def reserve(self, ip: str) -> bool:
-        """Keep a pod's existing IP (a pod's IP never changes) if it is loopback and free.
+        """Keep a pod's existing IP (a pod's IP never changes) if it is local and free.
 
         It may lie outside our CIDR (the pod was run by an agent with another CIDR).
         """
-        if not ipaddress.IPv4Address(ip).is_loopback or ip in self._busy():
+        if not is_local_address(ip) or ip in self._busy():
             return False
         with self._lock:
             if ip in self._used:

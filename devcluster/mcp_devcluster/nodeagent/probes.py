@@ -1,6 +1,6 @@
 """Kubelet-style probes (httpGet, tcpSocket, exec) and their threshold bookkeeping.
 
-Probes run from the host, against the pod's own loopback IP. ``exec`` commands run as
+Probes run from the host, against the pod's own (local) IP. ``exec`` commands run as
 local processes with the container's environment; unlike the kubelet, ``$(VAR)`` is
 expanded in them so a probe can reach ``$(POD_IP)`` (there is no shared network
 namespace to make ``localhost`` mean the pod). gRPC probes are not supported and fail.

@@ -1,9 +1,9 @@
-"""A kube-proxy stand-in: each Service gets a loopback address that forwards to *ready*
+"""A kube-proxy stand-in: each Service gets a local address that forwards to *ready*
 EndpointSlice endpoints only.
 
 Why: the operator's promise is measured by what a client of the stable Service notices, and
 a pod IP is not what clients use. A real cluster's kube-proxy routes a Service's new
-connections to the endpoints the EndpointSlices mark ready; this does the same on loopback,
+connections to the endpoints the EndpointSlices mark ready; this does the same on local addresses,
 so tests, the demo and ``bench/traffic.py`` can call tools "through the Service" and count
 what a gate, a selector switch or a rollout costs.
 
@@ -24,7 +24,7 @@ forwarding (to the same ready endpoints) for ``RETIRED_PORT_GRACE`` seconds. Cli
 learn the new port from the annotation, a moment after the change; kube-proxy drops the old
 port at once, but what is measured here is the operator's data path, not that lag.
 
-Each Service gets one address from the agent's *service CIDR* (a loopback range the pod
+Each Service gets one address from the agent's *service CIDR* (a local range the pod
 allocator never hands out; listening addresses of other agents are skipped) and listens on
 its own port numbers there, like a ClusterIP. The address is written on the Service as the
 ``devcluster.mcp-operator.dev/proxy-address`` annotation (``IP:PORT`` per port, comma
@@ -149,7 +149,7 @@ def annotation_value(ip: str, ports: Sequence[ServicePort]) -> str:
 
 
 def parse_proxy_address(value: str) -> list[tuple[str, int]]:
-    """``"127.1.255.1:8080,127.1.255.1:9090"`` -> ``[(ip, port), ...]`` (for clients)."""
+    """``"10.244.255.1:8080,10.244.255.1:9090"`` -> ``[(ip, port), ...]`` (for clients)."""
     out = []
     for part in value.split(","):
         host, _, port = part.strip().rpartition(":")
@@ -159,7 +159,7 @@ def parse_proxy_address(value: str) -> list[tuple[str, int]]:
 
 
 def default_service_cidr(pod_cidr: str) -> str:
-    """The last /24 of the pod CIDR (e.g. 127.1.255.0/24 for 127.1.0.0/16): the pod
+    """The last /24 of the pod CIDR (e.g. 10.244.255.0/24 for 10.244.0.0/16): the pod
     allocator excludes it, so proxy addresses and pod IPs never meet."""
     net = ipaddress.IPv4Network(pod_cidr, strict=False)
     if net.prefixlen > 24:
