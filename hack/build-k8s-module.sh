@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build kube-apiserver, kube-controller-manager and kube-scheduler from the Go module
-# k8s.io/kubernetes (default v1.37.2; any published release, e.g. `build-k8s-module.sh 1.34.6`),
-# once. The binaries are cached under $MCP_K8S_CACHE (default ~/.cache/mcp-operator/k8s-VERSION);
+# k8s.io/kubernetes (default v1.37.2; any published release, e.g. `build-k8s-module.sh 1.34.4`),
+# once. K8S_BINS narrows the set (e.g. K8S_BINS="kube-apiserver kube-controller-manager" for the
+# oldest-minor smoke, whose pods the node agent binds: no scheduler needed). The binaries are cached under $MCP_K8S_CACHE (default ~/.cache/mcp-operator/k8s-VERSION);
 # later runs return at once.
 #
 # k8s.io/kubernetes's go.mod replaces every k8s.io/* staging module with ./staging/src/...; a module
@@ -13,7 +14,7 @@ set -euo pipefail
 VERSION="${1:-${MCP_K8S_VERSION:-1.37.2}}"
 VERSION="${VERSION#v}"
 CACHE="${MCP_K8S_CACHE:-$HOME/.cache/mcp-operator/k8s-$VERSION}"
-BINS=(kube-apiserver kube-controller-manager kube-scheduler)
+read -ra BINS <<<"${K8S_BINS:-kube-apiserver kube-controller-manager kube-scheduler}"
 log() { echo "build-k8s-module: $*" >&2; }
 is_built() {
   local b

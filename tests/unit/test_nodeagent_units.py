@@ -207,12 +207,27 @@ def test_pod_cidrs_come_from_the_one_locally_routed_dev_range() -> None:
     dev = ipaddress.IPv4Network(DEV_POD_RANGE)
     for _ in range(50):
         cidr = ipaddress.IPv4Network(random_pod_cidr())
-        assert cidr.prefixlen == 20 and cidr.subnet_of(dev) and not cidr.is_loopback
+        assert cidr.prefixlen == 22 and cidr.subnet_of(dev) and not cidr.is_loopback
         service = ipaddress.IPv4Network(default_service_cidr(str(cidr)))
         assert service.subnet_of(cidr)
         assert local_route_for(str(cidr)) == DEV_POD_RANGE  # one route serves every agent
     assert local_route_for(DEFAULT_POD_CIDR) == DEV_POD_RANGE
     assert local_route_for("192.168.77.0/24") == "192.168.77.0/24"
+
+
+def test_a_range_the_host_uses_is_never_made_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local route hijacks its whole range: a nameserver inside it would go dark."""
+    from mcp_devcluster.nodeagent import ipam
+
+    monkeypatch.setattr(ipam, "is_local_address", lambda ip: False)
+    monkeypatch.setattr(
+        ipam, "_in_use_networks", lambda ip_cmd: [ipaddress.IPv4Network("10.244.9.53/32")]
+    )
+    ran: list[object] = []
+    monkeypatch.setattr(ipam.subprocess, "run", lambda *a, **k: ran.append(a))
+    with pytest.raises(ipam.LocalRangeError, match=r"10\.244\.9\.53/32"):
+        ensure_local_range("10.244.4.0/22")
+    assert ran == []  # no route added
 
 
 def test_loopback_pod_cidr_needs_no_route() -> None:

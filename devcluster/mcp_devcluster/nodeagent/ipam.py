@@ -6,10 +6,12 @@ loopback: a current API server refuses EndpointSlice addresses in 127.0.0.0/8 ("
 the loopback range"), so Services would never get endpoints. ``ensure_local_range`` makes a
 private range local with one ``ip route add local CIDR dev lo`` (Linux "AnyIP": every address
 of the range is bindable and reachable from this host, nothing else changes); pods get
-addresses from ``DEV_POD_RANGE`` (10.240.0.0/12, which holds the conventional
-10.244.0.0/16), and one route for the whole range serves every agent on the host. That needs
-root (CAP_NET_ADMIN); without it a 127.x pod CIDR still runs pods, but Services get no
-endpoints on a current control plane.
+addresses from ``DEV_POD_RANGE`` (the conventional pod range 10.244.0.0/16), and one route
+for the whole range serves every agent on the host. A local route hijacks every address of
+its range, so it is never added over a range this host already reaches otherwise (a
+nameserver, an address, a gateway or a route in it: e.g. a CI runner whose own network is
+10.244.x); the agent then stops with the reason. It needs root (CAP_NET_ADMIN); without it a
+127.x pod CIDR still runs pods, but Services get no endpoints on a current control plane.
 
 Addresses are handed out round-robin so a freed IP is not immediately reused (EndpointSlices
 and clients may still point at it for a moment), and an address on which some process already
@@ -23,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import re
 import shutil
 import socket
 import struct
@@ -35,9 +38,10 @@ log = logging.getLogger("nodeagent.ipam")
 
 _TCP_LISTEN = "0A"
 #: The private range the harness makes local once per host; pod CIDRs are carved from it.
-DEV_POD_RANGE = "10.240.0.0/12"
-#: The node agent's default pod CIDR (the conventional one, inside ``DEV_POD_RANGE``).
-DEFAULT_POD_CIDR = "10.244.0.0/16"
+DEV_POD_RANGE = "10.244.0.0/16"
+#: The node agent's default pod CIDR (all of ``DEV_POD_RANGE``).
+DEFAULT_POD_CIDR = DEV_POD_RANGE
+_IPV4 = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?:/(\d{1,2}))?(?![\d.])")
 
 
 class LocalRangeError(RuntimeError):
@@ -61,10 +65,37 @@ def local_route_for(cidr: str) -> str:
 
 
 def random_pod_cidr() -> str:
-    """A random /20 of ``DEV_POD_RANGE`` (256 choices): agents of several engineers' dev
-    clusters may share this host, and the allocator skips only *listening* addresses."""
+    """A random /22 of ``DEV_POD_RANGE`` (64 choices, 768 pod IPs each): agents of several
+    engineers' dev clusters may share this host, and the allocator skips only *listening*
+    addresses."""
     base = ipaddress.IPv4Network(DEV_POD_RANGE).network_address
-    return f"{base + (random.randrange(256) << 12)}/20"
+    return f"{base + (random.randrange(64) << 10)}/22"
+
+
+def _in_use_networks(ip_cmd: str) -> list[ipaddress.IPv4Network]:
+    """What this host already reaches: its nameservers, addresses, gateways and routes
+    (``/etc/resolv.conf``, ``ip -4 addr``, ``ip -4 route``; the default route's 0.0.0.0/0
+    itself is skipped, its gateway is not)."""
+    texts = []
+    with contextlib.suppress(OSError):
+        texts.append(
+            "\n".join(
+                line
+                for line in Path("/etc/resolv.conf").read_text().splitlines()
+                if line.split()[:1] == ["nameserver"]
+            )
+        )
+    for args in (["-4", "-o", "addr", "show"], ["-4", "route", "show", "table", "all"]):
+        done = subprocess.run([ip_cmd, *args], capture_output=True, text=True, check=False)
+        texts.append("\n".join(ln for ln in done.stdout.splitlines() if "dev lo" not in ln))
+    found = []
+    for text in texts:
+        for addr, prefix in _IPV4.findall(text):
+            with contextlib.suppress(ValueError):
+                net = ipaddress.IPv4Network(f"{addr}/{prefix or 32}", strict=False)
+                if net.prefixlen > 0:
+                    found.append(net)
+    return found
 
 
 def ensure_local_range(cidr: str) -> None:
@@ -86,6 +117,13 @@ def ensure_local_range(cidr: str) -> None:
         raise LocalRangeError(
             f"pod CIDR {cidr} is not local and the `ip` command (iproute2) is missing: "
             f"install it, or run `ip route add local {route} dev lo` as root"
+        )
+    clash = [n for n in _in_use_networks(ip_cmd) if n.overlaps(ipaddress.IPv4Network(route))]
+    if clash:
+        raise LocalRangeError(
+            f"pod CIDR {cidr}: this host already uses {', '.join(map(str, clash))}, inside "
+            f"{route}; making {route} local would cut it off. Pass another --pod-cidr "
+            "(a private range this host does not use)"
         )
     done = subprocess.run(
         [ip_cmd, "route", "add", "local", route, "dev", "lo"],
