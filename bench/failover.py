@@ -3,7 +3,7 @@
     .venv/bin/python bench/failover.py [--trials 20] [--kubelet-trials N] [--keep DIR]
                                        [--scenarios defaults,fast,kubelet]
 
-Starts its own control plane (etcd + kube-apiserver 1.20 + kcm) in a temp dir, the node
+Starts its own control plane (etcd + kube-apiserver + kcm + kube-scheduler) in a temp dir, the node
 agent (scheduler + kubelet stand-in: pods are local processes on 127.x.y.z) and the operator
 (``mcp-operator run`` as the restricted identity), then runs, one after the other:
 
@@ -127,7 +127,7 @@ class Stack:
     def up(self) -> None:
         missing = self.cp.binaries_missing()
         if missing:
-            raise SystemExit(f"missing binaries: {missing} (hack/build-k8s.sh)")
+            raise SystemExit(f"missing binaries: {missing} (hack/build-k8s-module.sh)")
         t0 = time.monotonic()
         self.cp.up(timeout=120)
         log(f"control plane up in {time.monotonic() - t0:.1f}s at {self.cp.dir}")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real local control plane (etcd + kube-apiserver + kcm 1.20).
+"""Shared fixtures: a real local control plane (etcd + kube-apiserver + kcm + kube-scheduler
+of ``MCP_K8S_VERSION``, default the newest tested release).
 
 Fixtures:
   cluster     session-scoped ControlPlane (.admin_kubeconfig, .operator_kubeconfig, .server,
@@ -28,7 +29,12 @@ from typing import Protocol
 
 import pytest
 
-from mcp_devcluster.controlplane import ControlPlane, ControlPlaneError, tools_bin_dir
+from mcp_devcluster.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    build_hint,
+    tools_bin_dir,
+)
 
 # Operator fixtures (crd_and_rbac, operator) for every test that asks for them.
 pytest_plugins = ["tests.e2e.ops"]
@@ -84,7 +90,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         _unavailable(
             "control plane binaries missing: "
             + ", ".join(missing)
-            + " (run hack/build-k8s.sh and hack/install-tools.sh)"
+            + f" (run {build_hint(cp.version)} and hack/install-tools.sh)"
         )
     if not reuse_dir:
         atexit.register(cp.down)

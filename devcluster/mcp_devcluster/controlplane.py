@@ -2,12 +2,12 @@
 
 Runs etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1 with free
 ports, each in its own process group, with logs and state in one directory. The Kubernetes
-version is ``MCP_K8S_VERSION`` (default ``DEFAULT_K8S_VERSION``): a current release (1.34 and
-later) built from the Go module ``k8s.io/kubernetes`` by ``hack/build-k8s-module.sh``, or the
-legacy 1.20.2 built from Debian's source package by ``hack/build-k8s.sh``. There is no kubelet:
-the node agent (``mcp_devcluster.nodeagent``) registers Nodes and runs the pods bound to them.
-On a current release the real kube-scheduler binds pods; 1.20 has no scheduler here, so the
-agent binds them itself.
+version is ``MCP_K8S_VERSION`` (default ``DEFAULT_K8S_VERSION``, the newest tested): a release
+from ``OLDEST_K8S_VERSION``'s minor on, built from the Go module ``k8s.io/kubernetes`` by
+``hack/build-k8s-module.sh``. There is no kubelet: the node agent
+(``mcp_devcluster.nodeagent``) registers Nodes and runs the pods bound to them; the real
+kube-scheduler binds pods (``scheduler=False`` leaves it out, for the oldest-minor smoke,
+whose build has no scheduler: the agent binds there).
 
 Authentication is by static bearer tokens (``--token-auth-file``) over TLS with a CA generated
 here; authorization is RBAC. Two users exist:
@@ -29,7 +29,7 @@ MCP_OPERATOR_KUBECONFIG, MCP_CLUSTER_SERVER, MCP_CLUSTER_DIR, MCP_K8S_VERSION, P
 kubectl/helm). ``version`` prints the Kubernetes release that would run (for ``make tools``).
 
 Environment: ``MCP_CLUSTER_DIR`` (default state dir), ``MCP_CACHE_DIR`` (default
-``~/.cache/mcp-operator``), ``MCP_K8S_VERSION`` (e.g. ``1.37.2``, ``1.20.2``), ``MCP_K8S_CACHE``
+``~/.cache/mcp-operator``), ``MCP_K8S_VERSION`` (e.g. ``1.37.2``, ``1.34.4``), ``MCP_K8S_CACHE``
 (k8s binaries, default ``$MCP_CACHE_DIR/k8s-VERSION``), ``MCP_ETCD`` (etcd binary),
 ``MCP_TOOLS_BIN`` (kubectl, helm).
 
@@ -38,7 +38,7 @@ Good to know:
 * The kcm runs without leader election; ``podgc`` deletes pods bound to a node that has no
   Node object, so whatever binds pods must register its Node. On a current release it also
   runs ``nodelifecycle``: a node whose Lease is not renewed for 40 s turns NotReady (Unknown)
-  and is tainted, as on a real cluster (a zone loss is real). 1.20 runs without it.
+  and is tainted, as on a real cluster (a zone loss is real).
 * The garbage collector re-reads discovery every 30 s: call ``restart_controller_manager()``
   after installing CRDs if a test needs GC of dependents of custom resources at once.
 * ``--endpoint-reconciler-type=none``: the ``kubernetes`` Service has no endpoints; in-"cluster"
@@ -98,9 +98,9 @@ STATE_VERSION = 2
 #: The newest release the harness is tested on.
 CURRENT_K8S_VERSION = "1.37.2"
 #: The Kubernetes release the harness runs unless ``MCP_K8S_VERSION`` says otherwise.
-DEFAULT_K8S_VERSION = "1.20.2"
-#: Releases before this one are "legacy" here: built from Debian's source, no scheduler.
-_FIRST_CURRENT_MINOR = 24
+DEFAULT_K8S_VERSION = CURRENT_K8S_VERSION
+#: The oldest release supported (README, *Supported Kubernetes versions*): a smoke runs on it.
+OLDEST_K8S_VERSION = "1.34.4"
 
 # Controllers of kube-controller-manager that we run. Never nodelifecycle: there are no kubelet
 # heartbeats here, so it would taint nodes and evict every pod.
@@ -152,15 +152,13 @@ def k8s_minor(version: str) -> int:
 
 
 def k8s_bin_dir(version: str | None = None) -> Path:
-    """Where ``hack/build-k8s*.sh`` put the k8s binaries of ``version``."""
+    """Where ``hack/build-k8s-module.sh`` put the k8s binaries of ``version``."""
     env = os.environ.get("MCP_K8S_CACHE")
     return Path(env) if env else _cache_root() / f"k8s-{version or k8s_version()}"
 
 
 def build_hint(version: str) -> str:
     """The command that builds the binaries of ``version``."""
-    if k8s_minor(version) < _FIRST_CURRENT_MINOR:
-        return "hack/build-k8s.sh"
     return f"hack/build-k8s-module.sh {version}"
 
 
@@ -277,12 +275,20 @@ class ControlPlane:
         etcd_bin: Path | str | None = None,
         die_with_parent: bool = False,
         version: str | None = None,
+        scheduler: bool = True,
     ) -> None:
         self.dir = Path(directory) if directory is not None else default_dir()
         self.dir = self.dir.expanduser().absolute()
         #: The Kubernetes release, e.g. ``1.37.2``.
         self.version = (version or k8s_version()).removeprefix("v")
         self.minor = k8s_minor(self.version)
+        if self.minor < k8s_minor(OLDEST_K8S_VERSION):
+            raise ControlPlaneError(
+                f"Kubernetes {self.version} is not supported here (oldest: {OLDEST_K8S_VERSION})"
+            )
+        #: Whether kube-scheduler runs (else whoever runs pods must bind them: the node agent's
+        #: ``--binder agent``).
+        self.has_scheduler = scheduler
         self.k8s_bin = Path(k8s_bin) if k8s_bin is not None else k8s_bin_dir(self.version)
         found_etcd = (
             etcd_bin or os.environ.get("MCP_ETCD") or shutil.which("etcd") or "/usr/bin/etcd"
@@ -337,21 +343,6 @@ class ControlPlane:
     @property
     def kube_scheduler(self) -> Path:
         return self.k8s_bin / "kube-scheduler"
-
-    @property
-    def legacy(self) -> bool:
-        """1.20: insecure-port era flags, no scheduler (the node agent binds pods)."""
-        return self.minor < _FIRST_CURRENT_MINOR
-
-    @property
-    def has_scheduler(self) -> bool:
-        """True when kube-scheduler runs (every current release), so pods get bound."""
-        return not self.legacy
-
-    @property
-    def has_cel(self) -> bool:
-        """True when CRD ``x-kubernetes-validations`` are enforced (1.25 and later)."""
-        return self.minor >= 25
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -763,7 +754,6 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             f"--secure-port={state.apiserver_port}",
-            *(["--insecure-port=0"] if self.legacy else []),
             f"--cert-dir={pki / 'apiserver-generated'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -800,7 +790,6 @@ class ControlPlane:
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={state.kcm_port}",
-            *(["--port=0"] if self.legacy else []),
             f"--cert-dir={pki / 'kcm-generated'}",
             f"--controllers={','.join(self.kcm_controllers)}",
             "--leader-elect=false",
@@ -824,13 +813,10 @@ class ControlPlane:
 
     @property
     def kcm_controllers(self) -> tuple[str, ...]:
-        """``KCM_CONTROLLERS``, plus ``nodelifecycle`` where the node agent keeps Leases fresh.
-
-        On 1.20 the harness never ran it (the agent's single node came and went with each test
-        session); on a current release a node whose agent died turns NotReady and is tainted,
-        which is what a zone loss looks like to the operator.
-        """
-        return KCM_CONTROLLERS if self.legacy else (*KCM_CONTROLLERS, "nodelifecycle")
+        """``KCM_CONTROLLERS``, plus ``nodelifecycle``: the node agent keeps Leases fresh, so a
+        node whose agent died turns NotReady and is tainted, which is what a zone loss looks
+        like to the operator."""
+        return (*KCM_CONTROLLERS, "nodelifecycle")
 
     def _scheduler_args(self, state: _State) -> list[str]:
         kubeconfig = str(self.admin_kubeconfig)
@@ -850,7 +836,7 @@ class ControlPlane:
 
     def _log_flags(self) -> list[str]:
         # --logtostderr was removed in 1.26 (stderr is the only destination since).
-        return ["--logtostderr=true", "--v=1"] if self.legacy else ["--v=1"]
+        return ["--v=1"]
 
     # ------------------------------------------------------------------------------------- pki
     def _ensure_pki(self) -> None:
@@ -1032,9 +1018,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--current", action="store_true", help="version: the newest tested release instead"
     )
+    parser.add_argument(
+        "--oldest", action="store_true", help="version: the oldest supported release instead"
+    )
     args = parser.parse_args(argv)
     if args.command == "version":
-        print(CURRENT_K8S_VERSION if args.current else args.k8s_version or k8s_version())
+        if args.oldest:
+            print(OLDEST_K8S_VERSION)
+        else:
+            print(CURRENT_K8S_VERSION if args.current else args.k8s_version or k8s_version())
         return 0
     cp = ControlPlane(args.dir, version=args.k8s_version)
 

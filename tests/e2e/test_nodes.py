@@ -1,9 +1,8 @@
 """Several Nodes in two zones: registration, the real scheduler's placement, a zone loss.
 
-The session's node agent runs NODE_COUNT nodes spread over ZONE_COUNT zones. On a current
-release kube-scheduler binds the pods (so affinity is real) and the node lifecycle controller
-watches the node Leases (so a lost zone turns NotReady); the 1.20 harness has neither, which
-is why the placement and zone-loss tests need a current release.
+The session's node agent runs NODE_COUNT nodes spread over ZONE_COUNT zones. kube-scheduler
+binds the pods (so affinity is real) and the node lifecycle controller watches the node Leases
+(so a lost zone turns NotReady).
 """
 
 from __future__ import annotations
@@ -80,11 +79,6 @@ def running_pods(kubectl: Any, ns: str, app: str) -> list[dict[str, Any]]:
     return [p for p in items if p["status"].get("phase") == "Running"]
 
 
-def needs_scheduler(cluster: ControlPlane) -> None:
-    if not cluster.has_scheduler:
-        pytest.skip(f"Kubernetes {cluster.version} runs no scheduler or node lifecycle here")
-
-
 def test_nodes_registered_in_zones_with_leases(node_agent: NodeAgentProcess, kubectl: Any) -> None:
     nodes = nodes_of(kubectl, node_agent)
     assert sorted(nodes) == sorted(node_agent.node_names)
@@ -107,7 +101,6 @@ def test_scheduler_spreads_pods_over_zones(
     example_image: str,
 ) -> None:
     """Required zone anti-affinity: one pod per zone runs, one more than zones cannot."""
-    needs_scheduler(cluster)
     kubectl(
         "apply", "-n", unique_ns, "-f", "-", input=spread_deployment("spread", example_image, 2)
     )
@@ -164,7 +157,6 @@ def test_zone_loss_kills_its_pods_and_turns_its_nodes_not_ready(
     example_image: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    needs_scheduler(cluster)
     kubectl("apply", "-n", unique_ns, "-f", "-", input=spread_deployment("zl", example_image, 2))
     pods = wait_for(
         lambda: (p := running_pods(kubectl, unique_ns, "zl")) and len(p) == 2 and p,

@@ -169,8 +169,8 @@ def test_autoscaler_owns_primary_replicas_and_is_not_fought(
         for m in dep["metadata"]["managedFields"]
         if "f:replicas" in (m.get("fieldsV1", {}).get("f:spec") or {})
     }
-    # The operator's field manager never owns replicas. (Who does is version-dependent: the
-    # 1.20 server records no owner for writes through the scale subresource.)
+    # The operator's field manager never owns replicas. (Who does is version-dependent: old
+    # servers recorded no owner for writes through the scale subresource.)
     assert "mcp-operator" not in owners, owners
     wait_for(
         lambda: deployment()["status"].get("updatedReplicas") == 3,

@@ -146,22 +146,17 @@ def test_invalid_spec_is_reported_not_applied(
     }
     paths = ["spec.resources.limits.memory", "spec.pod.tolerations[0].effect"]
     cross_field = {"health": {"intervalSeconds": 1, "timeoutSeconds": 5}}
-    if cluster.has_cel:
-        # A current server refuses the cross-field rule itself (tests/integration/test_cel.py
-        # has every rule), so only what CEL cannot check reaches the operator.
-        refused = kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=yaml.safe_dump(server_manifest("bad", unique_ns, **cross_field)),
-            check=False,
-        )
-        assert refused.returncode != 0 and "must not exceed intervalSeconds" in refused.stderr
-        bad = server_manifest("bad", unique_ns, **free_form)
-    else:
-        # CEL is ignored by the 1.20 server, so the cross-field rule reaches the operator.
-        bad = server_manifest("bad", unique_ns, **cross_field, **free_form)
-        paths.append("spec.health.timeoutSeconds")
+    # The server refuses the cross-field rule itself (tests/integration/test_cel.py has every
+    # rule), so only what CEL cannot check reaches the operator.
+    refused = kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump(server_manifest("bad", unique_ns, **cross_field)),
+        check=False,
+    )
+    assert refused.returncode != 0 and "must not exceed intervalSeconds" in refused.stderr
+    bad = server_manifest("bad", unique_ns, **free_form)
     apply(kubectl, bad)
     obj = wait_condition(kubectl, unique_ns, "bad", "Reconciled", "False", reason="InvalidSpec")
     cond = condition(obj, "Reconciled")

@@ -9,9 +9,8 @@ The CRD is applied the way the README tells users to: ``kubectl apply --server-s
 ``--validate=false`` (kubectl 1.37 checks it against the server's OpenAPI first). A CEL compile
 error or a blown cost budget would fail that apply.
 
-Needs a current control plane: 1.20 silently drops CEL, so on a 1.20 session this module
-starts its own ``CURRENT_K8S_VERSION`` control plane (and FAILS if its binaries are missing,
-unless MCP_ALLOW_SKIP_CLUSTER=1; it never skips on a current release).
+Runs on the session's control plane (every supported release, 1.34 on, enforces CEL; the
+oldest one is smoked in tests/integration/test_oldest_k8s.py).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,7 @@ import pytest
 import yaml
 
 from mcp_devcluster.controlplane import (
-    CURRENT_K8S_VERSION,
     ControlPlane,
-    ControlPlaneError,
     tools_bin_dir,
 )
 
@@ -113,31 +109,9 @@ def rule_cases() -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def current(
-    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    """The session's control plane if it runs a release with CEL, else a current one."""
-    if cluster.has_cel:
-        yield cluster
-        return
-    cp = ControlPlane(
-        tmp_path_factory.mktemp("cel-cluster"), version=CURRENT_K8S_VERSION, die_with_parent=True
-    )
-    missing = cp.binaries_missing()
-    if missing:
-        reason = f"CEL needs Kubernetes {CURRENT_K8S_VERSION}; missing: {', '.join(missing)}"
-        if os.environ.get("MCP_ALLOW_SKIP_CLUSTER") == "1":
-            pytest.skip(reason)
-        pytest.fail(reason + " (set MCP_ALLOW_SKIP_CLUSTER=1 to skip instead)", pytrace=False)
-    try:
-        cp.up(timeout=120)
-    except ControlPlaneError as exc:
-        cp.down()
-        pytest.fail(f"control plane {CURRENT_K8S_VERSION} failed to start: {exc}", pytrace=False)
-    try:
-        yield cp
-    finally:
-        cp.down()
+def current(cluster: ControlPlane) -> ControlPlane:
+    """The session's control plane: every supported release enforces CEL."""
+    return cluster
 
 
 def kubectl(

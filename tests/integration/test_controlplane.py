@@ -1,5 +1,5 @@
-"""Smoke tests of the local control plane (etcd, kube-apiserver, kcm, and kube-scheduler on a
-current release; 1.20 has no scheduler). No node agent runs here (e2e runs it)."""
+"""Smoke tests of the local control plane (etcd, kube-apiserver, kcm, kube-scheduler). No node
+agent runs here (e2e runs it)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_cluster_fixture_api(cluster: ControlPlane) -> None:
         assert client.get("/readyz").status_code == 200
         version = client.get("/version").json()
         assert version["gitVersion"].startswith(f"v1.{cluster.minor}.")
-        assert version["gitVersion"] == f"v{cluster.version}" or cluster.legacy
+        assert version["gitVersion"] == f"v{cluster.version}"
 
 
 def test_components_are_running(cluster: ControlPlane) -> None:
@@ -75,7 +75,7 @@ def test_components_are_running(cluster: ControlPlane) -> None:
     assert status["healthy"] and status["k8s_version"] == cluster.version
     running = {name for name, pid in status["pids"].items() if pid}
     assert running == set(cluster.components)
-    assert ("kube-scheduler" in running) == (not cluster.legacy)
+    assert ("kube-scheduler" in running) == cluster.has_scheduler
 
 
 def test_namespace_created(kubectl: Any, unique_ns: str) -> None:
@@ -119,7 +119,7 @@ def test_deployment_creates_replicaset_and_pending_pods(
 
         wait_for("PodScheduled=False/Unschedulable from kube-scheduler", unschedulable)
 
-    # Server-side apply works too (ports need an explicit protocol on 1.20).
+    # Server-side apply works too.
     kubectl(
         "apply",
         "--server-side",

@@ -1,15 +1,14 @@
 """The CRD and the rendered objects against real API servers.
 
-* the 1.20 local control plane (``cluster`` fixture): the CRD installs and is Established,
+* the local control plane (``cluster`` fixture): the CRD installs and is Established,
   every example is accepted and read back, the schema-enforceable invalid rows are refused
   with the field named, and every rendered child passes a server-side apply dry-run;
 * a current Kubernetes release's schemas (``kubernetes-validate``, strict): every rendered
   child and the CRD itself. These need no cluster.
 
-kubectl 1.37 refuses a CRD with ``x-kubernetes-validations`` client-side when the server is
-1.20 (its OpenAPI does not know the field), so the CRD is applied with ``--validate=false``;
-the 1.20 server then drops the CEL rules, which is why cross-field rules are tested through
-the models (tests/unit/test_invalid_specs.py).
+The CRD is applied with kubectl's validation on (as users do); cross-field (CEL) rules are
+proven in tests/integration/test_cel.py, and through the models in
+tests/unit/test_invalid_specs.py.
 """
 
 from __future__ import annotations
@@ -75,7 +74,7 @@ def in_namespace(doc: Obj, namespace: str) -> Obj:
 
 @pytest.fixture(scope="module")
 def installed_crd(kubectl: Any) -> Obj:
-    kubectl("apply", "--validate=false", "-f", str(CRD_FILE))
+    kubectl("apply", "-f", str(CRD_FILE))
     kubectl(
         "wait",
         "--for=condition=Established",
@@ -156,7 +155,7 @@ def test_kubectl_explain_recursive_lists_the_new_fields(installed_crd: Obj, kube
 
 @pytest.mark.cluster
 def test_crd_reapply_is_idempotent(installed_crd: Obj, kubectl: Any) -> None:
-    result = kubectl("apply", "--validate=false", "-f", str(CRD_FILE))
+    result = kubectl("apply", "-f", str(CRD_FILE))
     assert "unchanged" in result.stdout or "configured" in result.stdout
 
 
@@ -246,8 +245,8 @@ def test_table_has_server_rows_of_every_schema_kind() -> None:
 
 
 def expected_pdb_version(cluster: Any) -> str:
-    """policy/v1 since 1.21 (and the only one since 1.25); 1.20 has policy/v1beta1 only."""
-    return "policy/v1beta1" if cluster.minor < 21 else "policy/v1"
+    """policy/v1: the only PodDisruptionBudget version of every supported release."""
+    return "policy/v1"
 
 
 @pytest.mark.cluster
