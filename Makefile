@@ -8,12 +8,10 @@ setup:            ## Python environment (uv, locked dependencies)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
 	python3 -m uv sync --frozen -q
 
-tools: setup      ## k8s control plane of $$MCP_K8S_VERSION and the current one for CEL (built once, cached), kubectl, helm, etcd, redis, promtool
-	@v="$$($(PY) -m mcp_devcluster.controlplane version)"; case "$$v" in \
-	  1.20.*) bash hack/build-k8s.sh ;; \
-	  *) nice bash hack/build-k8s-module.sh "$$v" ;; \
-	esac
-	nice bash hack/build-k8s-module.sh "$$($(PY) -m mcp_devcluster.controlplane version --current)"
+tools: setup      ## k8s control plane of $$MCP_K8S_VERSION (default the newest tested) and of the oldest supported release (smoke), built once and cached; kubectl, helm, etcd, redis, promtool
+	nice bash hack/build-k8s-module.sh "$$($(PY) -m mcp_devcluster.controlplane version)"
+	K8S_BINS="kube-apiserver kube-controller-manager" nice bash hack/build-k8s-module.sh \
+	  "$$($(PY) -m mcp_devcluster.controlplane version --oldest)"
 	bash hack/install-tools.sh >/dev/null
 
 test: setup tools ## the whole suite: unit, integration and e2e on the real local control plane

@@ -3,8 +3,8 @@
     .venv/bin/python bench/failover.py [--trials 20] [--kubelet-trials N] [--keep DIR]
                                        [--scenarios defaults,fast,kubelet]
 
-Starts its own control plane (etcd + kube-apiserver + kcm + kube-scheduler) in a temp dir, the node
-agent (scheduler + kubelet stand-in: pods are local processes on 127.x.y.z) and the operator
+Starts its own control plane (etcd + kube-apiserver + kcm + kube-scheduler) in a temp dir,
+the node agent (kubelet stand-in: pods are local processes on 10.244.x.y) and the operator
 (``mcp-operator run`` as the restricted identity), then runs, one after the other:
 
 * ``defaults``: an MCPServer with the default health settings (interval 2 s, timeout 1 s,

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/reconcile.py [--count 200] [--concurrency 20] [--keep DIR]
 
-Starts its own control plane (etcd + kube-apiserver + kcm + kube-scheduler) in a temp dir, installs the
-CRD and the restricted RBAC, then
+Starts its own control plane (etcd + kube-apiserver + kcm + kube-scheduler) in a temp dir,
+installs the CRD and the restricted RBAC, then
 
 (a) ceiling: with no operator running, times creating COUNT MCPServers and then a minimal
     async client (``KubeClient.apply``, the operator's own identity and field manager)

@@ -59,8 +59,10 @@ done
 go mod edit -require="k8s.io/kubernetes@v$VERSION"
 PKGS=()
 for b in "${BINS[@]}"; do PKGS+=("k8s.io/kubernetes/cmd/$b"); done
-# `go get -tool` resolves the whole graph (through the replaces) and records go.sum.
-GOFLAGS=-mod=mod go get -tool "${PKGS[@]}" >"$WORK/get.log" 2>&1 \
+# `go get -tool` resolves the whole graph (through the replaces) and records go.sum. Each
+# package is pinned @vVERSION: a bare path means @upgrade, i.e. the NEWEST k8s.io/kubernetes,
+# whose packages the older staging replaces lack.
+GOFLAGS=-mod=mod go get -tool "${PKGS[@]/%/@v$VERSION}" >"$WORK/get.log" 2>&1 \
   || { tail -30 "$WORK/get.log" >&2; exit 1; }
 log "resolved in $((SECONDS - start))s; building with $(go env GOVERSION)"
 

