@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from mcp_devcluster.controlplane import ControlPlane
+from mcp_devcluster.nodeagent.ipam import DEV_POD_RANGE
 
 from .conftest import REDIS_IMAGE, NodeAgentProcess, get_json, pid_alive, wait_for
 
@@ -94,7 +96,8 @@ def test_deployment_pods_run_ready_on_distinct_ips_and_serve_mcp(
     )
     print(f"deployment → 2 pods Ready in {time.monotonic() - started:.1f}s")
     ips = {p["status"]["podIP"] for p in ready}
-    assert len(ips) == 2 and all(ip.startswith("127.") for ip in ips)
+    pod_range = ipaddress.IPv4Network(DEV_POD_RANGE)
+    assert len(ips) == 2 and all(ipaddress.IPv4Address(ip) in pod_range for ip in ips), ips
     for pod in ready:
         assert pod["spec"]["nodeName"] in node_agent.node_names
         assert pod["status"]["hostIP"] == "127.0.0.1"

@@ -209,7 +209,7 @@ def test_operator_user_needs_rbac(cluster: ControlPlane, kubectl: Any, unique_ns
 def test_endpointslice_refuses_loopback_and_takes_the_agents_pod_range(
     cluster: ControlPlane, kubectl: Any, unique_ns: str
 ) -> None:
-    """Why the node agent's pods live in 10.240.0.0/12 (made local) and not on 127.x: a
+    """Why the node agent's pods live in 10.244.0.0/16 (made local) and not on 127.x: a
     current API server refuses loopback endpoint addresses, so Services would stay empty."""
 
     def slice_yaml(name: str, address: str) -> str:

