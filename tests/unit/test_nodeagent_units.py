@@ -481,6 +481,8 @@ def test_redis_config_paths_map_to_the_mounted_rendered_files(tmp_path: Path) ->
         f"{conf_dir}/redis.conf",
         "--bind",
         "10.244.0.5",
+        "--protected-mode",
+        "no",
         "--aclfile",
         f"{conf_dir}/users.acl",
     ]
