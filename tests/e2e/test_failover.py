@@ -56,9 +56,8 @@ def tier_ips(kubectl: Kubectl, ns: str, tier: str) -> set[str]:
 def fast_server(ns: str, **spec: Any) -> dict[str, Any]:
     health = {**FAST_HEALTH, **spec.pop("health", {})}
     failover = {"cooldownSeconds": COOLDOWN, **spec.pop("failover", {})}
-    return server_manifest(
-        NAME, ns, primary={"replicas": 1}, health=health, failover=failover, **spec
-    )
+    primary = {"replicas": 1, **spec.pop("primary", {})}
+    return server_manifest(NAME, ns, primary=primary, health=health, failover=failover, **spec)
 
 
 def start_healthy(kubectl: Kubectl, ns: str, **spec: Any) -> tuple[set[str], set[str]]:

@@ -260,7 +260,7 @@ def tiers_in_different_zones(server: str) -> dict[str, Any]:
             }
         }
 
-    return {"primary": {"replicas": 1, "pod": avoid("backup")}, "backup": {"pod": avoid("primary")}}
+    return {"primary": {"pod": avoid("backup")}, "backup": {"pod": avoid("primary")}}
 
 
 def test_zone_loss_fails_the_server_over_to_the_backup_in_the_other_zone(

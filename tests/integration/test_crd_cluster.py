@@ -302,7 +302,7 @@ def test_rendered_children_pass_server_side_apply_dry_run(
         assert len(applied) == len(objects), result.stdout
         for obj, line in zip(objects, applied, strict=True):
             kind, obj_name = obj["kind"].lower(), obj["metadata"]["name"]
-            pattern = rf"{kind}(\.[a-z.]+)?/{re.escape(obj_name)} serverside-applied"
+            pattern = rf"{kind}(\.[a-z0-9.]+)?/{re.escape(obj_name)} serverside-applied"
             assert re.match(pattern, line), (obj["kind"], obj_name, line)
     finally:
         kubectl("delete", "mcps", name, "-n", namespace, "--ignore-not-found", check=False)
