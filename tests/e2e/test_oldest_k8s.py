@@ -100,7 +100,7 @@ def test_oldest_release_takes_the_crd_enforces_cel_and_runs_a_server(
         oldest, "apply", "--server-side", "-f", "-", input=json.dumps(bad), check=False
     )
     assert refused.returncode != 0, refused.stdout
-    assert "timeoutSeconds must not exceed intervalSeconds" in refused.stderr, refused.stderr
+    assert "timeoutSeconds: must not exceed intervalSeconds" in refused.stderr, refused.stderr
 
     # One MCPServer Ready: operator (restricted identity) + node agent (it binds: no scheduler).
     kubectl = str(kubectl_binary())
