@@ -406,3 +406,64 @@ def test_requests_above_a_limit_are_lowered_so_the_api_server_accepts_the_pod() 
         server(resources={"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "1"}})
     )
     assert fine["requests"] == {"cpu": "100m", "memory": "64Mi"}
+
+
+# -- reconcile: what the worker applies and deletes ----------------------------------------
+
+
+class FakeApplier(FakeSecrets):
+    """Records applies and deletes; an apply returns the object as the API server would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    async def apply(self, obj: Obj) -> Obj:
+        self.applied.append((obj["kind"], obj["metadata"]["name"]))
+        return obj
+
+    async def delete(
+        self, api_version: str, kind: str, namespace: str | None, name: str, uid: Any = None
+    ) -> bool:
+        self.deleted.append((kind, name))
+        return False  # already gone (404) is fine
+
+
+def worker_for(client: Any, body: Obj) -> Any:
+    from mcp_operator.reconcile.children import ChildIndex
+    from mcp_operator.reconcile.worker import ServerWorker, Shared
+    from mcp_operator.render.context import Capabilities
+
+    shared = Shared(client, ChildIndex(), Capabilities(), lambda *a: None)
+    return ServerWorker(("tools", "weather"), body, shared)
+
+
+def test_the_unwatched_config_secret_is_applied_every_pass_so_a_deleted_one_is_restored() -> None:
+    # Secrets are not watched: an index fed only by our own applies would call a deleted
+    # or edited NAME-cache-config current forever, and the next cache pod would never start.
+    fake = FakeApplier()
+    srv = server()
+    worker = worker_for(fake, {"metadata": {"name": "weather", "namespace": "tools"}})
+    wanted = [cache.config_secret(srv, ctx()), cache.service(srv, ctx())]
+    for _ in range(3):
+        asyncio.run(worker._apply(wanted))
+    assert fake.applied.count(("Secret", "weather-cache-config")) == 3
+    assert fake.applied.count(("Service", "weather-cache")) == 1  # watched: applied once
+
+
+def test_turning_the_cache_off_deletes_the_config_secret_even_after_a_restart() -> None:
+    fake = FakeApplier()
+    body = {
+        "apiVersion": "mcp-operator.dev/v1alpha1",
+        "kind": "MCPServer",
+        "metadata": {"name": "weather", "namespace": "tools", "uid": "uid-1", "generation": 2},
+        "spec": {"image": "x", "cache": {"enabled": False}},
+        # What the previous operator wrote while the cache was on; this one's index is empty.
+        "status": {"cache": {"ready": True, "endpoint": "redis://weather-cache.tools.svc:6379"}},
+    }
+    worker = worker_for(fake, body)
+    outcome = asyncio.run(worker._reconcile())
+    assert outcome.ok
+    assert ("Secret", "weather-cache-config") in fake.deleted
+    assert not [a for a in fake.applied if "cache" in a[1]]

@@ -22,6 +22,7 @@ from mcp_operator import metrics
 from mcp_operator.api.models import API_VERSION, GROUP, CacheStatus, MCPServer, MCPServerStatus
 from mcp_operator.api.validation import InvalidSpec, parse_server
 from mcp_operator.kube.client import ApiError, KubeClient
+from mcp_operator.kube.informer import CHILD_KINDS
 from mcp_operator.reconcile import cache as cache_state
 from mcp_operator.reconcile import conditions, status
 from mcp_operator.reconcile.children import ChildIndex, Key, comparable, is_applied
@@ -40,6 +41,10 @@ SAFETY_NET_SECONDS = 60.0
 # x 7 children it cost most of the operator's CPU). A semaphore queues them in O(1).
 API_CONCURRENCY = 20
 EventFn = Callable[[Obj, str, str, str], None]
+# Kinds the informers watch. Others (the cache's config Secret, the PrometheusRule) are
+# applied on every pass: the index only holds what we last applied, so a deleted or
+# hand-edited copy would look current forever. An unchanged server-side apply writes nothing.
+WATCHED_KINDS = frozenset(kind for _, kind in CHILD_KINDS)
 
 
 @dataclass
@@ -181,6 +186,8 @@ class ServerWorker:
                 )
         else:
             self.cache_credential = None
+            if self.status.cache.endpoint:  # just turned off: Secrets are not watched, so
+                await self._delete_cache_config(server)  # prune may not know this one
         ctx = self.render_context()
         desired = render(server, ctx)
         if self.cache_credential is not None and self.cache_credential.password_hash is None:
@@ -297,7 +304,11 @@ class ServerWorker:
 
     async def _apply(self, desired: list[Obj]) -> None:
         live = self.shared.index.children(self.key)
-        stale = [d for d in desired if not _is_current(d, live.get(_child_key(d)))]
+        stale = [
+            d
+            for d in desired
+            if d["kind"] not in WATCHED_KINDS or not _is_current(d, live.get(_child_key(d)))
+        ]
         results = await asyncio.gather(*(self._apply_one(obj) for obj in stale))
         for obj, result in zip(stale, results, strict=True):
             metrics.APPLIES.labels(obj["kind"]).inc()
@@ -306,6 +317,16 @@ class ServerWorker:
     async def _apply_one(self, obj: Obj) -> Obj:
         async with self.shared.api_slots:
             return await self.shared.client.apply(obj)
+
+    async def _delete_cache_config(self, server: MCPServer) -> None:
+        """Delete ``NAME-cache-config`` (gone already is fine): after an operator restart
+        the index does not hold it, since Secrets are not watched."""
+        name = cache_render.config_secret_name(server)
+        async with self.shared.api_slots:
+            await self.shared.client.delete("v1", "Secret", self.key[0], name)
+        self.shared.index.observe(
+            "Secret", {"metadata": {"name": name, "namespace": self.key[0]}}, deleted=True
+        )
 
     async def _prune(self, desired: list[Obj], kept: set[tuple[str, str]] | None = None) -> None:
         """Delete children we own that are no longer desired (e.g. a PDB after scale-down);
