@@ -195,6 +195,7 @@ def test_both_tiers_get_the_env_contract_with_references_only() -> None:
         assert by["MCP_CACHE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
             "name": "weather-cache-auth",
             "key": "password",
+            "optional": True,
         }
         url = by["MCP_CACHE_URL"]["value"]
         # $(VAR) only expands variables defined earlier in the list.
@@ -467,3 +468,41 @@ def test_turning_the_cache_off_deletes_the_config_secret_even_after_a_restart() 
     assert outcome.ok
     assert ("Secret", "weather-cache-config") in fake.deleted
     assert not [a for a in fake.applied if "cache" in a[1]]
+
+
+def test_a_broken_auth_secret_cannot_stop_mcp_pods_from_starting() -> None:
+    # A required secretKeyRef to a deleted Secret (or one without 'password') is
+    # CreateContainerConfigError for every new MCP pod: a cache problem would take serving
+    # down. The Redis pod's own reference stays required (it cannot work without it).
+    got = objs(server())
+    for tier in ("primary", "backup"):
+        refs = [
+            e["valueFrom"]["secretKeyRef"]
+            for e in env_of(got[("Deployment", f"weather-{tier}")])
+            if "secretKeyRef" in e.get("valueFrom", {})
+            and e["valueFrom"]["secretKeyRef"]["name"] == "weather-cache-auth"
+        ]
+        assert len(refs) == 2 and all(r.get("optional") is True for r in refs)
+
+
+def test_a_new_password_rolls_both_tiers_without_the_password_in_the_pod_template() -> None:
+    def stamps(c: RenderContext) -> dict[str, str]:
+        got = {(o["kind"], o["metadata"]["name"]): o for o in render(server(), c)}
+        return {
+            tier: got[("Deployment", f"weather-{tier}")]["spec"]["template"]["metadata"][
+                "annotations"
+            ][cache.CREDENTIAL_ANNOTATION]
+            for tier in ("primary", "backup")
+        }
+
+    before = stamps(ctx())
+    assert before == stamps(ctx())  # same credential: no roll
+    regenerated = RenderContext(
+        owner_uid="uid-1",
+        cache_password_hash=cache.password_hash("a-new-password"),
+        cache_monitor_hash=cache.password_hash(MONITOR_PASSWORD),
+    )
+    after = stamps(regenerated)
+    assert after["primary"] != before["primary"] and after["backup"] != before["backup"]
+    text = json.dumps(before)
+    assert PASSWORD not in text and cache.password_hash(PASSWORD) not in text

@@ -41,6 +41,9 @@ ACL_FILE = f"{CONFIG_DIR}/users.acl"
 DATA_DIR = "/data"
 REDIS_UID = 999  # the official image's redis user
 CONFIG_HASH_ANNOTATION = f"{GROUP}/cache-config-hash"
+# On both tiers' pod templates: a new password (auth Secret deleted and regenerated) rolls
+# the MCP pods, whose env holds the password read at start. A hash of the password's hash.
+CREDENTIAL_ANNOTATION = f"{GROUP}/cache-credential-hash"
 # Not a real hash: offline renders (no Secret read) get an ACL nobody can log in with.
 UNKNOWN_PASSWORD_HASH = "0" * 64
 HEADROOM_FRACTION = 0.25
@@ -192,8 +195,11 @@ def pod_labels(server: MCPServer) -> dict[str, str]:
     }
 
 
-def _secret_env(env_name: str, secret: str, key: str) -> Obj:
-    return {"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+def _secret_env(env_name: str, secret: str, key: str, optional: bool = False) -> Obj:
+    ref: Obj = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": env_name, "valueFrom": {"secretKeyRef": ref}}
 
 
 def _readiness_command() -> list[str]:
@@ -393,7 +399,22 @@ def env(server: MCPServer) -> list[Obj]:
     return [
         {"name": ENV_HOST, "value": host(server)},
         {"name": ENV_PORT, "value": str(PORT)},
-        _secret_env(ENV_USERNAME, secret, SECRET_USERNAME_KEY),
-        _secret_env(ENV_PASSWORD, secret, SECRET_PASSWORD_KEY),
+        # Optional: a deleted auth Secret or one without the key (CredentialInvalid) must
+        # not stop MCP pods from starting (CreateContainerConfigError); serving does not
+        # need the cache, the pods just cannot log in to it until the Secret is fixed.
+        _secret_env(ENV_USERNAME, secret, SECRET_USERNAME_KEY, optional=True),
+        _secret_env(ENV_PASSWORD, secret, SECRET_PASSWORD_KEY, optional=True),
         {"name": ENV_URL, "value": url},
     ]
+
+
+def with_credential_stamp(template: Obj, server: MCPServer, ctx: RenderContext) -> Obj:
+    """Stamp an MCP tier's pod template with :data:`CREDENTIAL_ANNOTATION` (nothing when the
+    cache is off or the credential unknown, e.g. an offline render). Never the password: a
+    truncated SHA-256 of its SHA-256, itself only in the config Secret."""
+    if not server.spec.cache.enabled or not ctx.cache_password_hash:
+        return template
+    stamp = hashlib.sha256(f"credential\0{ctx.cache_password_hash}".encode()).hexdigest()[:16]
+    annotations = template["metadata"].setdefault("annotations", {})
+    annotations[CREDENTIAL_ANNOTATION] = stamp
+    return template

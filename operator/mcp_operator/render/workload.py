@@ -235,7 +235,9 @@ def deployment(server: MCPServer, tier: Tier, ctx: RenderContext) -> Obj:
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
-            "template": _with_drain(pod_template(server, tier), server, ctx),
+            "template": cache.with_credential_stamp(
+                _with_drain(pod_template(server, tier), server, ctx), server, ctx
+            ),
         },
     }
 
