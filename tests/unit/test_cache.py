@@ -506,3 +506,44 @@ def test_a_new_password_rolls_both_tiers_without_the_password_in_the_pod_templat
     assert after["primary"] != before["primary"] and after["backup"] != before["backup"]
     text = json.dumps(before)
     assert PASSWORD not in text and cache.password_hash(PASSWORD) not in text
+
+
+class RefusingSecrets(FakeApplier):
+    async def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> Obj | None:
+        if kind == "Secret":
+            raise ApiError(403, "Forbidden", "secrets is forbidden")
+        return await super().get(api_version, kind, namespace, name)
+
+
+def test_a_refused_credential_read_is_cache_not_ready_and_the_tiers_are_still_applied() -> None:
+    fake = RefusingSecrets()
+    body = {
+        "apiVersion": "mcp-operator.dev/v1alpha1",
+        "kind": "MCPServer",
+        "metadata": {"name": "weather", "namespace": "tools", "uid": "uid-1", "generation": 3},
+        "spec": {"image": "ghcr.io/example/mcp:2", "cache": {"enabled": True}},
+    }
+    worker = worker_for(fake, body)
+    # The tiers as they run, stamped with the credential they started with.
+    for obj in render(server(), ctx()):
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "weather-cache":
+            worker.shared.index.observe("Deployment", obj, deleted=False)
+    outcome = asyncio.run(worker._reconcile())
+    assert outcome.ok, outcome  # not ApplyFailed: the tier change (image :2) is applied
+    assert ("Deployment", "weather-primary") in fake.applied
+    assert not [a for a in fake.applied if a[1].startswith("weather-cache")]
+    _, want = cache_state.cache_status(worker.server, None, worker.cache_credential)
+    assert want is not None and (want.status, want.reason) == ("False", "CredentialUnavailable")
+    assert "weather-cache-auth" in want.message and "forbidden" in want.message
+    # The unreadable Secret does not roll the tiers: the running stamp is kept.
+    desired = render(worker.server, worker.render_context())
+    live = worker.shared.index.children(worker.key)
+    from mcp_operator.reconcile.worker import _keep_credential_stamps
+
+    _keep_credential_stamps(desired, live)
+    primary = next(o for o in desired if o["metadata"]["name"] == "weather-primary")
+    stamp = primary["spec"]["template"]["metadata"]["annotations"][cache.CREDENTIAL_ANNOTATION]
+    running = live[("Deployment", "weather-primary")]["spec"]["template"]["metadata"]
+    assert stamp == running["annotations"][cache.CREDENTIAL_ANNOTATION]

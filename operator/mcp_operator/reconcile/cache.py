@@ -39,6 +39,9 @@ class Credential:
     password_hash: str | None
     monitor_hash: str | None = None
     problem: str = ""
+    reason: str = "CredentialInvalid"
+    """CacheReady's reason when there is no hash: CredentialInvalid (the Secret's content)
+    or CredentialUnavailable (the API server refused to read or create it)."""
 
 
 def new_password() -> str:
@@ -102,7 +105,7 @@ def cache_status(
         return CacheStatus(), None
     base = {"endpoint": cache.endpoint(server), "secret_name": cache.auth_secret_name(server)}
     if credential is not None and credential.password_hash is None:
-        want = Want("CacheReady", "False", "CredentialInvalid", credential.problem)
+        want = Want("CacheReady", "False", credential.reason, credential.problem)
         return CacheStatus(ready=False, **base), want
     ready = int(((deployment or {}).get("status") or {}).get("readyReplicas") or 0)
     if deployment is None:

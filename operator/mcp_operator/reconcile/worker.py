@@ -180,10 +180,7 @@ class ServerWorker:
             return Outcome("MissingReference", missing)
         kept: set[tuple[str, str]] = set()
         if server.spec.cache.enabled:
-            async with self.shared.api_slots:
-                self.cache_credential = await cache_state.ensure_credential(
-                    self.shared.client, server, self.body["metadata"].get("uid")
-                )
+            self.cache_credential = await self._ensure_cache_credential(server)
         else:
             self.cache_credential = None
             if self.status.cache.endpoint:  # just turned off: Secrets are not watched, so
@@ -195,10 +192,31 @@ class ServerWorker:
             # than apply an ACL nobody can log in with, or prune the cache.
             kept = {_child_key(o) for o in cache_render.objects(server, ctx)}
             desired = [d for d in desired if _child_key(d) not in kept]
+            _keep_credential_stamps(desired, self.shared.index.children(self.key))
         await self._apply(desired)
         desired += await self._apply_rule(server, ctx)
         await self._prune(desired, kept)
         return Outcome("Applied")
+
+    async def _ensure_cache_credential(self, server: MCPServer) -> cache_state.Credential:
+        """The credential, or why it is unavailable: a refused read or create (403, quota)
+        is ``CacheReady=False CredentialUnavailable``, not a failed reconcile -- the tiers
+        must still be applied (serving does not need the cache)."""
+        try:
+            async with self.shared.api_slots:
+                return await cache_state.ensure_credential(
+                    self.shared.client, server, self.body["metadata"].get("uid")
+                )
+        except ApiError as exc:
+            name = cache_render.auth_secret_name(server)
+            said = exc.message or exc.reason
+            return cache_state.Credential(
+                None,
+                problem=f"Secret {name} could not be read or created: API server said: {said}"[
+                    :1000
+                ],
+                reason="CredentialUnavailable",
+            )
 
     async def _apply_rule(self, server: MCPServer, ctx: RenderContext) -> list[Obj]:
         """The PrometheusRule, after what serves traffic and apart from it: a missing CRD or
@@ -481,6 +499,22 @@ def _is_current(desired: Obj, live: Obj | None) -> bool:
         r.get("uid") for r in live["metadata"].get("ownerReferences") or [] if r.get("controller")
     ]
     return not wanted or have == wanted
+
+
+def _keep_credential_stamps(desired: list[Obj], live: dict[tuple[str, str], Obj]) -> None:
+    """Without a usable credential the tiers are rendered without the cache credential
+    annotation; keep the live one instead, so an unreadable Secret (or a passing 403) does
+    not roll both tiers -- and roll them back once it is readable again."""
+    key = cache_render.CREDENTIAL_ANNOTATION
+    for obj in desired:
+        if obj["kind"] != "Deployment":
+            continue
+        current = live.get(_child_key(obj)) or {}
+        template = (current.get("spec") or {}).get("template") or {}
+        stamp = ((template.get("metadata") or {}).get("annotations") or {}).get(key)
+        wanted = obj["spec"]["template"]["metadata"].setdefault("annotations", {})
+        if stamp and key not in wanted:
+            wanted[key] = stamp
 
 
 def _child_key(obj: Obj) -> tuple[str, str]:
