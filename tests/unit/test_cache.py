@@ -219,6 +219,34 @@ def test_a_users_own_cache_variable_wins() -> None:
     env = env_of(objs(srv)[("Deployment", "weather-primary")])
     hosts = [e for e in env if e["name"] == "MCP_CACHE_HOST"]
     assert hosts == [{"name": "MCP_CACHE_HOST", "value": "elsewhere"}]
+    # ...and the URL is built from it, not left with a literal "$(MCP_CACHE_HOST)".
+    url = _kubelet_expand(env)["MCP_CACHE_URL"]
+    assert url == "redis://mcp:secret@elsewhere:6379/0", url
+
+
+def _kubelet_expand(env: list[Obj]) -> dict[str, str]:
+    """The kubelet's $(VAR) expansion: only variables defined earlier in the list; an
+    unknown reference stays as written. Secret values stand in as 'mcp' and 'secret'."""
+    import re
+
+    seen: dict[str, str] = {}
+    for e in env:
+        if "value" in e:
+            value = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                lambda m: seen.get(m.group(1), m.group(0)),
+                e["value"],
+            )
+        else:
+            value = "mcp" if e["name"].endswith("USERNAME") else "secret"
+        seen[e["name"]] = value
+    return seen
+
+
+def test_the_default_url_expands_to_this_servers_cache() -> None:
+    env = env_of(objs(server())[("Deployment", "weather-backup")])
+    url = _kubelet_expand(env)["MCP_CACHE_URL"]
+    assert url == "redis://mcp:secret@weather-cache.tools.svc:6379/0"
 
 
 def _matches(selector: Obj, labels: dict[str, str]) -> bool:

@@ -90,9 +90,14 @@ def _env(server: MCPServer) -> list[Obj]:
     env = list(spec.env)
     own = {e.get("name") for e in env}
     ours = [e for e in cache.env(server) if e["name"] not in own]
+    # A user's own MCP_CACHE_HOST (or port, username, password) wins, but it comes after
+    # our MCP_CACHE_URL, which would then hold a literal "$(MCP_CACHE_HOST)": the URL goes
+    # last instead, after every part it refers to.
+    late = [e for e in ours if e["name"] == cache.ENV_URL and own & set(cache.URL_PARTS)]
+    ours = [e for e in ours if e not in late]
     if _home_wanted(spec) and "HOME" not in own:
         ours.insert(0, {"name": "HOME", "value": spec.home.mount_path})
-    return ours + env
+    return ours + env + late
 
 
 def _container(server: MCPServer) -> Obj:
