@@ -125,7 +125,7 @@ DOCUMENTED_DEFAULTS: JSON = {
     },
     "dataEncryption": {
         "enabled": False,
-        "rotation": {"every": "720h", "publishAhead": "10m"},
+        "rotation": {"every": "720h", "publishAhead": "10m", "propagation": "2m"},
         "retention": "2160h",
     },
     "cache": {

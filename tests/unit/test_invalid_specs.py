@@ -265,6 +265,58 @@ CASES: list[Case] = [
         "spec.auth.rotation.every",
         "must be longer than rotation.publishAhead + tokenTTL",
     ),
+    # spec.dataEncryption (each row one problem: see the rules in DataEncryptionSpec)
+    Case(
+        "data-keys-every-not-longer-than-publish-ahead",
+        {"spec.dataEncryption.rotation.every": "5m", "spec.dataEncryption.retention": "8h"},
+        "spec.dataEncryption.rotation.every",
+        "must be at least 10s and longer than rotation.publishAhead",
+    ),
+    Case(
+        "data-keys-publish-ahead-below-propagation",
+        {"spec.dataEncryption.rotation.publishAhead": "1m"},
+        "spec.dataEncryption.rotation.publishAhead",
+        "must be at least rotation.propagation",
+    ),
+    Case(
+        "data-keys-publish-ahead-zero",
+        {
+            "spec.dataEncryption.rotation.publishAhead": "0s",
+            "spec.dataEncryption.rotation.propagation": "0s",
+        },
+        "spec.dataEncryption.rotation.publishAhead",
+        "must be at least rotation.propagation",
+    ),
+    Case(
+        "data-keys-retention-fills-the-secret",
+        {"spec.dataEncryption.rotation.every": "30m"},  # default retention 2160h = 4320 keys
+        "spec.dataEncryption.retention",
+        "must be at most 100 times rotation.every",
+    ),
+    Case(
+        "data-keys-retention-not-longer-than-publish-ahead",
+        {"spec.dataEncryption.retention": "5m"},
+        "spec.dataEncryption.retention",
+        "must be longer than rotation.publishAhead",
+    ),
+    Case(
+        "env-reserved-data-keys-path",
+        {"spec.env": [{"name": "MCP_DATA_KEYS_PATH", "value": "/x"}]},
+        "spec.env[0].name",
+        "is reserved",
+    ),
+    Case(
+        "volume-reserved-data-keys",
+        {"spec.pod.volumes": [{"name": "mcp-operator-data-keys", "emptyDir": {}}]},
+        "spec.pod.volumes[0].name",
+        "is reserved",
+    ),
+    Case(
+        "volume-reserved-tmp",
+        {"spec.pod.volumes": [{"name": "tmp", "emptyDir": {}}]},
+        "spec.pod.volumes[0].name",
+        "is reserved",
+    ),
     Case(
         "timeout-exceeds-interval",
         {"spec.health.timeoutSeconds": 3},

@@ -112,10 +112,35 @@ def _kube_check(kind: str) -> AfterValidator:
     return AfterValidator(validate)
 
 
-EnvVar = Annotated[KubeObject, _kube_check("EnvVar")]
+# Names the operator adds to every pod (render/datakeys.py, render/workload.py): a user entry
+# of the same name would make the Deployment carry it twice, and server-side apply refuses
+# duplicate list keys, so neither tier could be updated. Model-only (not CEL: the API server
+# cannot read fields of these free-form objects).
+RESERVED_ENV = {"MCP_DATA_KEYS_PATH": "spec.dataEncryption"}
+RESERVED_VOLUMES = {
+    "mcp-operator-data-keys": "spec.dataEncryption",
+    "tmp": "/tmp",
+    "home": "spec.home",
+}
+
+
+def _not_reserved(names: dict[str, str], what: str) -> AfterValidator:
+    def validate(value: KubeObject) -> KubeObject:
+        owner = names.get(str(value.get("name")))
+        if owner is not None:
+            message = f"{what} {value['name']!r} is reserved: the operator sets it (for {owner})"
+            raise PydanticCustomError(
+                "k8s_schema", "{summary}", {"summary": message, "problems": [("name", message)]}
+            )
+        return value
+
+    return AfterValidator(validate)
+
+
+EnvVar = Annotated[KubeObject, _kube_check("EnvVar"), _not_reserved(RESERVED_ENV, "the name")]
 EnvFromSource = Annotated[KubeObject, _kube_check("EnvFromSource")]
 Toleration = Annotated[KubeObject, _kube_check("Toleration")]
-Volume = Annotated[KubeObject, _kube_check("Volume")]
+Volume = Annotated[KubeObject, _kube_check("Volume"), _not_reserved(RESERVED_VOLUMES, "the name")]
 VolumeMount = Annotated[KubeObject, _kube_check("VolumeMount")]
 LocalObjectReference = Annotated[KubeObject, _kube_check("LocalObjectReference")]
 TopologySpreadConstraint = Annotated[KubeObject, _kube_check("TopologySpreadConstraint")]
@@ -617,15 +642,31 @@ def _at_least_1mi(value: str) -> str:
 CacheResources = Annotated[ResourceRequirements, AfterValidator(_no_memory_limit)]
 
 
+# A retired key stays for ``retention``, one retires every ``rotation.every``: the keyring
+# holds at most retention/every + 2 keys (retired + active + pending). Bounding the ratio by
+# 100 keeps it at ~102 keys x ~400 bytes ~ 40 KB, 4% of a Secret's 1 MiB (and of what every
+# pod re-reads on each rotation); the defaults (2160h / 720h) use 3.
+MAX_RETAINED_ROTATIONS = 100
+# status.dataKeys.keys mirrors the ring: the bound above plus room for manual rotations.
+MAX_DATA_KEYS_STATUS = 128
+
+
 class DataKeyRotationSpec(Model):
-    """When the data-encryption key rotates. ``publishAhead`` must exceed the time an
-    updated Secret takes to reach every pod (a Secret volume: up to ~2 minutes on a kubelet),
-    so every pod can decrypt what any pod encrypts with the new key."""
+    """When the data-encryption key rotates. ``publishAhead`` must be at least
+    ``propagation``, the time an updated Secret takes to reach every pod, so every pod can
+    decrypt what any pod encrypts with the new key."""
 
     every: Duration = "720h"
     """How often a new data key becomes the active (encrypting) key (Go duration)."""
     publish_ahead: Duration = "10m"
-    """How long a new key is mounted, decrypt-only, before it encrypts."""
+    """How long a new key is mounted, decrypt-only, before it encrypts (at least
+    ``propagation``)."""
+    propagation: Duration = "2m"
+    """The longest time an updated Secret volume takes to reach every pod: the kubelet's
+    sync period plus its Secret cache TTL, about 2 minutes with the kubelet's defaults.
+    Lower it only for nodes that are known to sync faster (the test cluster's node agent
+    does within a second); at least 1s. A key that encrypts before every pod has it makes
+    ciphertexts that the other pods cannot open."""
 
 
 class DataEncryptionSpec(Model):
@@ -654,6 +695,28 @@ class DataEncryptionSpec(Model):
             check=lambda s: (
                 parse_duration(s.rotation.every) > parse_duration(s.rotation.publish_ahead)
                 and parse_duration(s.rotation.every).total_seconds() >= 10
+            ),
+        ),
+        Rule(
+            field="rotation.publishAhead",
+            cel="duration(self.rotation.publishAhead) >= duration(self.rotation.propagation) "
+            "&& duration(self.rotation.propagation) >= duration('1s')",
+            message="must be at least rotation.propagation (about 2m on a kubelet; "
+            "propagation at least 1s): a key must reach every pod before it encrypts",
+            check=lambda s: (
+                parse_duration(s.rotation.publish_ahead) >= parse_duration(s.rotation.propagation)
+                and parse_duration(s.rotation.propagation).total_seconds() >= 1
+            ),
+        ),
+        Rule(
+            field="retention",
+            cel=f"duration(self.retention).getSeconds() <= "
+            f"duration(self.rotation.every).getSeconds() * {MAX_RETAINED_ROTATIONS}",
+            message=f"must be at most {MAX_RETAINED_ROTATIONS} times rotation.every (whole "
+            "seconds): the keyring must stay far below a Secret's 1 MiB",
+            check=lambda s: (
+                int(parse_duration(s.retention).total_seconds())
+                <= int(parse_duration(s.rotation.every).total_seconds()) * MAX_RETAINED_ROTATIONS
             ),
         ),
         Rule(
@@ -1066,8 +1129,8 @@ class DataKeysStatus(StatusModel):
 
     active_kid: str | None = None
     """Key id new ciphertexts are sealed with."""
-    keys: list[DataKeyStatus] = Field(default_factory=list)
-    """Every key in the keyring, oldest first."""
+    keys: list[DataKeyStatus] = Field(default_factory=list, max_length=MAX_DATA_KEYS_STATUS)
+    """Every key in the keyring, oldest first (the newest 128 when it holds more)."""
     last_rotation_time: datetime | None = None
     """When a new key last became active."""
     next_rotation_time: datetime | None = None

@@ -33,7 +33,13 @@ from typing import Any
 
 from mcp_operator import metrics
 from mcp_operator.api.durations import parse_duration
-from mcp_operator.api.models import GROUP, DataKeysStatus, DataKeyStatus, MCPServer
+from mcp_operator.api.models import (
+    GROUP,
+    MAX_DATA_KEYS_STATUS,
+    DataKeysStatus,
+    DataKeyStatus,
+    MCPServer,
+)
 from mcp_operator.auth.datakeys import DataKey
 from mcp_operator.keys import datastore, schedule
 from mcp_operator.keys.schedule import KeyRing, Requests, Settings
@@ -81,7 +87,7 @@ def key_status(ring: KeyRing) -> list[DataKeyStatus]:
             retired=k.retired,
             remove_after=k.remove_at,
         )
-        for k in ring.keys
+        for k in ring.keys[-MAX_DATA_KEYS_STATUS:]  # the API bounds the list; newest win
     ]
 
 
