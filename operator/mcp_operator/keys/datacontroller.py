@@ -208,9 +208,10 @@ class DataKeysLoop:
         name = render_datakeys.secret_name(server)
         secret = await self.shared.client.get("v1", "Secret", self.worker.key[0], name)
         materials: dict[str, DataKey] = {}
+        lost: str | None = None
         if secret is None:
             ring, version = KeyRing(rotations=self.worker.status.data_keys.rotations), None
-            self._note_lost_secret()
+            lost = self._lost_secret_message()
         else:
             try:
                 ring, materials = datastore.decode(secret.get("data"))
@@ -219,11 +220,18 @@ class DataKeysLoop:
                 return
             version = secret["metadata"].get("resourceVersion")
         self.problem = None
-        await self._decide_and_write(server, ring, materials, version)
+        await self._decide_and_write(server, ring, materials, version, lost)
 
     async def _decide_and_write(
-        self, server: MCPServer, ring: KeyRing, materials: dict[str, DataKey], version: str | None
+        self,
+        server: MCPServer,
+        ring: KeyRing,
+        materials: dict[str, DataKey],
+        version: str | None,
+        lost: str | None = None,
     ) -> None:
+        """Decide and write; ``lost`` (the Secret was deleted) is announced only once the
+        new keys are written: a refused create (RBAC, quota, 409) retries without reposting."""
         fresh: dict[str, DataKey] = {}
 
         def new_kid(_alg: str) -> str:
@@ -240,6 +248,9 @@ class DataKeysLoop:
         ):
             return
         self.ring = plan.ring
+        if lost is not None:
+            self.regenerated = lost
+            self.shared.post_event(self.worker.body, "Warning", "DataKeysRegenerated", lost)
         if any(k.published is None for k in plan.ring.keys):
             self.next_poll = time.monotonic() + PENDING_RECHECK_SECONDS
         for kind, reason, message in describe(ring, plan.ring, plan.events):
@@ -293,16 +304,15 @@ class DataKeysLoop:
 
     # -- reporting --------------------------------------------------------------------------
 
-    def _note_lost_secret(self) -> None:
+    def _lost_secret_message(self) -> str | None:
+        """What a deleted Secret of a server that had keys cost (None for a new server)."""
         lost = [k.kid for k in self.worker.status.data_keys.keys]
-        if lost:
-            self.regenerated = (
-                f"the Secret of data keys was deleted; new keys generated, ciphertexts of "
-                f"kid(s) {', '.join(lost)} no longer decrypt"
-            )
-            self.shared.post_event(
-                self.worker.body, "Warning", "DataKeysRegenerated", self.regenerated
-            )
+        if not lost:
+            return None
+        return (
+            f"the Secret of data keys was deleted; new keys generated, ciphertexts of "
+            f"kid(s) {', '.join(lost)} no longer decrypt"
+        )
 
     async def _report_unreadable(self, reason: str) -> None:
         message = (
