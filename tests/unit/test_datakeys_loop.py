@@ -4,6 +4,7 @@ tests/e2e/test_data_keys.py): what a user sees when a write of the keyring is re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -76,10 +77,8 @@ async def test_regenerated_is_announced_once_and_only_after_the_new_keys_are_wri
     loop = DataKeysLoop(worker)
     server = worker.server
     for _ in range(3):  # each refused create is a failed pass (the loop backs off, retries)
-        try:
+        with contextlib.suppress(ApiError):
             await loop.sync(server)
-        except ApiError:
-            pass
         assert [e for e in events if e[1] == "DataKeysRegenerated"] == []
         assert loop.regenerated is None
     await loop.sync(server)
