@@ -280,9 +280,18 @@ def test_network_policy_selects_the_cache_and_admits_exactly_this_servers_pods()
     assert policy["policyTypes"] == ["Ingress"]
     [rule] = policy["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
-    peers = rule["from"]
-    mcp_peer = next(p for p in peers if "namespaceSelector" not in p)
-    operator_peer = next(p for p in peers if "namespaceSelector" in p)
+    # Exactly one peer: this server's pods of either tier, in this namespace (no
+    # namespaceSelector). The operator never connects to Redis, so it is not a peer: a
+    # label-only peer across namespaces would admit any pod anyone labels mcp-operator.
+    [mcp_peer] = rule["from"]
+    assert mcp_peer == {
+        "podSelector": {
+            "matchLabels": {"mcp-operator.dev/server": "weather"},
+            "matchExpressions": [
+                {"key": "mcp-operator.dev/tier", "operator": "In", "values": ["primary", "backup"]}
+            ],
+        }
+    }
 
     def admitted(labels: dict[str, str]) -> bool:
         return _matches(mcp_peer["podSelector"], labels)
@@ -294,8 +303,6 @@ def test_network_policy_selects_the_cache_and_admits_exactly_this_servers_pods()
     assert not admitted(pod_labels(other, "other-cache"))
     assert not admitted(pod_labels(mine, "weather-cache"))
     assert not admitted({"app": "random"})
-    assert operator_peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "mcp-operator"}
-    assert not _matches(operator_peer["podSelector"], pod_labels(mine, "weather-primary"))
 
 
 def test_invalid_cache_settings_are_refused_with_paths() -> None:

@@ -48,7 +48,6 @@ CREDENTIAL_ANNOTATION = f"{GROUP}/cache-credential-hash"
 UNKNOWN_PASSWORD_HASH = "0" * 64
 HEADROOM_FRACTION = 0.25
 HEADROOM_FIXED_MI = 32
-OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "mcp-operator"}
 
 # The env contract of both tiers (README "Cache"). Order matters: $(VAR) expansion only
 # sees variables defined earlier in the list.
@@ -354,7 +353,9 @@ def service(server: MCPServer, ctx: RenderContext) -> Obj:
 
 
 def network_policy(server: MCPServer, ctx: RenderContext) -> Obj:
-    """Only this server's MCP pods (either tier) and the operator reach the Redis port."""
+    """Only this server's MCP pods (either tier) reach the Redis port. Not the operator: it
+    never connects to Redis (CacheReady follows the pod's authenticated-PING readiness), and
+    a peer "any pod labelled mcp-operator in any namespace" is a label anyone can set."""
     mcp_pods = {
         "podSelector": {
             "matchLabels": {meta.SERVER_LABEL: server.metadata.name},
@@ -363,7 +364,6 @@ def network_policy(server: MCPServer, ctx: RenderContext) -> Obj:
             ],
         }
     }
-    operator = {"namespaceSelector": {}, "podSelector": {"matchLabels": OPERATOR_POD_LABELS}}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -371,9 +371,7 @@ def network_policy(server: MCPServer, ctx: RenderContext) -> Obj:
         "spec": {
             "podSelector": {"matchLabels": {CACHE_LABEL: server.metadata.name}},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [mcp_pods, operator], "ports": [{"protocol": "TCP", "port": PORT}]}
-            ],
+            "ingress": [{"from": [mcp_pods], "ports": [{"protocol": "TCP", "port": PORT}]}],
         },
     }
 
