@@ -582,3 +582,34 @@ def test_a_refused_credential_read_is_cache_not_ready_and_the_tiers_are_still_ap
     stamp = primary["spec"]["template"]["metadata"]["annotations"][cache.CREDENTIAL_ANNOTATION]
     running = live[("Deployment", "weather-primary")]["spec"]["template"]["metadata"]
     assert stamp == running["annotations"][cache.CREDENTIAL_ANNOTATION]
+
+
+def test_the_cache_pod_gets_the_servers_placement_and_pull_secrets() -> None:
+    # On a tainted node pool or with a private registry mirror the cache pod would never
+    # run (Pending / ImagePullBackOff) without spec.pod's settings.
+    pod_settings = {
+        "imagePullSecrets": [{"name": "mirror-creds"}],
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mcp"}],
+        "nodeSelector": {"pool": "mcp"},
+        "priorityClassName": "mcp-high",
+        "containerSecurityContext": {"runAsUser": 4242},
+    }
+    srv = parse_server(
+        {
+            "apiVersion": "mcp-operator.dev/v1alpha1",
+            "kind": "MCPServer",
+            "metadata": {"name": "weather", "namespace": "tools"},
+            "spec": {"image": "x", "cache": {"enabled": True}, "pod": pod_settings},
+        }
+    )
+    pod = objs(srv)[("Deployment", "weather-cache")]["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "mirror-creds"}]
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "mcp"}]
+    assert pod["nodeSelector"] == {"pool": "mcp"}
+    assert pod["priorityClassName"] == "mcp-high"
+    # The MCP container's security overrides are not Redis's: it keeps its own user.
+    assert pod["securityContext"]["runAsUser"] == cache.REDIS_UID
+    assert "runAsUser" not in pod["containers"][0]["securityContext"]
+    # Without spec.pod settings nothing is added.
+    plain = objs(server())[("Deployment", "weather-cache")]["spec"]["template"]["spec"]
+    assert not {"imagePullSecrets", "tolerations", "nodeSelector", "priorityClassName"} & set(plain)

@@ -294,6 +294,20 @@ def config_hash(server: MCPServer, ctx: RenderContext) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _placement(server: MCPServer) -> Obj:
+    """``spec.pod``'s scheduling and pull settings, which a tainted node pool or a private
+    registry mirror need for the cache pod just as for the MCP pods. Not the MCP pods'
+    security overrides, affinity or spread constraints (those select MCP pods' labels)."""
+    pod = server.spec.pod
+    wanted = {
+        "imagePullSecrets": pod.image_pull_secrets,
+        "tolerations": pod.tolerations,
+        "nodeSelector": pod.node_selector,
+        "priorityClassName": pod.priority_class_name,
+    }
+    return {k: v for k, v in wanted.items() if v}
+
+
 def deployment(server: MCPServer, ctx: RenderContext) -> Obj:
     labels = pod_labels(server)
     selector = {CACHE_LABEL: server.metadata.name}
@@ -316,6 +330,7 @@ def deployment(server: MCPServer, ctx: RenderContext) -> Obj:
             },
         ],
     }
+    pod_spec.update(_placement(server))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
