@@ -88,6 +88,12 @@ PROBER_DOUBT = Gauge(
     "and switching are frozen (fail-static).",
     ["namespace", "server"],
 )
+PROBE_ROUND_LATENESS = Histogram(
+    f"{PREFIX}_probe_round_lateness_seconds",
+    "How late each probe round started after its schedule (interval after the previous "
+    "one): the event loop's backlog, all servers together (no per-server labels).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)
 
 CACHE_READY = Gauge(
     f"{PREFIX}_cache_ready",

@@ -139,6 +139,7 @@ class HealthLoop:
                 self.last_server = server
                 interval = float(server.spec.health.interval_seconds)
                 late = max(0.0, time.monotonic() - next_start)
+                metrics.PROBE_ROUND_LATENESS.observe(late)
                 try:
                     await self.round(server, late)
                 except Exception:
