@@ -133,7 +133,9 @@ async def k8s_asyncio(creds: Credentials, kubeconfig: str, children: list[Obj]) 
 async def lightkube(creds: Credentials, kubeconfig: str, children: list[Obj]) -> None:
     import lightkube  # type: ignore[import-not-found]
     from lightkube import codecs
-    from lightkube.generic_resource import create_namespaced_resource
+    from lightkube.generic_resource import (  # type: ignore[import-not-found]
+        create_namespaced_resource,
+    )
 
     for version in {c["apiVersion"] for c in children if c["kind"] == "PodDisruptionBudget"}:
         if version == "policy/v1beta1":  # 1.20: not among lightkube's models
