@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-import httpx
 import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
@@ -299,7 +298,7 @@ async def wait_for_api(creds: Credentials, stop: asyncio.Event) -> bool:
         try:
             await client.request("GET", "/version")
             return True
-        except (httpx.HTTPError, ApiError, OSError) as exc:
+        except (ApiError, OSError) as exc:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             log.error(
                 "API server %s unreachable (%s); retrying in %.0fs", creds.server, detail, delay

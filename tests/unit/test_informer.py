@@ -7,11 +7,9 @@ import asyncio
 import json
 from typing import Any
 
-import httpx
-
-from mcp_operator.kube.auth import Credentials
 from mcp_operator.kube.client import KubeClient
 from mcp_operator.kube.informer import MANAGED_SELECTOR, Informer
+from tests.unit.fake_api import Seen, fake_api, js
 
 
 def pod(name: str, version: str) -> dict[str, Any]:
@@ -42,33 +40,31 @@ async def test_relist_after_gone_and_server_side_selector() -> None:
             {"type": "ERROR", "object": {"code": 410, "reason": "Expired"}},
         ],
     ]
-    seen: list[httpx.Request] = []
+    seen: list[Seen] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        if request.url.params.get("watch"):
+    def handler(request: Seen) -> tuple[int, bytes]:
+        if request.query.get("watch"):
             if not watches:
-                return httpx.Response(500, json={"message": "done"})
-            body = "\n".join(json.dumps(e) for e in watches.pop(0)) + "\n"
-            return httpx.Response(200, content=body.encode())
-        return httpx.Response(200, json=lists.pop(0))
+                return 500, js({"message": "done"})
+            return 200, ("\n".join(json.dumps(e) for e in watches.pop(0)) + "\n").encode()
+        return 200, js(lists.pop(0))
 
-    client = KubeClient(Credentials(server="https://api"))
-    client._http = httpx.AsyncClient(base_url="https://api", transport=httpx.MockTransport(handler))
-    sink = Sink()
-    informer = Informer(client, "v1", "Pod", None, sink)
-    task = asyncio.create_task(informer.run())
-    for _ in range(100):
-        if len(sink.synced) >= 2:
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    await client.close()
+    async with fake_api(handler, seen) as creds:
+        client = KubeClient(creds)
+        sink = Sink()
+        informer = Informer(client, "v1", "Pod", None, sink)
+        task = asyncio.create_task(informer.run())
+        for _ in range(200):
+            if len(sink.synced) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await client.close()
     assert sink.synced == [["a", "b"], ["a"]]
     assert sink.events == [("c", False)]
-    assert all(r.url.params.get("labelSelector") == MANAGED_SELECTOR for r in seen)
-    watch = next(r for r in seen if r.url.params.get("watch"))
-    assert watch.url.params["resourceVersion"] == "10"
+    assert all(r.query.get("labelSelector") == MANAGED_SELECTOR for r in seen)
+    watch = next(r for r in seen if r.query.get("watch"))
+    assert watch.query["resourceVersion"] == "10"
 
 
 def test_every_watched_and_rendered_kind_has_a_resource_path() -> None:

@@ -3,34 +3,65 @@ no write leaves the process (reads still do), whoever the caller is."""
 
 from __future__ import annotations
 
-import httpx
+import json
+from dataclasses import replace
+
 import pytest
 
-from mcp_operator.kube.auth import Credentials
-from mcp_operator.kube.client import KubeClient, NotLeading
+from mcp_operator.kube.client import KubeClient, NotLeading, read_lines
+from tests.unit.fake_api import Seen, fake_api, js
 
 
 async def test_writes_are_refused_before_sending_once_the_fence_closes() -> None:
-    sent: list[str] = []
+    seen: list[Seen] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(request.method)
-        return httpx.Response(200, json={"metadata": {}})
+    def handler(request: Seen) -> tuple[int, bytes]:
+        return 200, js({"metadata": {}})
 
     allowed = [True]
-    client = KubeClient(Credentials(server="https://api"), may_write=lambda: allowed[0])
-    client._http = httpx.AsyncClient(base_url="https://api", transport=httpx.MockTransport(handler))
-    obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"}}
-    await client.apply(obj)
-    allowed[0] = False
-    with pytest.raises(NotLeading):
+    async with fake_api(handler, seen) as creds:
+        client = KubeClient(creds, may_write=lambda: allowed[0])
+        obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"}}
         await client.apply(obj)
-    with pytest.raises(NotLeading):
-        await client.patch("v1", "Pod", "n", "p", {"status": {}}, subresource="status")
-    with pytest.raises(NotLeading):
-        await client.delete("v1", "Service", "n", "s")
-    await client.get("v1", "Service", "n", "s")  # reads are fine
-    # the lease itself is written unfenced (the election decides about it)
-    await client.request("PUT", "/apis/coordination.k8s.io/v1/x", body={}, fenced=False)
-    await client.close()
-    assert sent == ["PATCH", "GET", "PUT"]
+        allowed[0] = False
+        with pytest.raises(NotLeading):
+            await client.apply(obj)
+        with pytest.raises(NotLeading):
+            await client.patch("v1", "Pod", "n", "p", {"status": {}}, subresource="status")
+        with pytest.raises(NotLeading):
+            await client.delete("v1", "Service", "n", "s")
+        await client.get("v1", "Service", "n", "s")  # reads are fine
+        # the lease itself is written unfenced (the election decides about it)
+        await client.request("PUT", "/apis/coordination.k8s.io/v1/x", body={}, fenced=False)
+        await client.close()
+    assert [r.method for r in seen] == ["PATCH", "GET", "PUT"]
+
+
+async def test_a_401_refreshes_the_token_once_and_long_watch_lines_arrive_whole() -> None:
+    class Tokens:
+        def __init__(self) -> None:
+            self.token = "old"
+
+        def current(self) -> str | None:
+            return self.token
+
+        def invalidate(self) -> None:
+            self.token = "new"  # a rotated service-account token
+
+    seen: list[Seen] = []
+    big = {"type": "ADDED", "object": {"metadata": {"name": "x" * 200_000}}}
+
+    def handler(request: Seen) -> tuple[int, bytes]:
+        if request.query.get("watch"):
+            return 200, js(big) + b"\n" + js(big)
+        return (401, js({"reason": "Unauthorized"})) if len(seen) == 1 else (200, js({"ok": 1}))
+
+    async with fake_api(handler, seen) as creds:
+        tokens = Tokens()
+        client = KubeClient(replace(creds, tokens=tokens))
+        assert await client.request("GET", "/api") == {"ok": 1}
+        assert len(seen) == 2 and tokens.token == "new"
+        async with client.stream("/w", params={"watch": "true"}, read_timeout=5) as resp:
+            lines = [json.loads(line) async for line in read_lines(resp)]
+        await client.close()
+    assert lines == [big, big]

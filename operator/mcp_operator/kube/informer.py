@@ -21,10 +21,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-import httpx
-
 from mcp_operator import metrics
-from mcp_operator.kube.client import ApiError, KubeClient, resource_path
+from mcp_operator.kube.client import ApiError, KubeClient, read_lines, resource_path
 from mcp_operator.render.meta import MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -86,7 +84,7 @@ class Informer:
                     version = await self.watch(version)
             except Gone:
                 log.debug("%s watch expired; relisting", self.kind)
-            except (httpx.HTTPError, ApiError, OSError, ValueError) as exc:
+            except (ApiError, OSError, ValueError) as exc:
                 self.synced.set()
                 log.warning("%s watch failed (%s); retrying in %.0fs", self.kind, exc, delay)
                 await asyncio.sleep(delay)
@@ -119,16 +117,15 @@ class Informer:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_TIMEOUT_S),
         }
-        timeout = httpx.Timeout(10.0, read=WATCH_TIMEOUT_S + 30.0)
-        async with self.client.stream("GET", self.path, params=params, timeout=timeout) as resp:
-            if resp.status_code == 410:
+        read_timeout = WATCH_TIMEOUT_S + 30.0
+        async with self.client.stream(self.path, params=params, read_timeout=read_timeout) as resp:
+            if resp.status == 410:
                 raise Gone()
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise ApiError(resp.status_code, resp.reason_phrase, resp.text[:200])
-            async for line in resp.aiter_lines():
-                if line.strip():
-                    version = self.handle(json.loads(line), version)
+            if resp.status >= 400:
+                text = (await resp.read())[:200].decode(errors="replace")
+                raise ApiError(resp.status, resp.reason or "", text)
+            async for line in read_lines(resp):
+                version = self.handle(json.loads(line), version)
         return version
 
     def handle(self, event: Obj, version: str) -> str:
