@@ -20,6 +20,7 @@ class Seen:
     method: str
     path: str
     query: dict[str, str]
+    authorization: str = ""
 
 
 Handler = Callable[[Seen], tuple[int, bytes]]
@@ -31,7 +32,12 @@ async def fake_api(handler: Handler, seen: list[Seen]) -> AsyncIterator[Credenti
 
     async def any_request(request: web.Request) -> web.StreamResponse:
         await request.read()
-        item = Seen(request.method, request.path, dict(request.query))
+        item = Seen(
+            request.method,
+            request.path,
+            dict(request.query),
+            request.headers.get("Authorization", ""),
+        )
         seen.append(item)
         status, body = handler(item)
         return web.Response(status=status, body=body, content_type="application/json")

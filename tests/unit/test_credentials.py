@@ -4,9 +4,9 @@ loader, a 401 refreshes; missing or unreachable → one line, never a traceback.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
@@ -16,7 +16,8 @@ from mcp_operator.kube.auth import (
     credentials_from_kubeconfig,
     credentials_in_cluster,
 )
-from mcp_operator.kube.client import BearerAuth
+from mcp_operator.kube.client import KubeClient
+from tests.unit.fake_api import Seen, fake_api, js
 
 
 def kubeconfig(path: Path, user: dict[str, object], server: str = "https://127.0.0.1:6443") -> Path:
@@ -115,18 +116,15 @@ async def test_a_401_refreshes_the_token_and_retries(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("old")
     tokens = FileToken(token_file)
-    seen: list[str] = []
+    seen: list[Seen] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["Authorization"])
-        ok = request.headers["Authorization"] == "Bearer new"
-        return httpx.Response(200 if ok else 401, json={})
+    def handler(request: Seen) -> tuple[int, bytes]:
+        return (200 if request.authorization == "Bearer new" else 401), js({})
 
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(handler), auth=BearerAuth(tokens)
-    ) as client:
+    async with fake_api(handler, seen) as creds:
+        client = KubeClient(replace(creds, tokens=tokens))
         assert tokens.current() == "old"
         token_file.write_text("new")  # rotated within the stat interval
-        response = await client.get("https://api/x")
-    assert response.status_code == 200
-    assert seen == ["Bearer old", "Bearer new"]
+        assert await client.request("GET", "/x") == {}
+        await client.close()
+    assert [r.authorization for r in seen] == ["Bearer old", "Bearer new"]
