@@ -24,8 +24,9 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from aiohttp import web
@@ -42,6 +43,7 @@ from mcp_operator.kube.client import (
     Credentials,
     CredentialsError,
     KubeClient,
+    NotLeading,
     load_credentials,
 )
 from mcp_operator.kube.informer import (
@@ -111,15 +113,62 @@ def configure_kopf(settings: kopf.OperatorSettings, scan_namespaces: bool = Fals
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.watching.inactivity_timeout = 600
-    settings.posting.level = logging.WARNING
+    # Events go through EventPoster (the fenced client); kopf posts none of its own.
+    settings.posting.enabled = False
     settings.networking.request_timeout = 30
 
 
-def post_event(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    try:
-        kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
-    except Exception:
-        log.debug("event not posted", exc_info=True)
+class EventPoster:
+    """Kubernetes Events posted through the operator's own, fenced client.
+
+    Why not ``kopf.event``: kopf queues events and posts them later with its own API
+    client, which the leader election's write fence does not guard -- an event queued by a
+    worker just before the renew deadline would be written by a replica that may no longer
+    act. Here the fence is checked when the event is posted (and kopf's own posting is off,
+    see :func:`configure_kopf`). Posting never blocks or fails the caller.
+    """
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._post(body, kind, reason, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'mcp')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "mcp-operator"},
+            "reportingComponent": "mcp-operator",
+            "reportingInstance": self.instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.client.create(event)
+        except NotLeading:
+            log.debug("event %s not posted: this replica may not act", reason)
+        except Exception:
+            log.debug("event %s not posted", reason, exc_info=True)
 
 
 class Operation:
@@ -147,7 +196,10 @@ class Operation:
     async def prepare(self) -> None:
         caps = Capabilities(await self.client.api_versions(), await self.client.server_minor())
         shared = Shared(
-            client=self.client, index=ChildIndex(), capabilities=caps, post_event=post_event
+            client=self.client,
+            index=ChildIndex(),
+            capabilities=caps,
+            post_event=EventPoster(self.client),
         )
         install_health(shared)
         install_keys(shared)
