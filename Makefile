@@ -2,7 +2,7 @@
 # (as root): it installs what it needs first.
 PY := .venv/bin/python
 
-.PHONY: setup tools test unit demo lint manifests crd docs vendor-k8s-schemas bench-reconcile bench-failover bench-traffic clean
+.PHONY: setup tools test unit demo lint manifests crd docs vendor-k8s-schemas bench-reconcile bench-clients bench-steady bench-failover bench-traffic clean
 
 setup:            ## Python environment (uv, locked dependencies)
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv
@@ -43,6 +43,12 @@ manifests: setup  ## regenerate the checked-in install files: manifests/ (flat, 
 
 bench-reconcile: setup tools
 	$(PY) bench/reconcile.py
+
+bench-clients: setup tools  ## the same applies through each candidate HTTP client, one run
+	$(PY) bench/clients.py
+
+bench-steady: setup tools  ## 1,000 servers once nothing changes: CPU, RSS, round lateness, writes/s
+	$(PY) bench/steady.py
 
 bench-failover: setup tools
 	$(PY) bench/failover.py

@@ -1,11 +1,15 @@
 """Reconcile throughput: the operator against a raw server-side-apply ceiling.
 
-    .venv/bin/python bench/reconcile.py [--count 200] [--concurrency 20] [--keep DIR]
+    .venv/bin/python bench/reconcile.py [--count 200] [--rounds 2] [--py-spy OUT] [--keep DIR]
 
 Starts its own control plane (etcd + kube-apiserver + kcm + kube-scheduler) in a temp dir,
 installs the CRD and the restricted RBAC, then
 
-(a) ceiling: with no operator running, times creating COUNT MCPServers and then a minimal
+Each round runs (a') then (b) on the same control plane and records the load average and
+the CPU seconds etcd + kube-apiserver spent on each phase: on a shared 2-core machine the
+ratio of the same round is what means something, not the absolute times.
+
+(a) project-client ceiling (``--project-ceiling``, off by default): with no operator running, times creating COUNT MCPServers and then a minimal
     async client (``KubeClient.apply``, the operator's own identity and field manager)
     applying exactly the children ``render()`` gives for them, plus one status patch per
     object, with bounded concurrency (the same work the operator must do, done blindly).
