@@ -9,7 +9,8 @@ Each round runs (a') then (b) on the same control plane and records the load ave
 the CPU seconds etcd + kube-apiserver spent on each phase: on a shared 2-core machine the
 ratio of the same round is what means something, not the absolute times.
 
-(a) project-client ceiling (``--project-ceiling``, off by default): with no operator running, times creating COUNT MCPServers and then a minimal
+(a) project-client ceiling (``--project-ceiling``, off by default): with no operator
+    running, times creating COUNT MCPServers and then a minimal
     async client (``KubeClient.apply``, the operator's own identity and field manager)
     applying exactly the children ``render()`` gives for them, plus one status patch per
     object, with bounded concurrency (the same work the operator must do, done blindly).
