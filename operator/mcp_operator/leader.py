@@ -212,7 +212,7 @@ class LeaderElection:
                     await self.round()
             except (TimeoutError, ApiError, OSError, ValueError) as exc:
                 self._complain(exc)
-            except Exception as exc:  # e.g. an httpx transport error: transient, retried
+            except Exception as exc:  # e.g. a TransportError: transient, retried
                 self._complain(exc)
             if self.elector.leading() and not self.leading.is_set():
                 self._complained = False
