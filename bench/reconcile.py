@@ -166,12 +166,16 @@ def _independent_apply(
             )
             local.conn = conn
         method, path, body, ctype = item
-        conn.request(method, path, body=body, headers={**headers, "Content-Type": ctype})
-        response = conn.getresponse()
-        response.read()
-        if response.status >= 400:
-            raise RuntimeError(f"{method} {path}: {response.status}")
-        return response.status
+        for attempt in range(5):  # an overloaded API server answers 429/5xx now and then
+            conn.request(method, path, body=body, headers={**headers, "Content-Type": ctype})
+            response = conn.getresponse()
+            response.read()
+            if response.status < 400:
+                return response.status
+            if response.status < 429 or attempt == 4:
+                break
+            time.sleep(0.5 * (attempt + 1))
+        raise RuntimeError(f"{method} {path}: {response.status}")
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(send, work))
