@@ -10,8 +10,8 @@ the kubelet's part by writing each pod's status itself -- Running, Ready, and a 
 podIP 127.x.y.z -- so the operator's probes reach the real example server through a real
 TCP connect per pod address. Pods are written once; the operator's gate patches are its own.
 
-Once every server is Ready (or after --settle-timeout), it waits --settle seconds, then
-measures for --window seconds:
+Once every server is Ready (or after --settle-timeout), it waits --settle seconds, stops the
+fake kubelet, then measures for --window seconds:
 
 - operator CPU (cores, from /proc utime+stime) and RSS (current and peak);
 - probe-round lateness p50/p99 (``mcp_operator_probe_round_lateness_seconds``, the
@@ -45,7 +45,7 @@ from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
 from mcp_devcluster.stack import free_port, install_crd, install_operator_rbac, server_manifest
 from mcp_operator.api.models import API_VERSION
 from mcp_operator.kube.client import KubeClient, load_credentials
-from mcp_operator.render.meta import MANAGED_BY
+from mcp_operator.render.meta import HEALTH_GATE, MANAGED_BY
 
 Obj = dict[str, Any]
 NS = "steady"
@@ -63,35 +63,46 @@ def address(n: int) -> str:
     return f"127.{1 + n // 65536}.{(n // 256) % 256}.{n % 256}"
 
 
+def _conditions(pod: Obj) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or []}
+
+
 async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[str]) -> None:
-    """Every pod without a podIP gets Running/Ready and a loopback address, once."""
+    """The kubelet's part: every new pod gets Running and a loopback address, once; a pod's
+    Ready follows its readiness gate (the operator's probe verdict), written on change."""
     path = f"/api/v1/namespaces/{NS}/pods"
     done: set[str] = set()
     while not stop.is_set():
         pods = await admin.request(
             "GET", path, params={"labelSelector": f"app.kubernetes.io/managed-by={MANAGED_BY}"}
         )
-        todo = [
-            p
-            for p in pods.get("items") or []
-            if p["metadata"]["uid"] not in done and not (p.get("status") or {}).get("podIP")
-        ]
 
         async def one(pod: Obj) -> None:
-            ip = address(len(done))
-            done.add(pod["metadata"]["uid"])
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            status = {
-                "phase": "Running",
-                "podIP": ip,
-                "podIPs": [{"ip": ip}],
-                "hostIP": "127.0.0.1",
-                "startTime": now,
-                "conditions": [
-                    {"type": t, "status": "True", "lastTransitionTime": now}
-                    for t in ("Initialized", "ContainersReady", "PodScheduled")
-                ],
-            }
+            status: Obj = {}
+            if not (pod.get("status") or {}).get("podIP"):
+                ip = address(len(done))
+                done.add(pod["metadata"]["uid"])
+                status = {
+                    "phase": "Running",
+                    "podIP": ip,
+                    "podIPs": [{"ip": ip}],
+                    "hostIP": "127.0.0.1",
+                    "startTime": now,
+                }
+                base = ("Initialized", "ContainersReady", "PodScheduled")
+                conditions = [
+                    {"type": t, "status": "True", "lastTransitionTime": now} for t in base
+                ]
+            else:
+                conditions = []
+            have = _conditions(pod)
+            ready = "True" if have.get(HEALTH_GATE) == "True" else "False"
+            if have.get("Ready") != ready:
+                conditions.append({"type": "Ready", "status": ready, "lastTransitionTime": now})
+            if not status and not conditions:
+                return
+            status["conditions"] = conditions
             await admin.patch(
                 "v1",
                 "Pod",
@@ -103,7 +114,7 @@ async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[
             )
             written["pods"] += 1
 
-        await bounded(20, [one(p) for p in todo])
+        await bounded(20, [one(p) for p in pods.get("items") or []])
         await asyncio.sleep(2)
 
 
@@ -199,8 +210,16 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
         )
         print(f"  {args.count} created in {time.monotonic() - t0:.1f}s")
         ready, took = await wait_ready(admin, args.count, args.settle_timeout)
-        print(f"  {ready}/{args.count} Ready after {took:.0f}s; {written['pods']} pods written")
+        print(f"  {ready}/{args.count} Ready after {took:.0f}s; {written['pods']} pod writes")
+        if ready < args.count:
+            one = await admin.request(
+                "GET", f"/apis/{API_VERSION}/namespaces/{NS}/mcpservers/s0000"
+            )
+            print(f"  s0000: {(one.get('status') or {}).get('conditions')}")
         await asyncio.sleep(args.settle)
+        # The fake kubelet lists every pod every 2 s: stopped for the window, which measures
+        # the operator alone (nothing changes any more; a real kubelet would write nothing).
+        stop.set()
         async with httpx.AsyncClient(timeout=30) as http:
             api = cp.client(timeout=30)
             op_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
