@@ -166,7 +166,7 @@ async def one_round(cp: ControlPlane, name: str, run: Run, count: int, tag: str)
     creds = load_credentials(str(cp.operator_kubeconfig))
     ns = f"clients-{tag}"
     try:
-        caps = Capabilities(await admin.api_versions())
+        caps = Capabilities(await admin.api_versions(), await admin.server_minor())
         await create_namespace(admin, ns)
         servers = await create_servers(admin, ns, count, CONCURRENCY)
         children: list[Obj] = []

@@ -108,7 +108,7 @@ async def ceiling(cp: ControlPlane, count: int, conc: int) -> tuple[float, int]:
     client = KubeClient(load_credentials(str(cp.operator_kubeconfig)))
     ns = "bench-ceiling"
     try:
-        caps = Capabilities(await client.api_versions())
+        caps = Capabilities(await client.api_versions(), await client.server_minor())
         await create_namespace(admin, ns)
         t0 = time.monotonic()  # same start as the operator's: before the objects exist
         servers = await create_servers(admin, ns, count, conc)
@@ -169,13 +169,13 @@ def _independent_apply(
         for attempt in range(5):  # an overloaded API server answers 429/5xx now and then
             conn.request(method, path, body=body, headers={**headers, "Content-Type": ctype})
             response = conn.getresponse()
-            response.read()
+            answer = response.read()
             if response.status < 400:
                 return response.status
             if response.status < 429 or attempt == 4:
                 break
             time.sleep(0.5 * (attempt + 1))
-        raise RuntimeError(f"{method} {path}: {response.status}")
+        raise RuntimeError(f"{method} {path}: {response.status} {answer[:300]!r}")
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(send, work))
@@ -189,7 +189,7 @@ async def independent_ceiling(
     probe = KubeClient(creds)
     ns = f"bench-independent-{time.monotonic_ns() % 100000}"
     try:
-        caps = Capabilities(await probe.api_versions())
+        caps = Capabilities(await probe.api_versions(), await probe.server_minor())
         await create_namespace(admin, ns)
         t0 = time.monotonic()
         servers = await create_servers(admin, ns, count, conc)
