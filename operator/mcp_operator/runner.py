@@ -239,7 +239,7 @@ class Operation:
             await asyncio.sleep(self.opts.discovery_interval)
             try:
                 versions = await self.client.api_versions()
-            except (httpx.HTTPError, ApiError, OSError) as exc:
+            except (ApiError, OSError) as exc:
                 log.warning("API discovery failed (%s); keeping the last result", exc)
                 continue
             await self.use_api_versions(versions)

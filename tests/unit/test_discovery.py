@@ -5,10 +5,8 @@ worker; an unrelated API coming or going wakes nobody. The API server is scripte
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Callable
 from typing import Any
-
-import httpx
 
 from mcp_operator.kube.auth import Credentials
 from mcp_operator.reconcile.children import ChildIndex
@@ -17,6 +15,7 @@ from mcp_operator.reconcile.worker import Shared
 from mcp_operator.render.alerts import MONITORING_API
 from mcp_operator.render.context import Capabilities
 from mcp_operator.runner import Operation, RunOptions
+from tests.unit.fake_api import Seen, fake_api, js
 
 BASE = frozenset({"v1", "apps/v1", "policy/v1"})
 RULE = {
@@ -39,20 +38,18 @@ class Worker:
         self.wakes += 1
 
 
-def operation() -> tuple[Operation, list[str], Worker]:
-    paths: list[str] = []
+def handler(paths: list[str]) -> Callable[[Seen], tuple[int, bytes]]:
+    def answer(request: Seen) -> tuple[int, bytes]:
+        paths.append(request.path)
+        if request.query.get("watch"):
+            return 500, js({"message": "no watch here"})  # backs off
+        return 200, js({"metadata": {"resourceVersion": "5"}, "items": [RULE]})
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.path)
-        if request.url.params.get("watch"):
-            return httpx.Response(500, json={"message": "no watch here"})  # backs off
-        body = {"metadata": {"resourceVersion": "5"}, "items": [json.loads(json.dumps(RULE))]}
-        return httpx.Response(200, json=body)
+    return answer
 
-    op = Operation(RunOptions(), Credentials(server="https://api"))
-    op.watch_client._http = httpx.AsyncClient(
-        base_url="https://api", transport=httpx.MockTransport(handler)
-    )
+
+def operation(creds: Credentials) -> tuple[Operation, Worker]:
+    op = Operation(RunOptions(), creds)
     shared = Shared(
         client=op.client,
         index=ChildIndex(),
@@ -62,7 +59,7 @@ def operation() -> tuple[Operation, list[str], Worker]:
     op.supervisor = Supervisor(shared)
     worker = Worker()
     op.supervisor.workers[("shop", "weather")] = worker  # type: ignore[assignment]
-    return op, paths, worker
+    return op, worker
 
 
 async def settle(check: Any) -> None:
@@ -73,7 +70,14 @@ async def settle(check: Any) -> None:
 
 
 async def test_the_monitoring_api_appearing_and_going_without_a_restart() -> None:
-    op, paths, worker = operation()
+    paths: list[str] = []
+    seen: list[Seen] = []
+    async with fake_api(handler(paths), seen) as creds:
+        op, worker = operation(creds)
+        await scenario(op, worker, paths)
+
+
+async def scenario(op: Operation, worker: Worker, paths: list[str]) -> None:
     assert op.supervisor is not None
     index = op.supervisor.shared.index
     try:
