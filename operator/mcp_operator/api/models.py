@@ -733,8 +733,8 @@ class CacheSpec(Model):
     """A Redis cache for this server alone: Deployment and Service ``NAME-cache``, the
     credential Secret ``NAME-cache-auth`` (generated once), the configuration Secret
     ``NAME-cache-config`` and a NetworkPolicy admitting only this server's pods (the
-    operator never connects to Redis). Both tiers get the connection as ``MCP_CACHE_*`` env vars (see the README's
-    *Cache* section). No persistence: a restarted cache starts empty."""
+    operator never connects to Redis). Both tiers get the connection as ``MCP_CACHE_*`` env
+    vars (see the README's *Cache* section). No persistence: a restarted cache starts empty."""
 
     enabled: bool = False
     """Provision the cache and hand its connection to both tiers."""
