@@ -216,3 +216,23 @@ def test_sub_keys_differ_per_purpose_and_per_key() -> None:
     assert datakeys.subkey(a, "x") != datakeys.subkey(same_material, "x")
     with pytest.raises(ValueError):
         datakeys.subkey(a, "")
+
+
+def test_an_unreadable_file_is_warned_about_once_not_every_refresh(
+    one: tuple[DataKeys, DataKey, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, key, path = one
+    good = path.read_bytes()
+    clock = Clock()
+    keys = DataKeys(path, refresh=1.0, clock=clock)
+    path.write_bytes(b"garbage")
+    for _ in range(5):
+        clock.now += 2
+        assert keys.active_kid == key.kid  # the last good keyring keeps serving
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "unusable" in warnings[0].getMessage()
+    assert base64.b64encode(key.key).decode() not in caplog.text
+    path.write_bytes(good)
+    clock.now += 2
+    assert keys.active_kid == key.kid
+    assert "readable again" in caplog.records[-1].getMessage()

@@ -70,3 +70,17 @@ def test_events_name_kids_and_times_only() -> None:
     fresh = KeyRecord("fresh", "A256GCM", T0, activated=T0)
     emergency = describe(before, ring_of(fresh), [Event("KeyActivated", "", True, "emergency")])
     assert ("Warning", "DataKeyRotated", "kid fresh encrypts now (emergency rotation)") in emergency
+
+
+@pytest.mark.parametrize("hold", [1e400, -1.0, float("nan"), 1e15])
+def test_an_absurd_hold_is_an_unreadable_secret_not_a_crash(hold: float) -> None:
+    """holdSeconds 1e400 parses as inf: reported as DataKeysUnreadable (content-free), not
+    an OverflowError that the loop would report as a failed sync and retry forever."""
+    key = datastore.generate()
+    doc = json.loads(
+        datastore.document(ring_of(KeyRecord(key.kid, "A256GCM", T0, activated=T0)), {key.kid: key})
+    )
+    doc["keys"][0]["holdSeconds"] = hold
+    raw = json.dumps(doc).encode()  # json writes inf as Infinity, which Python reads back
+    with pytest.raises(datastore.UnreadableKeyring, match="malformed"):
+        datastore.decode({datakeys.FILE: base64.b64encode(raw).decode()})

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -198,6 +198,9 @@ def open_sealed(ring: Keyring, envelope: bytes, aad: bytes, purpose: str) -> byt
         raise DecryptError("authentication failed (tampered, or wrong aad or purpose)") from None
 
 
+log = logging.getLogger(__name__)
+
+
 def read(path: str | os.PathLike[str]) -> Keyring:
     """Read and parse the keyring file; :class:`MissingKeyMaterial` if that is impossible."""
     try:
@@ -229,6 +232,7 @@ class DataKeys:
         self._lock = threading.Lock()
         self._ring = read(path)
         self._loaded_at = clock()
+        self._unusable: str | None = None  # the reason last warned about
 
     @classmethod
     def from_env(
@@ -279,8 +283,21 @@ class DataKeys:
         with self._lock:
             self._loaded_at = now
             # An unusable file keeps the last good keyring; the operator reports the Secret.
-            with contextlib.suppress(MissingKeyMaterial):
+            # Warned once per cause (not on every refresh), and again once it recovers.
+            try:
                 self._ring = read(self.path)
+            except MissingKeyMaterial as exc:
+                if self._unusable != str(exc):
+                    log.warning(
+                        "%s; keeping the last good keyring (active %s)", exc, self._ring.active
+                    )
+                self._unusable = str(exc)
+                return
+            if self._unusable is not None:
+                log.warning(
+                    "data keys at %s readable again (active %s)", self.path, self._ring.active
+                )
+            self._unusable = None
 
 
 __all__ = [

@@ -54,6 +54,7 @@ Obj = dict[str, Any]
 ROTATE_ANNOTATION = f"{GROUP}/rotate-data-keys"
 POLL_SECONDS = 10.0  # tampering with the Secret is noticed within this
 TICK_SECONDS = 0.5
+IDLE_SECONDS = 2.0  # encryption off: turning it on is noticed within this
 PENDING_RECHECK_SECONDS = 1.0
 
 
@@ -138,6 +139,7 @@ class DataKeysLoop:
 
     async def run(self) -> None:
         while True:
+            server: MCPServer | None = None
             try:
                 server = self._server()
                 if server is not None and self._due(server):
@@ -147,7 +149,7 @@ class DataKeysLoop:
                     await self._forget()
             except Exception as exc:  # never die; the message names no key material
                 await self._report_failure(exc)
-            await asyncio.sleep(TICK_SECONDS)
+            await asyncio.sleep(TICK_SECONDS if server is not None else IDLE_SECONDS)
 
     def _server(self) -> MCPServer | None:
         server = self.worker.server

@@ -105,7 +105,7 @@ def decode(data: dict[str, str] | None) -> tuple[KeyRing, dict[str, DataKey]]:
     doc = json.loads(raw)
     try:
         ring = _ring(doc)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise UnreadableKeyring(f"{datakeys.FILE} is malformed ({type(exc).__name__})") from None
     if ring.active is None or ring.active.kid != mounted.active:
         raise UnreadableKeyring(f"{datakeys.FILE}: 'active' disagrees with the schedule")
@@ -138,5 +138,17 @@ def _record(item: Obj) -> KeyRecord:
         published=_parse_time(item.get("published")),
         activated=_parse_time(item.get("activated")),
         retired=_parse_time(item.get("retired")),
-        hold=timedelta(seconds=float(item.get("holdSeconds") or 0)),
+        hold=timedelta(seconds=_hold_seconds(item.get("holdSeconds"))),
     )
+
+
+MAX_HOLD_SECONDS = 100 * 366 * 86400.0  # far beyond any retention; keeps times in range
+
+
+def _hold_seconds(value: object) -> float:
+    """``holdSeconds`` as a finite, plausible number (1e400 or NaN would overflow the
+    schedule's date arithmetic: reported as an unreadable Secret, not a failed pass)."""
+    seconds = float(value or 0)  # type: ignore[arg-type]
+    if not 0 <= seconds <= MAX_HOLD_SECONDS:  # also false for NaN
+        raise ValueError("holdSeconds out of range")
+    return seconds
