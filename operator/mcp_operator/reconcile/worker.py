@@ -41,10 +41,11 @@ SAFETY_NET_SECONDS = 60.0
 # x 7 children it cost most of the operator's CPU). A semaphore queues them in O(1).
 API_CONCURRENCY = 20
 EventFn = Callable[[Obj, str, str, str], None]
-# Kinds the informers watch. Others (the cache's config Secret, the PrometheusRule) are
-# applied on every pass: the index only holds what we last applied, so a deleted or
-# hand-edited copy would look current forever. An unchanged server-side apply writes nothing.
-WATCHED_KINDS = frozenset(kind for _, kind in CHILD_KINDS)
+# Kinds the informers watch (PrometheusRules: while their API is served, else none is
+# rendered). Others (the cache's config Secret) are applied on every pass: the index only
+# holds what we last applied, so a deleted or hand-edited copy would look current forever.
+# An unchanged server-side apply writes nothing.
+WATCHED_KINDS = frozenset(kind for _, kind in CHILD_KINDS) | {alerts.PROMETHEUS_RULE_KIND}
 
 
 @dataclass
