@@ -37,8 +37,10 @@ def test_both_tiers_mount_the_keyring_secret_as_a_whole_volume_with_its_env() ->
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["mcp-operator-data-keys"] == {
             "name": "mcp-operator-data-keys",
-            "secret": {"secretName": "notes-data-keys"},  # not optional: no keys, no start
+            # not optional: no keys, no start; key material readable by the pod's fsGroup only
+            "secret": {"secretName": "notes-data-keys", "defaultMode": 0o440},
         }
+        assert spec["securityContext"]["fsGroup"] == 65532
         [container] = spec["containers"]
         mount = next(m for m in container["volumeMounts"] if m["name"] == "mcp-operator-data-keys")
         assert mount == {

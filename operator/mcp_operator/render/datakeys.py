@@ -26,10 +26,15 @@ def secret_name(server: MCPServer) -> str:
     return meta.child_name(server, "data-keys")
 
 
-def volumes(server: MCPServer) -> list[Obj]:
+def volumes(server: MCPServer, pod_security: Obj | None = None) -> list[Obj]:
+    """The keyring volume. Its files are key material: 0440 with the pod's ``fsGroup`` (the
+    kubelet gives the files that group, so the server still reads them while other UIDs in
+    the pod cannot), 0444 without one (root owns the files; 0440 would lock the server out)."""
     if not server.spec.data_encryption.enabled:
         return []
-    return [{"name": VOLUME, "secret": {"secretName": secret_name(server)}}]
+    has_group = (pod_security or {}).get("fsGroup") is not None
+    mode = 0o440 if has_group else 0o444
+    return [{"name": VOLUME, "secret": {"secretName": secret_name(server), "defaultMode": mode}}]
 
 
 def with_keyring(container: Obj, server: MCPServer) -> Obj:

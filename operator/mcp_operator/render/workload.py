@@ -177,14 +177,20 @@ def pod_template(server: MCPServer, tier: Tier) -> Obj:
     volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     if _home_wanted(spec):
         volumes.append({"name": "home", "emptyDir": {"sizeLimit": spec.home.size_limit}})
+    security = _pod_security(spec)
     pod_spec: Obj = {
         "serviceAccountName": service_account_name(server),
         "automountServiceAccountToken": pod.automount_service_account_token,
-        "securityContext": _pod_security(spec),
+        "securityContext": security,
         "containers": [
             datakeys.with_keyring(auth.with_verifier(_container(server), server), server)
         ],
-        "volumes": [*volumes, *pod.volumes, *auth.volumes(server), *datakeys.volumes(server)],
+        "volumes": [
+            *volumes,
+            *pod.volumes,
+            *auth.volumes(server),
+            *datakeys.volumes(server, security),
+        ],
         "readinessGates": [{"conditionType": meta.HEALTH_GATE}],
         "enableServiceLinks": False,
     }
