@@ -16,12 +16,13 @@ import base64
 import binascii
 import json
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from mcp_operator.auth import datakeys
 from mcp_operator.auth.datakeys import DataKey
 from mcp_operator.keys.schedule import KeyRecord, KeyRing
+from mcp_operator.keys.store import format_time, parse_time
 
 ALGORITHM = "A256GCM"  # the schedule's algorithm name for data keys (JWA's name)
 KID_BYTES = 16  # 128 bits, random: says nothing about time or order
@@ -41,19 +42,6 @@ def generate() -> DataKey:
     )
 
 
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(str(value))
-    if parsed.tzinfo is None:
-        raise ValueError("naive timestamp")
-    return parsed
-
-
 def document(ring: KeyRing, materials: dict[str, DataKey]) -> bytes:
     """``keyring.json`` for the ring; every key of the ring needs material and the ring an
     active key (the schedule guarantees one after every decision)."""
@@ -63,8 +51,8 @@ def document(ring: KeyRing, materials: dict[str, DataKey]) -> bytes:
         "version": datakeys.FORMAT_VERSION,
         "active": ring.active.kid,
         "rotations": ring.rotations,
-        "lastRotation": _time(ring.last_rotation),
-        "rotateDue": _time(ring.rotate_due),
+        "lastRotation": format_time(ring.last_rotation),
+        "rotateDue": format_time(ring.rotate_due),
         "lastRotateRequest": ring.last_rotate_request,
         "keys": [_encode_key(k, materials[k.kid]) for k in ring.keys],
     }
@@ -82,10 +70,10 @@ def _encode_key(key: KeyRecord, material: DataKey) -> Obj:
         "alg": key.alg,
         "key": base64.b64encode(material.key).decode(),
         "salt": base64.b64encode(material.salt).decode(),
-        "created": _time(key.created),
-        "published": _time(key.published),
-        "activated": _time(key.activated),
-        "retired": _time(key.retired),
+        "created": format_time(key.created),
+        "published": format_time(key.published),
+        "activated": format_time(key.activated),
+        "retired": format_time(key.retired),
         "holdSeconds": key.hold.total_seconds(),
     }
 
@@ -119,8 +107,8 @@ def _ring(doc: Obj) -> KeyRing:
     return KeyRing(
         keys=records,
         rotations=int(doc.get("rotations") or 0),
-        last_rotation=_parse_time(doc.get("lastRotation")),
-        rotate_due=_parse_time(doc.get("rotateDue")),
+        last_rotation=parse_time(doc.get("lastRotation")),
+        rotate_due=parse_time(doc.get("rotateDue")),
         last_rotate_request=doc.get("lastRotateRequest"),
     )
 
@@ -128,16 +116,16 @@ def _ring(doc: Obj) -> KeyRing:
 def _record(item: Obj) -> KeyRecord:
     if item.get("alg") != ALGORITHM:
         raise ValueError("unknown algorithm")
-    created = _parse_time(item["created"])
+    created = parse_time(item["created"])
     if created is None:
         raise ValueError("missing creation time")
     return KeyRecord(
         kid=str(item["kid"]),
         alg=ALGORITHM,
         created=created,
-        published=_parse_time(item.get("published")),
-        activated=_parse_time(item.get("activated")),
-        retired=_parse_time(item.get("retired")),
+        published=parse_time(item.get("published")),
+        activated=parse_time(item.get("activated")),
+        retired=parse_time(item.get("retired")),
         hold=timedelta(seconds=_hold_seconds(item.get("holdSeconds"))),
     )
 

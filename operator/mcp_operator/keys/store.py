@@ -26,11 +26,11 @@ class UnreadableKeys(Exception):
     """The Secret exists but does not hold a key ring this operator can use."""
 
 
-def _time(value: datetime | None) -> str | None:
+def format_time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
     if value is None:
         return None
     parsed = datetime.fromisoformat(str(value))
@@ -44,8 +44,8 @@ def encode(ring: KeyRing, materials: dict[str, KeyMaterial]) -> dict[str, str]:
     doc = {
         "version": FORMAT_VERSION,
         "rotations": ring.rotations,
-        "lastRotation": _time(ring.last_rotation),
-        "rotateDue": _time(ring.rotate_due),
+        "lastRotation": format_time(ring.last_rotation),
+        "rotateDue": format_time(ring.rotate_due),
         "lastRotateRequest": ring.last_rotate_request,
         "lastRevokeRequest": ring.last_revoke_request,
         "revoked": list(ring.revoked),
@@ -59,10 +59,10 @@ def _encode_key(key: KeyRecord, material: KeyMaterial) -> Obj:
     return {
         "kid": key.kid,
         "alg": key.alg,
-        "created": _time(key.created),
-        "published": _time(key.published),
-        "activated": _time(key.activated),
-        "retired": _time(key.retired),
+        "created": format_time(key.created),
+        "published": format_time(key.published),
+        "activated": format_time(key.activated),
+        "retired": format_time(key.retired),
         "holdSeconds": key.hold.total_seconds(),
         "privateKeyPem": material.private_pem,
     }
@@ -96,8 +96,8 @@ def _decode_doc(doc: Obj) -> tuple[KeyRing, dict[str, KeyMaterial]]:
     ring = KeyRing(
         keys=tuple(records),
         rotations=int(doc.get("rotations") or 0),
-        last_rotation=_parse_time(doc.get("lastRotation")),
-        rotate_due=_parse_time(doc.get("rotateDue")),
+        last_rotation=parse_time(doc.get("lastRotation")),
+        rotate_due=parse_time(doc.get("rotateDue")),
         last_rotate_request=doc.get("lastRotateRequest"),
         last_revoke_request=doc.get("lastRevokeRequest"),
         revoked=tuple(str(k) for k in doc.get("revoked") or []),
@@ -109,16 +109,16 @@ def _decode_key(item: Obj) -> tuple[KeyRecord, KeyMaterial]:
     alg = item["alg"]
     if alg not in ALGORITHMS:
         raise ValueError("unknown algorithm")
-    created = _parse_time(item["created"])
+    created = parse_time(item["created"])
     if created is None:
         raise ValueError("missing creation time")
     record = KeyRecord(
         kid=str(item["kid"]),
         alg=alg,
         created=created,
-        published=_parse_time(item.get("published")),
-        activated=_parse_time(item.get("activated")),
-        retired=_parse_time(item.get("retired")),
+        published=parse_time(item.get("published")),
+        activated=parse_time(item.get("activated")),
+        retired=parse_time(item.get("retired")),
         hold=timedelta(seconds=float(item.get("holdSeconds") or 0)),
     )
     material = KeyMaterial(record.kid, alg, str(item["privateKeyPem"]))
