@@ -25,7 +25,6 @@ The battery (stops at the first failure, which is the user-visible symptom):
 
 from __future__ import annotations
 
-import base64
 import copy
 import os
 import secrets
@@ -618,18 +617,8 @@ class Battery:
 
 def sa_kubeconfig(cluster: ControlPlane, kubectl: Kubectl, sa: str, path: Path) -> Path:
     kubectl("create", "serviceaccount", sa, "-n", IDS_NAMESPACE)
-    token = ""
-    deadline = time.monotonic() + 30
-    while not token:
-        obj = get_json(kubectl, "serviceaccount", sa, "-n", IDS_NAMESPACE)
-        names = [s["name"] for s in obj.get("secrets") or []]
-        if names:
-            secret = get_json(kubectl, "secret", names[0], "-n", IDS_NAMESPACE)
-            token = base64.b64decode(secret["data"]["token"]).decode()
-        elif time.monotonic() > deadline:
-            raise TimeoutError(f"no token for ServiceAccount {sa}")
-        else:
-            time.sleep(0.2)
+    # A TokenRequest token, as the kubelet mounts (no token Secret is created since 1.24).
+    token = kubectl("create", "token", sa, "-n", IDS_NAMESPACE, "--duration=2h").stdout.strip()
     config = {
         "apiVersion": "v1",
         "kind": "Config",

@@ -67,6 +67,11 @@ class FakeSources:
         data = self.config_map_data(namespace, name)
         return None if data is None else {k: v.encode() for k, v in data.items()}
 
+    def service_account_token(
+        self, pod: Mapping[str, Any], audience: str | None, seconds: int
+    ) -> bytes:
+        return f"token-of-{pod['spec'].get('serviceAccountName')}-{audience}-{seconds}".encode()
+
 
 # -- env -----------------------------------------------------------------------------------
 def test_env_resolves_values_refs_fields_and_env_from() -> None:
@@ -492,3 +497,25 @@ def test_redis_config_paths_map_to_the_mounted_rendered_files(tmp_path: Path) ->
         "x",
         "/etc/redis/redis.conf",
     ]
+
+
+def test_projected_kube_api_access_volume_gets_a_minted_token() -> None:
+    """What a current API server's admission puts on every pod with automount on."""
+    from mcp_devcluster.nodeagent.volumes import volume_files
+
+    pod = {"metadata": {"namespace": "ns", "name": "p"}, "spec": {"serviceAccountName": "reader"}}
+    volume = {
+        "name": "kube-api-access-x",
+        "projected": {
+            "defaultMode": 0o644,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "cm", "items": [{"key": "mode", "path": "ca.crt"}]}},
+            ],
+        },
+    }
+    files = volume_files(volume, pod, FakeSources())
+    assert files == {
+        "token": (b"token-of-reader-None-3607", 0o644),
+        "ca.crt": (b"dev", 0o644),
+    }

@@ -23,6 +23,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ class ObjectCache:
 
     def __init__(self, client: KubeClient, secrets: Informer, config_maps: Informer) -> None:
         self._client, self._secrets, self._config_maps = client, secrets, config_maps
+        self._tokens: dict[tuple[str, str, str, str], tuple[bytes, float]] = {}
+        self._token_lock = threading.Lock()
 
     def _object(self, informer: Informer, plural: str, ns: str, name: str) -> JSON | None:
         obj = informer.get(f"{ns}/{name}")
@@ -133,6 +136,39 @@ class ObjectCache:
         out = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         out.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
         return out
+
+    def service_account_token(
+        self, pod: Mapping[str, Any], audience: str | None, seconds: int
+    ) -> bytes:
+        """A TokenRequest token of the pod's ServiceAccount bound to the pod; the same one
+        until 80 % of its life (the kubelet's refresh point), so volume syncs do not churn."""
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        ns, sa = meta.get("namespace", "default"), spec.get("serviceAccountName") or "default"
+        key = (ns, sa, str(meta.get("uid", "")), audience or "")
+        now = time.monotonic()
+        with self._token_lock:
+            cached = self._tokens.get(key)
+            if cached is not None and now < cached[1]:
+                return cached[0]
+        body: JSON = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": seconds,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta.get("name", ""),
+                    "uid": meta.get("uid", ""),
+                },
+                **({"audiences": [audience]} if audience else {}),
+            },
+        }
+        made = self._client.create(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", body)
+        token = str((made.get("status") or {}).get("token", "")).encode()
+        with self._token_lock:
+            self._tokens[key] = (token, now + 0.8 * seconds)
+        return token
 
     def config_map_bytes(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
         obj = self._object(self._config_maps, "configmaps", namespace, name)

@@ -32,6 +32,10 @@ class VolumeSources(Protocol):
 
     def config_map_bytes(self, namespace: str, name: str) -> Mapping[str, bytes] | None: ...
 
+    def service_account_token(
+        self, pod: Mapping[str, Any], audience: str | None, seconds: int
+    ) -> bytes: ...
+
 
 def _project(data: Mapping[str, bytes], src: Mapping[str, Any], kind: str, name: str) -> Files:
     """Apply ``items`` (key → path, mode) or take every key, with ``defaultMode``."""
@@ -82,10 +86,16 @@ def _downward(src: Mapping[str, Any], pod: Mapping[str, Any], mode: int) -> File
 
 
 def _projected(src: Mapping[str, Any], pod: Mapping[str, Any], sources: VolumeSources) -> Files:
-    """Merge Secret/ConfigMap/downwardAPI sources; service-account tokens are not minted."""
+    """Merge Secret/ConfigMap/downwardAPI sources and service-account tokens (minted through
+    the TokenRequest API, bound to the pod, as the kubelet does for ``kube-api-access-*``)."""
     mode = int(src.get("defaultMode") or 0o644)
     out: Files = {}
     for part in src.get("sources") or []:
+        if "serviceAccountToken" in part:
+            tok = part["serviceAccountToken"]
+            seconds = int(tok.get("expirationSeconds") or 3607)
+            token = sources.service_account_token(pod, tok.get("audience"), seconds)
+            out[tok["path"]] = (token, mode)
         for kind in ("secret", "configMap"):
             if kind in part:
                 wrapped = {kind: {"defaultMode": mode, **part[kind]}}
