@@ -232,11 +232,14 @@ def _root_contradiction(pod: KubeObject, ctr: KubeObject) -> str | None:
     return "containerSecurityContext" if "runAsUser" in ctr else "securityContext"
 
 
+def _cel_has(context: str, field: str) -> str:
+    """CEL: ``self.CONTEXT.FIELD`` is set (the contexts are schemaless)."""
+    return f"has(self.{context}) && has(self.{context}.{field})"
+
+
 def _cel_field(context: str, field: str, default: str) -> str:
-    """CEL for ``self.CONTEXT.FIELD`` or DEFAULT when absent (the contexts are schemaless)."""
-    return (
-        f"(has(self.{context}) && has(self.{context}.{field}) ? self.{context}.{field} : {default})"
-    )
+    """CEL for ``self.CONTEXT.FIELD`` or DEFAULT when absent."""
+    return f"({_cel_has(context, field)} ? self.{context}.{field} : {default})"
 
 
 _CEL_NON_ROOT = _cel_field(
@@ -244,10 +247,8 @@ _CEL_NON_ROOT = _cel_field(
     "runAsNonRoot",
     _cel_field("securityContext", "runAsNonRoot", "true"),
 )
-_CEL_POD_UID_SET = "has(self.securityContext) && has(self.securityContext.runAsUser)"
-_CEL_CTR_UID_SET = (
-    "has(self.containerSecurityContext) && has(self.containerSecurityContext.runAsUser)"
-)
+_CEL_POD_UID_SET = _cel_has("securityContext", "runAsUser")
+_CEL_CTR_UID_SET = _cel_has("containerSecurityContext", "runAsUser")
 
 
 class PodSettings(Model):
