@@ -2,8 +2,9 @@
 
 * Without the Prometheus Operator's PrometheusRule CRD a server says
   ``MonitoringReady=False`` (``PrometheusRuleCRDNotInstalled``) and the operator does not
-  loop on errors; once the CRD is installed (tests/prometheus/prometheusrule-crd.yaml) the
-  rule appears, without restarting the operator. Deleted, it comes back; disabled, it goes.
+  loop on errors; once the CRD is installed (the Prometheus Operator's own, checked in as
+  tests/prometheus/monitoring.coreos.com_prometheusrules.yaml, so its schema judges the rule)
+  the rule appears, without restarting the operator. Deleted, it comes back; disabled, it goes.
 * Prometheus scrapes the operator's /metrics and loads the rule the operator made; a killed
   primary takes ``MCPServerFailedOver`` pending -> firing within ``for`` + the scrape
   interval, and failback resolves it. Every dashboard panel's query runs without error.
@@ -33,7 +34,7 @@ from tests.e2e.test_failover import start_healthy, tier_ips, wait_selector
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_FILE = ROOT / "tests" / "prometheus" / "prometheusrule-crd.yaml"
+CRD_FILE = ROOT / "tests" / "prometheus" / "monitoring.coreos.com_prometheusrules.yaml"
 CRD_NAME = "prometheusrules.monitoring.coreos.com"
 DASHBOARD = ROOT / "charts" / "mcp-operator" / "files" / "dashboards" / "mcp-operator-fleet.json"
 NAME = "weather"
@@ -42,7 +43,7 @@ SCRAPE_S = 1.0
 
 
 def install_crd(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", str(CRD_FILE))
+    kubectl("apply", "--server-side", "-f", str(CRD_FILE))
     kubectl("wait", "--for", "condition=established", f"crd/{CRD_NAME}", "--timeout=30s")
 
 

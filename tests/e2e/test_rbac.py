@@ -18,6 +18,9 @@ The battery (stops at the first failure, which is the user-visible symptom):
              status.tiers written
   drift      each deleted child kind comes back
   prune      scaling down / disabling the backup deletes the children no longer wanted
+  monitoring the PrometheusRule (the Prometheus Operator's real CRD is installed for the
+             module) is applied (MonitoringReady=True), a deleted one comes back, and one
+             switched off is pruned
   event      a missing Secret reference turns Reconciled=False *and* posts a Warning Event
   lease      the operator is still alive after renewing its Lease
   gate       (gate cases only; node agent) a pod passes the MCP probe and Ready=True
@@ -54,6 +57,7 @@ from mcp_operator.api.models import GROUP
 from tests.conftest import kubectl_binary
 from tests.e2e.conftest import NodeAgentProcess, get_json
 from tests.e2e.ops import Kubectl, others_paused
+from tests.e2e.test_monitoring import install_crd, remove_crd
 
 # The side-by-side batteries run inside the first test's fixture: more than the default
 # 300 s on a loaded 2-core machine.
@@ -215,6 +219,11 @@ CASES += [
     _case("networkpolicies-create", "networkpolicies", {"create"}),
     _case("networkpolicies-patch", "networkpolicies", {"patch"}),
     _case("networkpolicies-delete", "networkpolicies", {"delete"}),
+    # spec.monitoring.prometheusRule: the PrometheusRule NAME, a watched child.
+    _case("prometheusrules-list-watch", "prometheusrules", {"list", "watch"}),
+    _case("prometheusrules-create", "prometheusrules", {"create"}),
+    _case("prometheusrules-patch", "prometheusrules", {"patch"}),
+    _case("prometheusrules-delete", "prometheusrules", {"delete"}),
 ]
 CONTROL = Case("control-all-rules", -1, gate=True)  # removes nothing: the battery must pass
 
@@ -320,6 +329,7 @@ class Battery:
             ("reconcile", self.step_reconcile),
             ("drift", self.step_drift),
             ("prune", self.step_prune),
+            ("monitoring", self.step_monitoring),
             ("event", self.step_event),
             ("keys", self.step_keys),
             ("cache", self.step_cache),
@@ -459,6 +469,39 @@ class Battery:
                 and cond["status"] == "True"
                 and obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
             )
+
+        return self.until(pruned)
+
+    def _rule_uid(self) -> str | None:
+        out = self.k("get", "prometheusrule", "web", "-n", self.ns, "--ignore-not-found",
+                     "-o", "jsonpath={.metadata.uid}")  # fmt: skip
+        return out.stdout.strip() or None
+
+    def step_monitoring(self) -> bool:
+        """spec.monitoring.prometheusRule (on by default): the rule ``web`` is applied and
+        MonitoringReady=True; a deleted rule is re-created (the watch); switched off, the
+        rule is pruned (it is known from the list/watch, then deleted)."""
+
+        def applied() -> bool:
+            cond = condition(self.server("web"), "MonitoringReady")
+            ok = bool(cond and cond["reason"] == "PrometheusRuleApplied")
+            return ok and self._rule_uid() is not None
+
+        if not self.until(applied):
+            return False
+        uid = self._rule_uid()
+        self.k("delete", "prometheusrule", "web", "-n", self.ns, "--wait=false")
+        if not self.until(lambda: self._rule_uid() not in (None, uid)):
+            return False
+        self.k(
+            "patch", "mcpserver", "web", "-n", self.ns, "--type=merge",
+            "-p", '{"spec":{"monitoring":{"prometheusRule":{"enabled":false}}}}',
+        )  # fmt: skip
+
+        def pruned() -> bool:
+            cond = condition(self.server("web"), "MonitoringReady")
+            off = bool(cond and cond["reason"] == "PrometheusRuleDisabled")
+            return off and self._rule_uid() is None
 
         return self.until(pruned)
 
@@ -669,7 +712,11 @@ def exclusive() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def ids_namespace(crd_and_rbac: ControlPlane, kubectl: Kubectl) -> Iterator[str]:
     kubectl("create", "namespace", IDS_NAMESPACE, check=False)
+    # The Prometheus Operator's PrometheusRule CRD, for the monitoring step (removed after:
+    # tests/e2e/test_monitoring.py starts without it).
+    install_crd(kubectl)
     yield IDS_NAMESPACE
+    remove_crd(kubectl)
     kubectl("delete", "namespace", IDS_NAMESPACE, "--wait=false", check=False)
     kubectl(
         "delete",
@@ -752,6 +799,29 @@ def test_restricted_identity_reconciles(
     )
     outcome = battery.run()
     assert outcome.failed_step is None, f"{outcome}\n{outcome.log}"
+
+
+def test_every_rule_is_removed_by_some_case() -> None:
+    """Each (group, resource, verb) the operator is granted is taken away by at least one
+    case: a rule added to rbac.py without a case here would never be shown to be needed."""
+
+    def atoms(rules: list[Obj]) -> set[tuple[str, str, str]]:
+        return {
+            (g, r, v)
+            for rule in rules
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+
+    granted = atoms(CLUSTER_RULES)
+    removed = set().union(*(granted - atoms(c.rules()) for c in CASES if not c.lease))
+    assert granted - removed == set()
+    lease_granted = atoms(rbac.lease_rules("x"))
+    lease_removed = set().union(
+        *(lease_granted - atoms(c.lease_rules("x")) for c in CASES if c.lease)
+    )
+    assert lease_granted - lease_removed == set()
 
 
 def test_control_case_passes(outcomes: dict[str, Outcome]) -> None:

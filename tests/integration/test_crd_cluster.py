@@ -30,11 +30,13 @@ import yaml
 
 from mcp_operator.api.crd import crd
 from mcp_operator.api.validation import parse_server
-from mcp_operator.render import Capabilities, RenderContext, render
+from mcp_operator.render import Capabilities, RenderContext, alerts, render
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "mcpservers.mcp-operator.dev.yaml"
 CRD_NAME = "mcpservers.mcp-operator.dev"
+RULE_CRD_FILE = ROOT / "tests" / "prometheus" / "monitoring.coreos.com_prometheusrules.yaml"
+RULE_CRD_NAME = "prometheusrules.monitoring.coreos.com"
 # examples/bad.yaml is the deliberately invalid one (README shows its errors).
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.stem != "bad")
 Obj = dict[str, Any]
@@ -306,6 +308,88 @@ def test_rendered_children_pass_server_side_apply_dry_run(
             assert re.match(pattern, line), (obj["kind"], obj_name, line)
     finally:
         kubectl("delete", "mcps", name, "-n", namespace, "--ignore-not-found", check=False)
+
+
+# ---- the PrometheusRule against the Prometheus Operator's own CRD --------------------------
+
+
+def rule_servers() -> list[Any]:
+    """Servers whose rules differ: every example, the promtool fixtures, and durations that
+    the spec accepts but the CRD's pattern would not take verbatim (``1.5m``, ``1h30m``)."""
+    docs = [d for p in EXAMPLES for d in yaml.safe_load_all(p.read_text()) if d is not None]
+    docs += list(yaml.safe_load_all((ROOT / "tests" / "prometheus" / "servers.yaml").read_text()))
+    odd = {"down": {"for": "1.5m"}, "failedOver": {"for": "1h30m"}, "memoryHigh": {"for": "90s"}}
+    docs.append(
+        {
+            "apiVersion": "mcp-operator.dev/v1alpha1",
+            "kind": "MCPServer",
+            "metadata": {"name": "odd"},
+            "spec": {"image": "x:1", "monitoring": {"prometheusRule": {"alerts": odd}}},
+        }
+    )
+    return [pytest.param(d, id=d["metadata"]["name"]) for d in docs]
+
+
+@pytest.fixture(scope="module")
+def rule_crd(kubectl: Any) -> Iterator[None]:
+    """The real CRD, removed afterwards (the e2e monitoring tests start without it)."""
+    kubectl("apply", "--server-side", "-f", str(RULE_CRD_FILE))
+    kubectl(
+        "wait", "--for=condition=Established", f"crd/{RULE_CRD_NAME}", "--timeout=60s", timeout=90
+    )
+    try:
+        yield
+    finally:
+        kubectl("delete", "crd", RULE_CRD_NAME, "--ignore-not-found", check=False, timeout=90)
+
+
+def _dry_run_rule(kubectl: Any, rule: Obj) -> Any:
+    # As the operator applies it (server-side, its field manager); strict validation too, so a
+    # field the schema does not declare is an error whichever way it is sent.
+    return kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "--field-manager",
+        "mcp-operator",
+        "-f",
+        "-",
+        input=yaml.safe_dump(rule, sort_keys=False),
+        check=False,
+    )
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("doc", rule_servers())
+def test_rendered_prometheus_rule_passes_the_real_crd_schema(
+    doc: Obj, kubectl: Any, namespace: str, rule_crd: None
+) -> None:
+    server = parse_server(in_namespace(doc, namespace))
+    capabilities = Capabilities(api_versions=frozenset({alerts.MONITORING_API}))
+    rule = alerts.prometheus_rule(server, RenderContext(capabilities=capabilities))
+    assert rule is not None and rule["spec"]["groups"][0]["rules"]
+    result = _dry_run_rule(kubectl, rule)
+    assert result.returncode == 0, result.stderr
+    assert "serverside-applied" in result.stdout, result.stdout
+
+
+@pytest.mark.cluster
+def test_the_real_crd_schema_is_enforced(kubectl: Any, namespace: str, rule_crd: None) -> None:
+    """Guard: the dry-run above is judged by the schema (a ``for`` in Go's decimal style
+    and an undeclared field are both refused), so passing it means something."""
+    server = parse_server(in_namespace(rule_servers()[0].values[0], namespace))
+    capabilities = Capabilities(api_versions=frozenset({alerts.MONITORING_API}))
+    rule = alerts.prometheus_rule(server, RenderContext(capabilities=capabilities))
+    assert rule is not None
+    decimal = copy.deepcopy(rule)
+    decimal["spec"]["groups"][0]["rules"][0]["for"] = "1.5m"
+    result = _dry_run_rule(kubectl, decimal)
+    assert result.returncode != 0 and "spec.groups[0].rules[0].for" in result.stderr, result
+    unknown = copy.deepcopy(rule)
+    unknown["spec"]["groups"][0]["rules"][0]["severity"] = "page"
+    result = _dry_run_rule(kubectl, unknown)
+    assert result.returncode != 0 and "field not declared in schema" in result.stderr, result
 
 
 # ---- a current Kubernetes release's schemas (no cluster) -----------------------------------
