@@ -42,9 +42,11 @@ SAFETY_NET_SECONDS = 60.0
 API_CONCURRENCY = 20
 EventFn = Callable[[Obj, str, str, str], None]
 # Kinds the informers watch (PrometheusRules: while their API is served, else none is
-# rendered). Others (the cache's config Secret) are applied on every pass: the index only
-# holds what we last applied, so a deleted or hand-edited copy would look current forever.
-# An unchanged server-side apply writes nothing.
+# rendered). Only these enter the child index, where the watches keep them current. Others
+# (the cache's config Secret) are never indexed: an entry fed only by our own applies would
+# call a deleted or hand-edited copy current forever, and would exist before a restart but
+# not after. Absent from the index, they never look current, so every pass applies them
+# (an unchanged server-side apply writes nothing) and only an explicit delete removes them.
 WATCHED_KINDS = frozenset(kind for _, kind in CHILD_KINDS) | {alerts.PROMETHEUS_RULE_KIND}
 
 
@@ -185,7 +187,7 @@ class ServerWorker:
         else:
             self.cache_credential = None
             if self.status.cache.endpoint:  # just turned off: Secrets are not watched, so
-                await self._delete_cache_config(server)  # prune may not know this one
+                await self._delete_cache_config(server)  # prune never knows this one
         ctx = self.render_context()
         desired = render(server, ctx)
         if self.cache_credential is not None and self.cache_credential.password_hash is None:
@@ -307,9 +309,7 @@ class ServerWorker:
         wanted = {("Service", self.key[1])} | ({backup} if scale else set())
         for obj in desired:
             if _child_key(obj) in wanted and not _is_current(obj, live.get(_child_key(obj))):
-                result = await self.shared.client.apply(obj)
-                metrics.APPLIES.labels(obj["kind"]).inc()
-                self.shared.index.observe(obj["kind"], result, deleted=False)
+                self._applied(obj["kind"], await self.shared.client.apply(obj))
 
     async def _missing_references(self, server: MCPServer) -> str:
         """Secrets and ConfigMaps the pods need; a pod would crash-loop without them."""
@@ -323,29 +323,29 @@ class ServerWorker:
 
     async def _apply(self, desired: list[Obj]) -> None:
         live = self.shared.index.children(self.key)
-        stale = [
-            d
-            for d in desired
-            if d["kind"] not in WATCHED_KINDS or not _is_current(d, live.get(_child_key(d)))
-        ]
+        # Unwatched kinds are never in the index (WATCHED_KINDS), so they are always stale.
+        stale = [d for d in desired if not _is_current(d, live.get(_child_key(d)))]
         results = await asyncio.gather(*(self._apply_one(obj) for obj in stale))
         for obj, result in zip(stale, results, strict=True):
-            metrics.APPLIES.labels(obj["kind"]).inc()
-            self.shared.index.observe(obj["kind"], result, deleted=False)
+            self._applied(obj["kind"], result)
+
+    def _applied(self, kind: str, result: Obj) -> None:
+        """Count an apply; index its result (newer than the watch event to come) only for a
+        watched kind, which the informers keep current from then on."""
+        metrics.APPLIES.labels(kind).inc()
+        if kind in WATCHED_KINDS:
+            self.shared.index.observe(kind, result, deleted=False)
 
     async def _apply_one(self, obj: Obj) -> Obj:
         async with self.shared.api_slots:
             return await self.shared.client.apply(obj)
 
     async def _delete_cache_config(self, server: MCPServer) -> None:
-        """Delete ``NAME-cache-config`` (gone already is fine): after an operator restart
-        the index does not hold it, since Secrets are not watched."""
+        """Delete ``NAME-cache-config`` (gone already is fine): Secrets are not watched,
+        so the index never holds it and prune cannot know it."""
         name = cache_render.config_secret_name(server)
         async with self.shared.api_slots:
             await self.shared.client.delete("v1", "Secret", self.key[0], name)
-        self.shared.index.observe(
-            "Secret", {"metadata": {"name": name, "namespace": self.key[0]}}, deleted=True
-        )
 
     async def _prune(self, desired: list[Obj], kept: set[tuple[str, str]] | None = None) -> None:
         """Delete children we own that are no longer desired (e.g. a PDB after scale-down);

@@ -1,0 +1,79 @@
+"""What the worker puts into the child index: only the kinds the informers watch.
+
+The index is the worker's view of the cluster. A watched child's apply result is recorded
+(the watch keeps it current afterwards); an unwatched one (the cache's config Secret) is
+never recorded, so it is judged the same way before and after an operator restart: not
+current, applied every pass, and never pruned on the strength of a stale copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mcp_operator.api.validation import parse_server
+from mcp_operator.reconcile.children import ChildIndex
+from mcp_operator.reconcile.worker import WATCHED_KINDS, ServerWorker, Shared
+from mcp_operator.render import RenderContext, render
+from mcp_operator.render.context import Capabilities
+
+Obj = dict[str, Any]
+BODY: Obj = {
+    "apiVersion": "mcp-operator.dev/v1alpha1",
+    "kind": "MCPServer",
+    "metadata": {"name": "weather", "namespace": "tools", "uid": "uid-1", "generation": 1},
+    "spec": {"image": "ghcr.io/example/mcp:1", "cache": {"enabled": True}},
+}
+
+
+class Recorder:
+    """Applies return the object as the API server would; deletes are recorded."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, str]] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    async def apply(self, obj: Obj) -> Obj:
+        self.applied.append((obj["kind"], obj["metadata"]["name"]))
+        return obj
+
+    async def delete(
+        self, api_version: str, kind: str, namespace: str | None, name: str, uid: Any = None
+    ) -> bool:
+        self.deleted.append((kind, name))
+        return True
+
+
+def desired() -> list[Obj]:
+    ctx = RenderContext(owner_uid="uid-1", cache_password_hash="h", cache_monitor_hash="m")
+    return render(parse_server(BODY), ctx)
+
+
+def worker(client: Recorder, index: ChildIndex) -> ServerWorker:
+    return ServerWorker(("tools", "weather"), BODY, Shared(client, index, Capabilities(), print))
+
+
+def test_only_watched_kinds_enter_the_index_and_unwatched_ones_are_applied_every_pass() -> None:
+    objs = desired()
+    unwatched = {(o["kind"], o["metadata"]["name"]) for o in objs if o["kind"] not in WATCHED_KINDS}
+    assert unwatched == {("Secret", "weather-cache-config")}  # the case this is about
+    client, index = Recorder(), ChildIndex()
+    w = worker(client, index)
+    for _ in range(3):
+        asyncio.run(w._apply(objs))
+    indexed = set(index.children(("tools", "weather")))
+    assert indexed == {(o["kind"], o["metadata"]["name"]) for o in objs} - unwatched
+    assert client.applied.count(("Secret", "weather-cache-config")) == 3
+    assert client.applied.count(("Deployment", "weather-primary")) == 1
+    assert index.counts["Secret"] == 0
+
+
+def test_prune_never_acts_on_an_unwatched_kind() -> None:
+    """An applied config Secret, then a pass that does not want it: prune has no stale copy
+    to delete from (only the explicit delete when the cache is turned off does)."""
+    client, index = Recorder(), ChildIndex()
+    w = worker(client, index)
+    objs = desired()
+    asyncio.run(w._apply(objs))
+    asyncio.run(w._prune([o for o in objs if o["kind"] != "Secret"]))
+    assert client.deleted == []
