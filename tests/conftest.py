@@ -18,6 +18,7 @@ Tests that use `cluster` (directly or through the fixtures above) get the `clust
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import secrets
@@ -76,6 +77,30 @@ def _unavailable(reason: str) -> None:
     pytest.fail(reason + " (set MCP_ALLOW_SKIP_CLUSTER=1 to skip instead)", pytrace=False)
 
 
+def missing_binaries(cp: ControlPlane) -> list[str]:
+    """What ``cp`` (and kubectl) would need but is not built or installed."""
+    missing = cp.binaries_missing()
+    if not kubectl_binary().exists():
+        missing.append(str(kubectl_binary()))
+    return missing
+
+
+@contextlib.contextmanager
+def started(cp: ControlPlane, timeout: float, stop: bool = True) -> Iterator[ControlPlane]:
+    """``cp`` up for the block, down after it (when ``stop``). A start that fails fails the
+    test with the control plane's own words, never a traceback, and leaves nothing running."""
+    try:
+        cp.up(timeout=timeout)
+    except ControlPlaneError as exc:
+        cp.down()
+        pytest.fail(f"control plane {cp.version} failed to start: {exc}", pytrace=False)
+    try:
+        yield cp
+    finally:
+        if stop:
+            cp.down()
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     reuse_dir = os.environ.get("MCP_TEST_CLUSTER_DIR")
@@ -83,9 +108,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         cp = ControlPlane(reuse_dir)
     else:
         cp = ControlPlane(tmp_path_factory.mktemp("cluster"), die_with_parent=True)
-    missing = cp.binaries_missing()
-    if not kubectl_binary().exists():
-        missing.append(str(kubectl_binary()))
+    missing = missing_binaries(cp)
     if missing:
         _unavailable(
             "control plane binaries missing: "
@@ -95,20 +118,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     if not reuse_dir:
         atexit.register(cp.down)
     try:
-        cp.up(timeout=90)
-    except ControlPlaneError as exc:
-        cp.down()
-        pytest.fail(f"control plane failed to start: {exc}", pytrace=False)
-    try:
-        yield cp
+        with started(cp, timeout=90, stop=not reuse_dir):
+            yield cp
     finally:
         if not reuse_dir:
-            cp.down()
             atexit.unregister(cp.down)
 
 
-@pytest.fixture(scope="session")
-def kubectl(cluster: ControlPlane) -> Kubectl:
+def kubectl_for(cp: ControlPlane) -> Kubectl:
+    """kubectl against ``cp``, as the ``kubectl`` fixture gives it for the session's cluster."""
     binary = str(kubectl_binary())
 
     def run(
@@ -118,7 +136,7 @@ def kubectl(cluster: ControlPlane) -> Kubectl:
         kubeconfig: Path | str | None = None,
         timeout: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
-        config = str(kubeconfig or cluster.admin_kubeconfig)
+        config = str(kubeconfig or cp.admin_kubeconfig)
         env = {**os.environ, "KUBECONFIG": config}
         result = subprocess.run(
             [binary, f"--kubeconfig={config}", *args],
@@ -134,6 +152,11 @@ def kubectl(cluster: ControlPlane) -> Kubectl:
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: ControlPlane) -> Kubectl:
+    return kubectl_for(cluster)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ binaries are absent; ``make tools`` (and so ``.ci/run``) builds them, so CI runs
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,15 @@ from typing import Any
 import pytest
 import yaml
 
-from mcp_devcluster.controlplane import OLDEST_K8S_VERSION, ControlPlane, ControlPlaneError
+from mcp_devcluster.controlplane import OLDEST_K8S_VERSION, ControlPlane
 from mcp_devcluster.stack import (
     OperatorProcess,
     condition,
     install_operator_rbac,
     server_manifest,
 )
-from tests.conftest import kubectl_binary
-from tests.e2e.conftest import start_node_agent, wait_for
+from tests.conftest import kubectl_binary, kubectl_for, missing_binaries, started
+from tests.e2e.conftest import get_json, start_node_agent, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -48,81 +47,52 @@ def oldest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         scheduler=False,
         die_with_parent=True,
     )
-    missing = cp.binaries_missing()
-    if missing or not kubectl_binary().exists():
+    missing = missing_binaries(cp)
+    if missing:
         pytest.skip(
-            f"Kubernetes {OLDEST_K8S_VERSION} not built ({', '.join(missing) or 'kubectl'}): "
+            f"Kubernetes {OLDEST_K8S_VERSION} not built ({', '.join(missing)}): "
             f'K8S_BINS="kube-apiserver kube-controller-manager" '
             f"hack/build-k8s-module.sh {OLDEST_K8S_VERSION} (make tools does)"
         )
-    try:
-        cp.up(timeout=120)
-    except ControlPlaneError as exc:
-        cp.down()
-        pytest.fail(f"control plane {OLDEST_K8S_VERSION} failed to start: {exc}", pytrace=False)
-    try:
+    with started(cp, timeout=120):
         yield cp
-    finally:
-        cp.down()
-
-
-def run_kubectl(
-    cp: ControlPlane, *args: str, input: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [str(kubectl_binary()), f"--kubeconfig={cp.admin_kubeconfig}", *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-    return done
 
 
 def test_oldest_release_takes_the_crd_enforces_cel_and_runs_a_server(
     oldest: ControlPlane, tmp_path: Path
 ) -> None:
+    kubectl = kubectl_for(oldest)
     with oldest.client() as client:
         assert client.get("/version").json()["gitVersion"] == f"v{OLDEST_K8S_VERSION}"
 
     # The CRD, the way the README installs it.
-    run_kubectl(oldest, "apply", "--server-side", "-f", str(CRD_FILE))
+    kubectl("apply", "--server-side", "-f", str(CRD_FILE))
     crd_name = yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"]
-    run_kubectl(oldest, "wait", "--for=condition=Established", f"crd/{crd_name}", "--timeout=60s")
-    run_kubectl(oldest, "create", "namespace", NAMESPACE)
+    kubectl("wait", "--for=condition=Established", f"crd/{crd_name}", "--timeout=60s")
+    kubectl("create", "namespace", NAMESPACE)
 
     # CEL: a cross-field rule refused by this release's API server, with its message.
     bad = server_manifest("bad", NAMESPACE, health={"intervalSeconds": 1, "timeoutSeconds": 5})
-    refused = run_kubectl(
-        oldest, "apply", "--server-side", "-f", "-", input=json.dumps(bad), check=False
-    )
+    refused = kubectl("apply", "--server-side", "-f", "-", input=json.dumps(bad), check=False)
     assert refused.returncode != 0, refused.stdout
     assert "timeoutSeconds: must not exceed intervalSeconds" in refused.stderr, refused.stderr
 
     # One MCPServer Ready: operator (restricted identity) + node agent (it binds: no scheduler).
-    kubectl = str(kubectl_binary())
-    install_operator_rbac(kubectl, oldest.admin_kubeconfig)
+    install_operator_rbac(str(kubectl_binary()), oldest.admin_kubeconfig)
     agent = start_node_agent(oldest.admin_kubeconfig, tmp_path / "agent", "--binder", "agent")
     operator = OperatorProcess(oldest.operator_kubeconfig, tmp_path / "operator.log").start()
     try:
         operator.wait_live()
         good = server_manifest("smoke", NAMESPACE, backup={"enabled": False})
-        run_kubectl(oldest, "apply", "--server-side", "-f", "-", input=json.dumps(good))
+        kubectl("apply", "--server-side", "-f", "-", input=json.dumps(good))
 
         def ready() -> dict[str, Any] | None:
-            obj: dict[str, Any] = json.loads(
-                run_kubectl(
-                    oldest, "get", "mcpserver", "smoke", "-n", NAMESPACE, "-o", "json"
-                ).stdout
-            )
+            obj: dict[str, Any] = get_json(kubectl, "mcpserver", "smoke", "-n", NAMESPACE)
             cond = condition(obj, "Ready")
             return obj if cond and cond["status"] == "True" else None
 
         wait_for(ready, timeout=180, what=f"MCPServer Ready on {OLDEST_K8S_VERSION}")
-        pods = json.loads(run_kubectl(oldest, "get", "pods", "-n", NAMESPACE, "-o", "json").stdout)
+        pods = get_json(kubectl, "pods", "-n", NAMESPACE)
         running = [p for p in pods["items"] if p["status"].get("phase") == "Running"]
         assert running and all(p["spec"].get("nodeName") for p in running)
     except BaseException:
