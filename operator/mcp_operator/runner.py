@@ -36,6 +36,7 @@ from mcp_operator import metrics
 from mcp_operator.api.models import GROUP
 from mcp_operator.handlers import EventsOnlyDiffBase, register
 from mcp_operator.health.extension import install as install_health
+from mcp_operator.keys.cachecontroller import install as install_cache_password
 from mcp_operator.keys.controller import install as install_keys
 from mcp_operator.keys.datacontroller import install as install_data_keys
 from mcp_operator.kube.client import (
@@ -204,6 +205,7 @@ class Operation:
         install_health(shared)
         install_keys(shared)
         install_data_keys(shared)
+        install_cache_password(shared)
         self.supervisor = Supervisor(shared)
         synced: list[asyncio.Event] = []
         self.informers = start_child_informers(

@@ -24,6 +24,7 @@ import pytest
 from mcp_devcluster.nodeagent.images import ImageMap, build_argv, map_config_paths
 from mcp_example_server import Cache, Counter, slow_square
 from mcp_operator.api.validation import parse_server
+from mcp_operator.keys.redisacl import Connection, RedisError
 from mcp_operator.render import RenderContext, cache, render
 
 pytestmark = pytest.mark.skipif(
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.skipif(
 )
 PASSWORD = "pw-" + base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
 MONITOR = "mon-" + base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+OPERATOR = "op-" + base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
 
 
 def free_port() -> int:
@@ -55,6 +57,7 @@ def rendered(max_memory: str, policy: str) -> tuple[Any, list[dict[str, Any]]]:
     ctx = RenderContext(
         cache_password_hash=cache.password_hash(PASSWORD),
         cache_monitor_hash=cache.password_hash(MONITOR),
+        cache_operator_hash=cache.password_hash(OPERATOR),
     )
     return srv, render(srv, ctx)
 
@@ -212,3 +215,38 @@ def test_noeviction_refuses_writes_at_the_limit(tmp_path: Path) -> None:
         assert r.proc.poll() is None
     finally:
         r.stop()
+
+
+def test_the_operator_user_rotates_the_mcp_password_live_without_a_refused_client(
+    redis: Redis,
+) -> None:
+    """Add the new password, move a client, remove the old one: each step an idempotent
+    ACL SETUSER by the operator's user; Redis's ACL log shows only the deliberate refusal."""
+    new = "new-" + base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+    old_hash, new_hash = cache.password_hash(PASSWORD), cache.password_hash(new)
+
+    async def scenario() -> None:
+        async with Connection("127.0.0.1", redis.port, "mcp-operator", OPERATOR) as op:
+            assert await op.passwords("mcp") == {old_hash}
+            both = frozenset({old_hash, new_hash})
+            assert await op.converge("mcp", both) == both
+            assert await op.converge("mcp", both) == both  # idempotent
+            async with Connection("127.0.0.1", redis.port, "mcp", PASSWORD) as held:
+                async with Connection("127.0.0.1", redis.port, "mcp", new) as moved:
+                    assert await moved.command("SET", "k", "v") == "OK"
+                assert await op.converge("mcp", frozenset({new_hash})) == {new_hash}
+                # a connection that logged in with the old password is not dropped
+                assert await held.command("GET", "k") == b"v"
+            with pytest.raises(RedisError, match="WRONGPASS"):
+                async with Connection("127.0.0.1", redis.port, "mcp", PASSWORD):
+                    pass
+            # never converges to no password at all
+            assert await op.converge("mcp", frozenset()) == {new_hash}
+
+    asyncio.run(scenario())
+    assert "PONG" in redis.cli("PING", password=new)
+    # the operator's user changes passwords but touches no key and no config
+    for command in (["GET", "k"], ["CONFIG", "GET", "maxmemory"], ["FLUSHALL"], ["ACL", "LIST"]):
+        assert "NOPERM" in redis.cli(*command, user="mcp-operator", password=OPERATOR), command
+    log = redis.cli("ACL", "LOG", user="mcp-operator", password=OPERATOR)
+    assert log.count("\nauth\n") == 1, log  # the deliberate old-password login only

@@ -109,10 +109,14 @@ def test_probes_liveness_tcp_readiness_authenticated_ping_without_password_in_ar
     [c] = objs(server())[("Deployment", "weather-cache")]["spec"]["template"]["spec"]["containers"]
     assert c["livenessProbe"]["tcpSocket"] == {"port": "redis"}
     script = " ".join(c["readinessProbe"]["exec"]["command"])
-    assert "PING" in script and "--user mcp" in script
+    # The monitor user: its password does not rotate under the running Redis pod's env.
+    assert "PING" in script and "--user monitor" in script
     assert " -a " not in script and "--pass" not in script
     auth = next(e for e in c["env"] if e["name"] == "REDISCLI_AUTH")
-    assert auth["valueFrom"]["secretKeyRef"] == {"name": "weather-cache-auth", "key": "password"}
+    assert auth["valueFrom"]["secretKeyRef"] == {
+        "name": "weather-cache-auth",
+        "key": "monitorPassword",
+    }
 
 
 def test_no_password_anywhere_in_the_rendered_objects() -> None:
@@ -280,10 +284,17 @@ def test_network_policy_selects_the_cache_and_admits_exactly_this_servers_pods()
     assert policy["policyTypes"] == ["Ingress"]
     [rule] = policy["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
-    # Exactly one peer: this server's pods of either tier, in this namespace (no
-    # namespaceSelector). The operator never connects to Redis, so it is not a peer: a
-    # label-only peer across namespaces would admit any pod anyone labels mcp-operator.
-    [mcp_peer] = rule["from"]
+    # Two peers: this server's pods of either tier, in this namespace (no
+    # namespaceSelector), and the operator's pods in the operator's namespace only (it
+    # tells Redis a rotated password): a label-only peer across namespaces would admit any
+    # pod anyone labels mcp-operator.
+    [mcp_peer, operator_peer] = rule["from"]
+    assert operator_peer == {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": "mcp-operator-system"}
+        },
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "mcp-operator"}},
+    }
     assert mcp_peer == {
         "podSelector": {
             "matchLabels": {"mcp-operator.dev/server": "weather"},

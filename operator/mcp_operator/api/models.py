@@ -730,11 +730,46 @@ class DataEncryptionSpec(Model):
     )
 
 
+class CacheCredentialRotationSpec(Model):
+    """When the cache password rotates (docs/keys.md, *Cache password*): Redis accepts the
+    old and the new password while both tiers roll, backup first, so no client is refused."""
+
+    enabled: bool = True
+    """Rotate on the schedule ``every`` (the annotation
+    ``mcp-operator.dev/rotate-cache-password: <RFC3339 time>`` rotates even when off)."""
+    every: Duration = "720h"
+    """How long after the previous rotation completed the next one starts (Go duration,
+    at least 10s)."""
+    propagation: Duration = "30s"
+    """How long after the Secret's ``password`` changed the tiers start to roll: a
+    kubelet's Secret cache may hand a starting pod the previous value this long (at least
+    1s; Redis accepts both passwords meanwhile)."""
+
+    __rules__ = (
+        Rule(
+            field="every",
+            cel="duration(self.every) >= duration('10s') && "
+            "duration(self.every) > duration(self.propagation)",
+            message="must be at least 10s and longer than propagation",
+            check=lambda s: (
+                parse_duration(s.every).total_seconds() >= 10
+                and parse_duration(s.every) > parse_duration(s.propagation)
+            ),
+        ),
+        Rule(
+            field="propagation",
+            cel="duration(self.propagation) >= duration('1s')",
+            message="must be at least 1s",
+            check=lambda s: parse_duration(s.propagation).total_seconds() >= 1,
+        ),
+    )
+
+
 class CacheSpec(Model):
     """A Redis cache for this server alone: Deployment and Service ``NAME-cache``, the
-    credential Secret ``NAME-cache-auth`` (generated once), the configuration Secret
-    ``NAME-cache-config`` and a NetworkPolicy admitting only this server's pods (the
-    operator never connects to Redis). Both tiers get the connection as ``MCP_CACHE_*`` env
+    credential Secret ``NAME-cache-auth`` (generated, then rotated: ``credentialRotation``),
+    the configuration Secret ``NAME-cache-config`` and a NetworkPolicy admitting only this
+    server's pods and the operator's. Both tiers get the connection as ``MCP_CACHE_*`` env
     vars (see the README's *Cache* section). No persistence: a restarted cache starts empty."""
 
     enabled: bool = False
@@ -765,6 +800,10 @@ class CacheSpec(Model):
     """Kubernetes ``ResourceRequirements`` of the Redis container, merged over the default
     requests (50m CPU, memory = the derived limit); ``limits.memory`` is derived from
     ``maxMemory`` and may not be set."""
+    credential_rotation: CacheCredentialRotationSpec = Field(
+        default_factory=CacheCredentialRotationSpec
+    )
+    """Rotation of the MCP user's password (on by default, every 30 days)."""
 
 
 Severity = Literal["critical", "warning", "info"]
@@ -1142,6 +1181,23 @@ class DataKeysStatus(StatusModel):
     """The last processed value of the ``mcp-operator.dev/rotate-data-keys`` annotation."""
 
 
+class CacheCredentialStatus(StatusModel):
+    """A mirror of the rotation state kept in the Secret ``NAME-cache-auth``."""
+
+    phase: str | None = None
+    """Stable, Adding, Propagating, RollingBackup, RollingPrimary or Removing."""
+    phase_since: datetime | None = None
+    """When the phase began."""
+    rotations: int = 0
+    """Completed rotations."""
+    last_rotation_time: datetime | None = None
+    """When the last rotation completed (or the password was created)."""
+    next_rotation_time: datetime | None = None
+    """When the next scheduled rotation starts (absent while one runs or when off)."""
+    last_rotate_request: str | None = None
+    """The last processed value of ``mcp-operator.dev/rotate-cache-password``."""
+
+
 class CacheStatus(StatusModel):
     """The per-server Redis cache (``spec.cache``); never its password."""
 
@@ -1151,6 +1207,8 @@ class CacheStatus(StatusModel):
     """The cache's address: redis://NAME-cache.NAMESPACE.svc:6379 (no credentials)."""
     secret_name: str | None = None
     """The Secret holding the cache's username and password (NAME-cache-auth)."""
+    credential: CacheCredentialStatus = Field(default_factory=lambda: CacheCredentialStatus())
+    """The password rotation's phase and times (never a password or its hash)."""
 
 
 class MCPServerStatus(StatusModel):
@@ -1174,7 +1232,7 @@ class MCPServerStatus(StatusModel):
     """The per-server Redis cache: ready, endpoint, credential Secret name."""
     conditions: list[Condition] = Field(default_factory=list)
     """Ready (summary), Reconciled, PrimaryHealthy, BackupHealthy, FailedOver, Misconfigured,
-    Verified, KeysReady, CacheReady."""
+    Verified, KeysReady, CacheReady, CacheCredentialReady."""
 
 
 class MCPServer(Model):

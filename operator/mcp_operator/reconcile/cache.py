@@ -9,13 +9,15 @@ Event, status field or metric can carry the password.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mcp_operator.api.models import CacheStatus, MCPServer
+from mcp_operator.keys import cacherotation as rotation
+from mcp_operator.keys import cachestore
+from mcp_operator.keys.cacherotation import State
+from mcp_operator.keys.cachestore import read_password
 from mcp_operator.kube.client import ApiError
 from mcp_operator.reconcile.conditions import Want
 from mcp_operator.render import cache
@@ -42,55 +44,73 @@ class Credential:
     reason: str = "CredentialInvalid"
     """CacheReady's reason when there is no hash: CredentialInvalid (the Secret's content)
     or CredentialUnavailable (the API server refused to read or create it)."""
+    operator_hash: str | None = None
+    extra_hashes: tuple[str, ...] = ()
+    """During a password rotation: the other password Redis accepts."""
+    tier_hashes: tuple[tuple[str, str], ...] = ()
+    """During a password rotation: per tier, the password its pods should run."""
 
 
 def new_password() -> str:
     return secrets.token_urlsafe(PASSWORD_BYTES)
 
 
-def read_password(secret: Obj, key: str = cache.SECRET_PASSWORD_KEY) -> str | None:
-    """A password of an existing Secret; None when missing or not decodable."""
-    data = secret.get("data") or {}
-    raw = data.get(key)
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        password = base64.b64decode(raw, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return password or None
-
-
 async def ensure_credential(
     client: SecretClient, server: MCPServer, owner_uid: str | None
 ) -> Credential:
-    """Read ``NAME-cache-auth``; create it with a fresh password when absent (409: someone
+    """Read ``NAME-cache-auth``; create it with fresh passwords when absent (409: someone
     else created it first, read theirs). An unusable existing Secret is reported, not
-    replaced: replacing it would lock out every client holding the old password."""
+    replaced: replacing it would lock out every client holding the old password. Its
+    ``rotation`` state (keys/cachestore.py) says which passwords Redis accepts and which
+    one each tier runs while the password rotates."""
     namespace = server.metadata.namespace
     name = cache.auth_secret_name(server)
     existing = await client.get("v1", "Secret", namespace, name)
     if existing is None:
-        password, monitor = new_password(), new_password()
+        password, monitor, operator = new_password(), new_password(), new_password()
         try:
-            await client.create(cache.auth_secret(server, password, monitor, owner_uid))
-            return Credential(cache.password_hash(password), cache.password_hash(monitor))
+            await client.create(cache.auth_secret(server, password, monitor, owner_uid, operator))
+            return Credential(
+                cache.password_hash(password),
+                cache.password_hash(monitor),
+                operator_hash=cache.password_hash(operator),
+            )
         except ApiError as exc:
             if exc.status != 409:
                 raise
         existing = await client.get("v1", "Secret", namespace, name)
         if existing is None:
             return Credential(None, problem=f"Secret {name} was created and deleted concurrently")
-    stored = read_password(existing)
-    monitor_stored = read_password(existing, cache.SECRET_MONITOR_PASSWORD_KEY)
-    if stored is None or monitor_stored is None:
+    return credential_of(existing, name)
+
+
+def credential_of(secret: Obj, name: str) -> Credential:
+    """The hashes an existing Secret gives the renderers (pure)."""
+    monitor_stored = read_password(secret, cache.SECRET_MONITOR_PASSWORD_KEY)
+    try:
+        stored = cachestore.decode(secret)
+    except cachestore.UnreadableState:  # the rotation loop reports it; serve the password
+        password = read_password(secret)
+        state = None if password is None else State(current=cache.password_hash(password))
+    else:
+        state = stored.state if stored else None
+    if state is None or monitor_stored is None:
         keys = f"'{cache.SECRET_PASSWORD_KEY}' and '{cache.SECRET_MONITOR_PASSWORD_KEY}'"
         return Credential(
             None,
             problem=f"Secret {name} lacks usable {keys} keys; delete it to have new "
             "passwords generated",
         )
-    return Credential(cache.password_hash(stored), cache.password_hash(monitor_stored))
+    operator = read_password(secret, cache.SECRET_OPERATOR_PASSWORD_KEY)
+    return Credential(
+        state.current,
+        cache.password_hash(monitor_stored),
+        operator_hash=cache.password_hash(operator) if operator else None,
+        extra_hashes=tuple(sorted(rotation.accepted(state) - {state.current})),
+        tier_hashes=tuple((t, rotation.tier_hash(state, t)) for t in ("primary", "backup"))
+        if state.previous
+        else (),
+    )
 
 
 def cache_status(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -19,7 +20,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mcp_operator import metrics
-from mcp_operator.api.models import API_VERSION, GROUP, CacheStatus, MCPServer, MCPServerStatus
+from mcp_operator.api.models import (
+    API_VERSION,
+    GROUP,
+    CacheCredentialStatus,
+    CacheStatus,
+    MCPServer,
+    MCPServerStatus,
+)
 from mcp_operator.api.validation import InvalidSpec, parse_server
 from mcp_operator.kube.client import ApiError, KubeClient
 from mcp_operator.kube.informer import CHILD_KINDS
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 PAUSE_ANNOTATION = f"{GROUP}/reconcile"
 SAFETY_NET_SECONDS = 60.0
+# The cache NetworkPolicy admits the operator's pods from this namespace (the Downward API's
+# POD_NAMESPACE in install.yaml and the chart; outside a cluster the default install's).
+OPERATOR_NAMESPACE = os.environ.get("POD_NAMESPACE") or "mcp-operator-system"
 # In-flight API calls of all workers together. The client's pool has 20 connections; more
 # requests than that queue inside httpcore, whose queue scan is quadratic (at 200 objects
 # x 7 children it cost most of the operator's CPU). A semaphore queues them in O(1).
@@ -99,6 +110,9 @@ class ServerWorker:
         self.cache_credential: cache_state.Credential | None = None
         # Set by the data-encryption keyring loop (mcp_operator.keys.datacontroller).
         self.data_keys_conditions: list[conditions.Want] = []
+        # Set by the cache password rotation loop (mcp_operator.keys.cachecontroller).
+        self.cache_credential_conditions: list[conditions.Want] = []
+        self.cache_credential_status: CacheCredentialStatus = self.status.cache.credential
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -290,6 +304,10 @@ class ServerWorker:
             owner_uid=self.body["metadata"].get("uid"),
             cache_password_hash=credential.password_hash if credential else None,
             cache_monitor_hash=credential.monitor_hash if credential else None,
+            cache_operator_hash=credential.operator_hash if credential else None,
+            cache_extra_hashes=credential.extra_hashes if credential else (),
+            cache_tier_hashes=credential.tier_hashes if credential else (),
+            operator_namespace=OPERATOR_NAMESPACE,
         )
 
     async def apply_data_path(self, server: MCPServer) -> None:
@@ -390,13 +408,13 @@ class ServerWorker:
                 conditions.Want("Ready", "False", self.outcome.reason, self.outcome.message)
             )
         wanted += self.extra_conditions + self.keys_conditions + self.data_keys_conditions
-        wanted += self.monitoring_conditions
+        wanted += self.monitoring_conditions + self.cache_credential_conditions
         cache_status, cache_ready = self._cache_status(children)
         if cache_ready is not None:
             wanted.append(cache_ready)
         merged = conditions.merge(self.status.conditions, wanted, generation, now)
         if self.server is not None and not self.server.spec.cache.enabled:  # no stale one
-            merged = [c for c in merged if c.type != "CacheReady"]
+            merged = [c for c in merged if c.type not in ("CacheReady", "CacheCredentialReady")]
         self.status = self.status.model_copy(
             update={
                 "cache": cache_status,
@@ -419,6 +437,10 @@ class ServerWorker:
         cache_status, want = cache_state.cache_status(
             self.server, deployment, self.cache_credential
         )
+        if want is not None:
+            cache_status = cache_status.model_copy(
+                update={"credential": self.cache_credential_status}
+            )
         if want is None:
             with contextlib.suppress(KeyError):
                 metrics.CACHE_READY.remove(namespace, name)

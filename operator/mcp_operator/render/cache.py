@@ -34,6 +34,7 @@ PORT = 6379
 PORT_NAME = "redis"
 USERNAME = "mcp"
 MONITOR_USERNAME = "monitor"
+OPERATOR_USERNAME = "mcp-operator"
 CACHE_LABEL = f"{GROUP}/cache"
 CONFIG_DIR = "/etc/redis"
 CONFIG_FILE = f"{CONFIG_DIR}/redis.conf"
@@ -60,9 +61,20 @@ URL_PARTS = (ENV_HOST, ENV_PORT, ENV_USERNAME, ENV_PASSWORD)  # what MCP_CACHE_U
 SECRET_USERNAME_KEY = "username"
 SECRET_PASSWORD_KEY = "password"
 SECRET_MONITOR_PASSWORD_KEY = "monitorPassword"
+SECRET_OPERATOR_PASSWORD_KEY = "operatorPassword"
+SECRET_NEXT_PASSWORD_KEY = "nextPassword"  # a rotation's new password before anyone uses it
+SECRET_ROTATION_KEY = "rotation"  # the rotation state (JSON; hashes and times only)
 # The monitor user (for the operator and humans with the Secret): PING and INFO only -- the
 # stats that show maxmemory, evictions and memory use -- and no key access at all.
 MONITOR_USER_RULES = ("resetkeys", "resetchannels", "-@all", "+ping", "+info")
+# The operator's user: it only reads and changes users' passwords (a password rotation is
+# told to the running Redis, which must not restart for it) and reads the ACL log. No key
+# access. ACL SETUSER can grant anything, so this password never leaves the Secret and the
+# operator's memory: MCP pods and the Redis pod reference other keys only.
+OPERATOR_USER_RULES = (
+    "resetkeys", "resetchannels", "-@all", "+ping", "+acl|getuser", "+acl|setuser", "+acl|log",
+)  # fmt: skip
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "mcp-operator"}  # install.yaml, the chart
 
 # The mcp user's commands: reads, writes, transactions and connection basics; then every
 # @dangerous command (FLUSHALL, KEYS, CONFIG, DEBUG, ...) removed again. No scripting
@@ -138,24 +150,47 @@ def redis_conf(server: MCPServer) -> str:
     return "\n".join(lines) + "\n"
 
 
-def acl_file(hash_hex: str, monitor_hash_hex: str) -> str:
-    """Default user off (no password, no commands); the mcp and monitor users by hash."""
+def acl_file(
+    hashes: tuple[str, ...] | str, monitor_hash_hex: str, operator_hash_hex: str | None = None
+) -> str:
+    """Default user off (no password, no commands); the mcp user with every password
+    (hash) it accepts -- two during a rotation --, the monitor and the operator's users."""
     default = "user default off resetpass resetkeys resetchannels -@all"
-    mcp = " ".join(("user", USERNAME, "on", f"#{hash_hex}", *MCP_USER_RULES))
+    accepted = (hashes,) if isinstance(hashes, str) else hashes
+    mcp = " ".join(("user", USERNAME, "on", *(f"#{h}" for h in accepted), *MCP_USER_RULES))
     monitor = " ".join(
         ("user", MONITOR_USERNAME, "on", f"#{monitor_hash_hex}", *MONITOR_USER_RULES)
     )
-    return f"{default}\n{mcp}\n{monitor}\n"
+    lines = [default, mcp, monitor]
+    if operator_hash_hex:
+        lines.append(
+            " ".join(
+                ("user", OPERATOR_USERNAME, "on", f"#{operator_hash_hex}", *OPERATOR_USER_RULES)
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _config_data(server: MCPServer, ctx: RenderContext, mcp_hashes: tuple[str, ...]) -> Obj:
+    return {
+        "redis.conf": redis_conf(server),
+        "users.acl": acl_file(
+            mcp_hashes,
+            ctx.cache_monitor_hash or UNKNOWN_PASSWORD_HASH,
+            ctx.cache_operator_hash,
+        ),
+    }
+
+
+def accepted_hashes(ctx: RenderContext) -> tuple[str, ...]:
+    """The MCP user's passwords Redis accepts: the current one, and during a rotation the
+    other (a sorted pair, so the file does not change when the roles swap)."""
+    current = ctx.cache_password_hash or UNKNOWN_PASSWORD_HASH
+    return tuple(sorted({current, *ctx.cache_extra_hashes}))
 
 
 def config_secret(server: MCPServer, ctx: RenderContext) -> Obj:
-    data = {
-        "redis.conf": redis_conf(server),
-        "users.acl": acl_file(
-            ctx.cache_password_hash or UNKNOWN_PASSWORD_HASH,
-            ctx.cache_monitor_hash or UNKNOWN_PASSWORD_HASH,
-        ),
-    }
+    data = _config_data(server, ctx, accepted_hashes(ctx))
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -167,19 +202,27 @@ def config_secret(server: MCPServer, ctx: RenderContext) -> Obj:
 
 
 def auth_secret(
-    server: MCPServer, password: str, monitor_password: str, owner_uid: str | None
+    server: MCPServer,
+    password: str,
+    monitor_password: str,
+    owner_uid: str | None,
+    operator_password: str | None = None,
 ) -> Obj:
-    """The credential Secret, created once by the operator (never applied by reconcile)."""
+    """The credential Secret, created once by the operator (never applied by reconcile;
+    the password rotation updates it with optimistic concurrency)."""
+    data = {
+        SECRET_USERNAME_KEY: USERNAME,
+        SECRET_PASSWORD_KEY: password,
+        SECRET_MONITOR_PASSWORD_KEY: monitor_password,
+    }
+    if operator_password is not None:
+        data[SECRET_OPERATOR_PASSWORD_KEY] = operator_password
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": meta.metadata(server, auth_secret_name(server), "cache", owner_uid),
         "type": "Opaque",
-        "stringData": {
-            SECRET_USERNAME_KEY: USERNAME,
-            SECRET_PASSWORD_KEY: password,
-            SECRET_MONITOR_PASSWORD_KEY: monitor_password,
-        },
+        "stringData": data,
     }
 
 
@@ -204,10 +247,12 @@ def _secret_env(env_name: str, secret: str, key: str, optional: bool = False) ->
 
 def _readiness_command() -> list[str]:
     # An authenticated PING: the password comes from REDISCLI_AUTH (the Secret), never argv.
+    # The monitor user's, which does not rotate: the env of a running Redis pod keeps the
+    # value it started with, and the MCP user's password changes under it.
     # POD_IP, not localhost: under the dev node agent Redis listens on the pod IP only.
     script = (
         'exec redis-cli --no-auth-warning -h "${POD_IP:-127.0.0.1}" -p '
-        f"{PORT} --user {USERNAME} PING | grep -q PONG"
+        f"{PORT} --user {MONITOR_USERNAME} PING | grep -q PONG"
     )
     return ["sh", "-c", script]
 
@@ -257,7 +302,7 @@ def _container(server: MCPServer) -> Obj:
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "env": [
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            _secret_env("REDISCLI_AUTH", secret, SECRET_PASSWORD_KEY),
+            _secret_env("REDISCLI_AUTH", secret, SECRET_MONITOR_PASSWORD_KEY),
         ],
         "resources": _resources(server),
         "securityContext": {
@@ -288,8 +333,9 @@ def _container(server: MCPServer) -> Obj:
 
 def config_hash(server: MCPServer, ctx: RenderContext) -> str:
     """Stamped on the pod template: a changed config restarts Redis (Secret volumes update
-    in place, but Redis reads its config only at start)."""
-    data = config_secret(server, ctx)["data"]
+    in place, but Redis reads its config only at start). Not the MCP user's passwords: a
+    rotation tells the running Redis (ACL SETUSER) and must not restart it."""
+    data = _config_data(server, ctx, ("mcp-user-passwords",))
     text = "\0".join(f"{k}={v}" for k, v in sorted(data.items()))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -368,9 +414,10 @@ def service(server: MCPServer, ctx: RenderContext) -> Obj:
 
 
 def network_policy(server: MCPServer, ctx: RenderContext) -> Obj:
-    """Only this server's MCP pods (either tier) reach the Redis port. Not the operator: it
-    never connects to Redis (CacheReady follows the pod's authenticated-PING readiness), and
-    a peer "any pod labelled mcp-operator in any namespace" is a label anyone can set."""
+    """Only this server's MCP pods (either tier) and the operator's pods reach the Redis
+    port. The operator is selected by its namespace's name (``kubernetes.io/metadata.name``,
+    set by the API server, so nobody can fake it) and its pods' labels: a peer "any pod
+    labelled mcp-operator in any namespace" would be a label anyone can set."""
     mcp_pods = {
         "podSelector": {
             "matchLabels": {meta.SERVER_LABEL: server.metadata.name},
@@ -379,6 +426,12 @@ def network_policy(server: MCPServer, ctx: RenderContext) -> Obj:
             ],
         }
     }
+    operator_pods = {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": ctx.operator_namespace}
+        },
+        "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)},
+    }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -386,7 +439,9 @@ def network_policy(server: MCPServer, ctx: RenderContext) -> Obj:
         "spec": {
             "podSelector": {"matchLabels": {CACHE_LABEL: server.metadata.name}},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [mcp_pods], "ports": [{"protocol": "TCP", "port": PORT}]}],
+            "ingress": [
+                {"from": [mcp_pods, operator_pods], "ports": [{"protocol": "TCP", "port": PORT}]}
+            ],
         },
     }
 
@@ -422,13 +477,27 @@ def env(server: MCPServer) -> list[Obj]:
     ]
 
 
-def with_credential_stamp(template: Obj, server: MCPServer, ctx: RenderContext) -> Obj:
+def credential_stamp(password_hash: str) -> str:
+    """The pod-template annotation's value for a password: a truncated SHA-256 of its
+    SHA-256, never the password."""
+    return hashlib.sha256(f"credential\0{password_hash}".encode()).hexdigest()[:16]
+
+
+def tier_hash(ctx: RenderContext, tier: str) -> str | None:
+    """The password (hash) ``tier``'s pods should run: during a rotation the backup tier
+    moves to the new password before the primary."""
+    return dict(ctx.cache_tier_hashes).get(tier, ctx.cache_password_hash)
+
+
+def with_credential_stamp(
+    template: Obj, server: MCPServer, ctx: RenderContext, tier: str = "primary"
+) -> Obj:
     """Stamp an MCP tier's pod template with :data:`CREDENTIAL_ANNOTATION` (nothing when the
-    cache is off or the credential unknown, e.g. an offline render). Never the password: a
-    truncated SHA-256 of its SHA-256, itself only in the config Secret."""
-    if not server.spec.cache.enabled or not ctx.cache_password_hash:
+    cache is off or the credential unknown, e.g. an offline render). A new stamp rolls the
+    tier: its pods read the Secret's password at start."""
+    wanted = tier_hash(ctx, tier)
+    if not server.spec.cache.enabled or not wanted:
         return template
-    stamp = hashlib.sha256(f"credential\0{ctx.cache_password_hash}".encode()).hexdigest()[:16]
     annotations = template["metadata"].setdefault("annotations", {})
-    annotations[CREDENTIAL_ANNOTATION] = stamp
+    annotations[CREDENTIAL_ANNOTATION] = credential_stamp(wanted)
     return template

@@ -47,3 +47,13 @@ class RenderContext:
     # by the operator); None offline, where the ACL file gets a hash no password matches.
     cache_password_hash: str | None = None
     cache_monitor_hash: str | None = None
+    # During a password rotation (keys/cacherotation.py): the other hash Redis must accept
+    # beside cache_password_hash, and per tier the hash its pods should run (the pod
+    # template's credential stamp; a tier absent here runs cache_password_hash).
+    cache_extra_hashes: tuple[str, ...] = ()
+    cache_tier_hashes: tuple[tuple[str, str], ...] = ()
+    # The operator's own Redis user (ACL GETUSER/SETUSER only), which makes Redis accept a
+    # new password live, without a restart.
+    cache_operator_hash: str | None = None
+    # Where the operator runs: the cache NetworkPolicy admits its pods (POD_NAMESPACE).
+    operator_namespace: str = "mcp-operator-system"

@@ -247,7 +247,7 @@ def deployment(server: MCPServer, tier: Tier, ctx: RenderContext) -> Obj:
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": cache.with_credential_stamp(
-                _with_drain(pod_template(server, tier), server, ctx), server, ctx
+                _with_drain(pod_template(server, tier), server, ctx), server, ctx, tier
             ),
         },
     }

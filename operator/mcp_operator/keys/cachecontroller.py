@@ -1,0 +1,310 @@
+"""The cache password rotation loop beside each worker: I/O around the pure state machine
+:mod:`mcp_operator.keys.cacherotation`.
+
+One pass: read the Secret ``NAME-cache-auth`` (the state and the passwords), make every
+running Redis pod accept exactly the hashes the state says (``ACL SETUSER`` as the
+operator's own Redis user: add first, then remove — idempotent, so a pass killed half-way is
+simply repeated), observe the tiers' Deployments, decide, and write the Secret in one merge
+patch carrying the ``resourceVersion`` read (409: someone else wrote, re-read). A write
+wakes the worker, whose reconcile renders the ACL file and the tiers' credential stamps
+from the new state. A crash between any two steps is harmless: the next pass (of this or of
+a restarted operator) reads the state back and converges the same levels.
+
+Passwords stay in the Secret, on the socket to Redis and in this process' memory: logs,
+Events, status and metrics name phases and times only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+from mcp_operator.api.durations import parse_duration
+from mcp_operator.api.models import GROUP, CacheCredentialStatus, MCPServer
+from mcp_operator.keys import cacherotation as rotation
+from mcp_operator.keys import cachestore
+from mcp_operator.keys.cacherotation import Observed, Settings, State
+from mcp_operator.keys.redisacl import Connection, RedisError
+from mcp_operator.kube.client import ApiError
+from mcp_operator.reconcile.cache import new_password
+from mcp_operator.reconcile.conditions import Want
+from mcp_operator.reconcile.worker import PAUSE_ANNOTATION, ServerWorker, Shared
+from mcp_operator.render import cache
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+ROTATE_ANNOTATION = f"{GROUP}/rotate-cache-password"
+CONDITION = "CacheCredentialReady"
+POLL_SECONDS = 10.0  # Stable: Redis's live ACL re-checked this often (a restarted Redis)
+TICK_SECONDS = 1.0
+IDLE_SECONDS = 2.0
+
+
+def install(shared: Shared) -> None:
+    shared.companions.append(lambda worker: CachePasswordLoop(worker).run())
+
+
+def settings_of(server: MCPServer) -> Settings:
+    spec = server.spec.cache.credential_rotation
+    return Settings(
+        every=parse_duration(spec.every) if spec.enabled else None,
+        propagation=parse_duration(spec.propagation),
+    )
+
+
+def request_of(body: Obj) -> str | None:
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    return annotations.get(ROTATE_ANNOTATION) or None
+
+
+def tier_rolled(deployment: Obj | None, wanted_hash: str, exists: bool) -> bool:
+    """The tier's Deployment carries the wanted credential stamp and runs only pods of that
+    template, all ready (pure). A tier that should not exist (backup off) has nothing to
+    roll; one that should but is not there yet has not rolled."""
+    if deployment is None:
+        return not exists
+    template = (deployment.get("spec") or {}).get("template") or {}
+    stamp = ((template.get("metadata") or {}).get("annotations") or {}).get(
+        cache.CREDENTIAL_ANNOTATION
+    )
+    if stamp != cache.credential_stamp(wanted_hash):
+        return False
+    want = int((deployment.get("spec") or {}).get("replicas", 1) or 0)
+    status = deployment.get("status") or {}
+    generation = int(deployment.get("metadata", {}).get("generation") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    return (
+        int(status.get("observedGeneration") or 0) >= generation
+        and updated >= want
+        and int(status.get("replicas") or 0) == updated
+        and int(status.get("readyReplicas") or 0) >= want
+    )
+
+
+class CachePasswordLoop:
+    """Runs the cache password rotation of one MCPServer while ``spec.cache.enabled``."""
+
+    def __init__(self, worker: ServerWorker) -> None:
+        self.worker = worker
+        self.shared = worker.shared
+        self.state: State | None = None
+        self.next_poll = 0.0
+        self.failures = 0
+        self.unreachable = ""
+
+    async def run(self) -> None:
+        while True:
+            server: MCPServer | None = None
+            try:
+                server = self._server()
+                if server is not None and self._due(server):
+                    await self.sync(server)
+                    self.failures = 0
+                elif server is None and self.worker.cache_credential_conditions:
+                    await self._forget()
+            except Exception as exc:  # never die; the message names no password
+                await self._report_failure(exc)
+            await asyncio.sleep(TICK_SECONDS if server is not None else IDLE_SECONDS)
+
+    def _server(self) -> MCPServer | None:
+        server = self.worker.server
+        annotations = self.worker.body["metadata"].get("annotations") or {}
+        if server is None or not server.spec.cache.enabled:
+            return None
+        return None if annotations.get(PAUSE_ANNOTATION) == "disabled" else server
+
+    def _due(self, server: MCPServer) -> bool:
+        if time.monotonic() >= self.next_poll:
+            return True
+        if self.failures or self.state is None:
+            return False
+        if self.state.rotating:
+            return True
+        if request_of(self.worker.body) not in (None, self.state.last_request):
+            return True
+        deadline = rotation.deadline(self.state, settings_of(server))
+        return deadline is not None and self.shared.clock() >= deadline
+
+    async def _forget(self) -> None:
+        self.state, self.next_poll = None, 0.0
+        async with self.worker.lock:
+            self.worker.cache_credential_conditions = []
+            self.worker.cache_credential_status = CacheCredentialStatus()
+            status = self.worker.status
+            kept = [c for c in status.conditions if c.type != CONDITION]
+            self.worker.status = status.model_copy(update={"conditions": kept})
+            await self.worker.write_status()
+
+    async def _report_failure(self, exc: Exception) -> None:
+        self.failures += 1
+        delay = min(60.0, 2.0**self.failures)
+        self.next_poll = time.monotonic() + delay
+        log.warning("cache password of %s/%s: pass failed: %r", *self.worker.key, exc)
+        detail = exc.message if isinstance(exc, ApiError) else type(exc).__name__
+        message = f"could not sync the cache password (retry in {delay:.0f}s): {detail}"[:1000]
+        with contextlib.suppress(Exception):
+            await self._set_status(
+                None, Want(CONDITION, "False", "CachePasswordSyncFailed", message)
+            )
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    async def sync(self, server: MCPServer) -> None:
+        self.next_poll = time.monotonic() + POLL_SECONDS
+        namespace, name = self.worker.key
+        secret_name = cache.auth_secret_name(server)
+        secret = await self.shared.client.get("v1", "Secret", namespace, secret_name)
+        if secret is None:
+            return  # the reconcile creates it (CacheReady says why it cannot)
+        try:
+            stored = cachestore.decode(secret)
+        except cachestore.UnreadableState as exc:
+            message = f"Secret {secret_name}: {exc}; the password does not rotate"
+            await self._set_status(
+                None, Want(CONDITION, "False", "CachePasswordStateUnreadable", message)
+            )
+            return
+        if stored is None:
+            return  # no usable password: CacheReady is CredentialInvalid
+        version = secret["metadata"].get("resourceVersion")
+        if stored.operator_password is None:  # a Secret from before rotation existed
+            await self._write(
+                secret_name, cachestore.patch(stored, stored.state, version, {}, new_password())
+            )
+            log.info("cache password of %s/%s: operator's Redis user added", namespace, name)
+            return
+        state = stored.state
+        live = await self._converge(server, stored.operator_password, rotation.accepted(state))
+        await self._decide(server, stored, state, live, version, secret_name)
+
+    async def _decide(
+        self,
+        server: MCPServer,
+        stored: cachestore.Stored,
+        state: State,
+        live: frozenset[str] | None,
+        version: str | None,
+        secret_name: str,
+    ) -> None:
+        fresh: dict[str, str] = {}
+
+        def new_hash() -> str:
+            password = new_password()
+            digest = cache.password_hash(password)
+            fresh[digest] = password
+            return digest
+
+        settings, now = settings_of(server), self.shared.clock()
+        seen = Observed(
+            live=live,
+            backup_rolled=self._rolled(server, state, "backup"),
+            primary_rolled=self._rolled(server, state, "primary"),
+            request=request_of(self.worker.body),
+        )
+        plan = rotation.decide(state, settings, now, seen, new_hash)
+        if plan.state != state:
+            if not await self._write(
+                secret_name, cachestore.patch(stored, plan.state, version, fresh)
+            ):
+                return
+            for event in plan.events:
+                self.shared.post_event(self.worker.body, "Normal", event.reason, event.message)
+                log.info("cache password of %s/%s: %s", *self.worker.key, event.message)
+            if rotation.accepted(plan.state) != rotation.accepted(state):
+                self.next_poll = 0.0  # tell Redis at once
+        self.state = plan.state
+        await self._report(plan.state, settings, now, live)
+
+    def _rolled(self, server: MCPServer, state: State, tier: rotation.Tier) -> bool:
+        children = self.shared.index.children(self.worker.key)
+        deployment = children.get(("Deployment", f"{self.worker.key[1]}-{tier}"))
+        exists = tier == "primary" or server.spec.backup.enabled
+        return tier_rolled(deployment, rotation.tier_hash(state, tier), exists)
+
+    async def _write(self, secret_name: str, patch: Obj) -> bool:
+        """False when someone else wrote the Secret first (the next pass re-reads)."""
+        try:
+            await self.shared.client.patch("v1", "Secret", self.worker.key[0], secret_name, patch)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            log.info("cache password of %s/%s changed concurrently; re-reading", *self.worker.key)
+            self.next_poll = 0.0
+            return False
+        self.worker.wake()  # the reconcile renders the ACL file and the tiers' stamps
+        return True
+
+    async def _converge(
+        self, server: MCPServer, operator_password: str, wanted: frozenset[str]
+    ) -> frozenset[str] | None:
+        """Make every running Redis pod accept exactly ``wanted``; what they all accept, or
+        None when one cannot be reached (its reason kept for the condition)."""
+        namespace = self.worker.key[0]
+        selector = f"{cache.CACHE_LABEL}={server.metadata.name}"
+        pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
+        addresses = [
+            p["status"]["podIP"]
+            for p in pods
+            if (p.get("status") or {}).get("podIP")
+            and p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+        ]
+        if not addresses:
+            self.unreachable = "no running cache pod"
+            return None
+        seen: set[frozenset[str]] = set()
+        for address in addresses:
+            try:
+                async with Connection(
+                    address, cache.PORT, cache.OPERATOR_USERNAME, operator_password
+                ) as redis:
+                    seen.add(await redis.converge(cache.USERNAME, wanted))
+            except RedisError as exc:
+                self.unreachable = f"Redis at {address}: {exc}"
+                return None
+        self.unreachable = ""
+        return seen.pop() if len(seen) == 1 else None
+
+    # -- reporting --------------------------------------------------------------------------
+
+    async def _report(
+        self, state: State, settings: Settings, now: datetime, live: frozenset[str] | None
+    ) -> None:
+        upcoming = rotation.next_due(state, settings)
+        status = CacheCredentialStatus(
+            phase=state.phase,
+            phase_since=state.since,
+            rotations=state.rotations,
+            last_rotation_time=state.last_rotation,
+            next_rotation_time=upcoming,
+            last_rotate_request=state.last_request,
+        )
+        waiting_on_redis = state.phase in ("Adding", "Removing") and live is None
+        if waiting_on_redis:
+            message = (
+                f"rotation in phase {state.phase}: {rotation.describe(state)}, but the operator "
+                f"cannot reach it ({self.unreachable}); both passwords stay valid"
+            )
+            want = Want(CONDITION, "False", "CachePasswordRedisUnreachable", message)
+        elif state.rotating:
+            message = f"rotation in phase {state.phase}: {rotation.describe(state)}"
+            want = Want(CONDITION, "True", "CachePasswordRotating", message)
+        else:
+            when = upcoming.isoformat() if upcoming else "not scheduled"
+            message = f"{state.rotations} rotation(s) done; next: {when}"
+            want = Want(CONDITION, "True", "CachePasswordStable", message)
+        await self._set_status(status, want)
+
+    async def _set_status(self, status: CacheCredentialStatus | None, condition: Want) -> None:
+        async with self.worker.lock:
+            if status is not None:
+                self.worker.cache_credential_status = status
+            self.worker.cache_credential_conditions = [condition]
+            await self.worker.write_status()
+
+
+__all__ = ["ROTATE_ANNOTATION", "CachePasswordLoop", "install", "tier_rolled"]
