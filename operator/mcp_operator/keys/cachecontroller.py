@@ -33,7 +33,7 @@ from mcp_operator.kube.client import ApiError
 from mcp_operator.reconcile.cache import new_password
 from mcp_operator.reconcile.conditions import Want
 from mcp_operator.reconcile.worker import PAUSE_ANNOTATION, ServerWorker, Shared
-from mcp_operator.render import cache
+from mcp_operator.render import cache, meta
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -61,28 +61,37 @@ def request_of(body: Obj) -> str | None:
     return annotations.get(ROTATE_ANNOTATION) or None
 
 
-def tier_rolled(deployment: Obj | None, wanted_hash: str, exists: bool) -> bool:
+def tier_rolled(deployment: Obj | None, pods: list[Obj], wanted_hash: str, exists: bool) -> bool:
     """The tier's Deployment carries the wanted credential stamp and runs only pods of that
-    template, all ready (pure). A tier that should not exist (backup off) has nothing to
-    roll; one that should but is not there yet has not rolled."""
+    template, all ready; and no pod of the tier -- terminating ones included, which may
+    still serve while they drain -- was made from another template (pure). A tier that
+    should not exist (backup off) has nothing to roll; one that should but is not there yet
+    has not rolled."""
     if deployment is None:
         return not exists
-    template = (deployment.get("spec") or {}).get("template") or {}
-    stamp = ((template.get("metadata") or {}).get("annotations") or {}).get(
-        cache.CREDENTIAL_ANNOTATION
-    )
-    if stamp != cache.credential_stamp(wanted_hash):
+    stamp = cache.credential_stamp(wanted_hash)
+    if _stamp_of((deployment.get("spec") or {}).get("template") or {}) != stamp:
         return False
     want = int((deployment.get("spec") or {}).get("replicas", 1) or 0)
     status = deployment.get("status") or {}
     generation = int(deployment.get("metadata", {}).get("generation") or 0)
     updated = int(status.get("updatedReplicas") or 0)
+    running = [
+        p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
     return (
         int(status.get("observedGeneration") or 0) >= generation
         and updated >= want
         and int(status.get("replicas") or 0) == updated
         and int(status.get("readyReplicas") or 0) >= want
+        and all(_stamp_of(p) == stamp for p in running)
     )
+
+
+def _stamp_of(obj: Obj) -> str | None:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    stamp = annotations.get(cache.CREDENTIAL_ANNOTATION)
+    return str(stamp) if stamp is not None else None
 
 
 class CachePasswordLoop:
@@ -201,8 +210,8 @@ class CachePasswordLoop:
         settings, now = settings_of(server), self.shared.clock()
         seen = Observed(
             live=live,
-            backup_rolled=self._rolled(server, state, "backup"),
-            primary_rolled=self._rolled(server, state, "primary"),
+            backup_rolled=await self._rolled(server, state, "backup"),
+            primary_rolled=await self._rolled(server, state, "primary"),
             request=request_of(self.worker.body),
         )
         plan = rotation.decide(state, settings, now, seen, new_hash)
@@ -219,11 +228,19 @@ class CachePasswordLoop:
         self.state = plan.state
         await self._report(plan.state, settings, now, live)
 
-    def _rolled(self, server: MCPServer, state: State, tier: rotation.Tier) -> bool:
-        children = self.shared.index.children(self.worker.key)
-        deployment = children.get(("Deployment", f"{self.worker.key[1]}-{tier}"))
+    async def _rolled(self, server: MCPServer, state: State, tier: rotation.Tier) -> bool:
+        """Observed only while the phase waits for it (a pod list per tier and pass)."""
+        waits = {"backup": ("RollingBackup",), "primary": ("RollingPrimary",)}[tier]
+        if state.phase not in waits:
+            return False
+        namespace, name = self.worker.key
+        deployment = self.shared.index.children(self.worker.key).get(
+            ("Deployment", f"{name}-{tier}")
+        )
+        selector = f"{meta.SERVER_LABEL}={name},{meta.TIER_LABEL}={tier}"
+        pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
         exists = tier == "primary" or server.spec.backup.enabled
-        return tier_rolled(deployment, rotation.tier_hash(state, tier), exists)
+        return tier_rolled(deployment, pods, rotation.tier_hash(state, tier), exists)
 
     async def _write(self, secret_name: str, patch: Obj) -> bool:
         """False when someone else wrote the Secret first (the next pass re-reads)."""
