@@ -135,6 +135,7 @@ DOCUMENTED_DEFAULTS: JSON = {
         "image": "redis:7.4.2",
         "imagePullPolicy": "IfNotPresent",
         "resources": {},
+        "credentialRotation": {"enabled": True, "every": "720h", "propagation": "30s"},
     },
     "monitoring": {
         "prometheusRule": {
@@ -388,6 +389,7 @@ RULE_NODES = {
     "HealthSpec": "spec.health",
     "AuthSpec": "spec.auth",
     "DataEncryptionSpec": "spec.dataEncryption",
+    "CacheCredentialRotationSpec": "spec.cache.credentialRotation",
 }
 
 
