@@ -11,6 +11,7 @@ left to the server there; on current servers nothing is switched off.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ import pytest
 import yaml
 
 from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
-from mcp_devcluster.stack import condition, free_port
+from mcp_devcluster.stack import EXAMPLE_IMAGE, condition, free_port
 from mcp_operator import install
 from mcp_operator.api.crd import crd
 from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
@@ -227,7 +228,11 @@ def release(cluster: ControlPlane, kubectl: Kubectl, old_server: bool) -> Iterat
     name = "mcp"
     flags = helm_write_flags(old_server)
     adopt_existing_crd(kubectl, name, namespace)
-    helm(cluster, "install", name, str(CHART), "-n", namespace, "--create-namespace", *flags)
+    # The `helm test` pod's image: any with python3 (values.yaml); the node agent runs the
+    # example server's image as a local program (there is no container runtime here).
+    test_image = f"tests.image={EXAMPLE_IMAGE}"
+    helm(cluster, "install", name, str(CHART), "-n", namespace, "--create-namespace",
+         "--set", test_image, *flags)  # fmt: skip
     rendered = helm(cluster, "get", "manifest", name, "-n", namespace).stdout
     objects = [d for d in yaml.safe_load_all(rendered) if d]
     try:
@@ -313,27 +318,52 @@ def test_operator_with_the_charts_identity_reconciles_an_example(
         operator_as(config, container_args(release.objects), release.namespace, tmp_path) as op,
     ):
         assert_reconciles_to_ready(kubectl, op, unique_ns)
-        # The chart's `helm test` check, pointed at this operator instead of the Service.
-        (pod,) = [o for o in release.objects if o["kind"] == "Pod"] or [None]
-        if pod is None:  # hooks are not part of `helm get manifest`
-            test_pod = helm(cluster, "get", "hooks", release.name, "-n", release.namespace).stdout
-            (pod,) = [d for d in yaml.safe_load_all(test_pod) if d and d["kind"] == "Pod"]
-        script = pod["spec"]["containers"][0]["command"][-1]
-        service_url = script.split('url = "', 1)[1].split('"', 1)[0]
-        local = f"http://127.0.0.1:{op.metrics_port}/metrics"
-        check = subprocess.run(
-            [sys.executable, "-c", script.replace(service_url, local)],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
+        # `helm test`: the chart's test pod, run by the node agent, asks the metrics Service
+        # by its cluster DNS name (nodeagent/dns) through the agent's Service proxy.
+        endpoint_for_local_operator(kubectl, release, node_agent, op.metrics_port)
+        tested = helm(cluster, "test", release.name, "-n", release.namespace, "--timeout", "120s")
+        assert "Phase:          Succeeded" in tested.stdout, tested.stdout
         lease = get_json(kubectl, "lease", "-n", release.namespace, install_lease(release))
         assert lease["spec"]["holderIdentity"].startswith("local-")
     # A graceful stop hands the lease over at once (client-go's ReleaseOnCancel).
     lease = get_json(kubectl, "lease", "-n", release.namespace, install_lease(release))
     assert not lease["spec"].get("holderIdentity")
+
+
+def endpoint_for_local_operator(
+    kubectl: Kubectl, release: Release, agent: NodeAgentProcess, port: int
+) -> None:
+    """Make the local operator the ready endpoint of the chart's metrics Service.
+
+    The chart's Deployment pods cannot run here (no mount namespace for their in-cluster
+    credentials), so the operator runs as a local process; this EndpointSlice stands for its
+    pod, as a hostNetwork pod's would. The address is a local one (the pod range is routed
+    to this host) that the agent never hands to a pod (.255 of its pod CIDR); the operator's
+    metrics server listens on every address. The EndpointSlice controller leaves a slice
+    that another manager owns alone; the agent's proxy routes through every slice.
+    """
+    (service,) = [o for o in release.objects if o["kind"] == "Service"]
+    (port_name,) = [p["name"] for p in service["spec"]["ports"]]
+    argv = agent.proc.args
+    assert isinstance(argv, list)
+    cidr = str(argv[argv.index("--pod-cidr") + 1])
+    address = str(ipaddress.ip_network(cidr).broadcast_address)
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service['metadata']['name']}-local-operator",
+            "namespace": release.namespace,
+            "labels": {
+                "kubernetes.io/service-name": service["metadata"]["name"],
+                "endpointslice.kubernetes.io/managed-by": "tests.mcp-operator.dev",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(slice_))
 
 
 def install_lease(release: Release) -> str:

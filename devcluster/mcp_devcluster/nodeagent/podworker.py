@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from . import podstatus
 from .container import BackoffPolicy, ContainerRunner
+from .dns import SHIM_DIR
 from .envvars import ConfigError, Sources, expand, resolve_env
 from .images import ImageMap, build_argv, host_path, map_config_paths
 from .kubeapi import MERGE, ApiError, KubeClient, now_rfc3339
@@ -337,6 +338,9 @@ class PodWorker:
             NODEAGENT_HOSTS=str(self._ctx.state_dir / HOSTS_FILE),
         )
         env.update(resolve_env(runner.spec, self._with_ip(pod), self._ctx.sources))
+        # Service names for Python processes (cluster DNS stand-in, nodeagent/dns): first on
+        # the path, before the container's own entries.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM_DIR), env.get("PYTHONPATH")]))
         env[MARKER_ENV] = str(self._ctx.state_dir)
         return env
 
