@@ -5,10 +5,11 @@
 Starts its own control plane, one example MCP server process listening on 0.0.0.0:PORT
 (so it answers on every loopback address), and the operator. Creates COUNT MCPServers
 (primary 2 pods, hot backup BACKUP_REPLICAS pods, default health interval 2 s, every pod
-on PORT). **No node agent** (too heavy for thousands of pods on 2 cores): the bench plays
-the kubelet's part by writing each pod's status itself -- Running, Ready, and a distinct
-podIP 127.x.y.z -- so the operator's probes reach the real example server through a real
-TCP connect per pod address. Pods are written once; the operator's gate patches are its own.
+on PORT). **No node agent** (too heavy for thousands of pods on 2 cores): the bench registers
+one heartbeating Node (kube-scheduler binds every pod to it) and plays the kubelet's part by
+writing each bound pod's status itself -- Running, Ready, and a distinct podIP 10.244.x.y --
+so the operator's probes reach the real example server through a real TCP connect per pod
+address. Pods are written once; the operator's gate patches are its own.
 
 Once every server is Ready (or after --settle-timeout), it waits --settle seconds, stops the
 fake kubelet, then measures for --window seconds:
@@ -17,7 +18,10 @@ fake kubelet, then measures for --window seconds:
 - probe-round lateness p50/p99 (``mcp_operator_probe_round_lateness_seconds``, the
   window's delta of the histogram's buckets);
 - API writes per second by resource (``apiserver_request_total`` of kube-apiserver,
-  verbs POST/PUT/PATCH/DELETE, window delta; every client, the kcm's included).
+  verbs POST/PUT/PATCH/DELETE, window delta; every client, the kcm's and the Node's
+  heartbeat included);
+- what was written: MCPServers and pods whose resourceVersion moved (by status field that
+  changed) and Events created or updated (by reason and source), from snapshots.
 
 Prints a table and saves it under bench/results/.
 """
@@ -42,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from reconcile import bounded, create_namespace, proc_stats
 
 from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
+from mcp_devcluster.nodeagent.ipam import DEV_POD_RANGE, ensure_local_range
+from mcp_devcluster.nodeagent.kubeapi import KubeClient as SyncClient
+from mcp_devcluster.nodeagent.node import NodeHeartbeat
 from mcp_devcluster.stack import free_port, install_crd, install_operator_rbac, server_manifest
 from mcp_operator.api.models import API_VERSION
 from mcp_operator.kube.client import KubeClient, load_credentials
@@ -56,11 +63,18 @@ def manifest(name: str, port: int, backup_replicas: int) -> Obj:
     backup: Obj = (
         {"replicas": backup_replicas, "standby": "hot"} if backup_replicas else {"enabled": False}
     )
-    return server_manifest(name, NS, port=port, primary={"replicas": 2}, backup=backup)
+    # No requests: the bench's one Node (its capacity is this machine's) must fit every pod.
+    resources = {"requests": {"cpu": "0", "memory": "0"}, "limits": {"memory": "64Mi"}}
+    return server_manifest(
+        name, NS, port=port, primary={"replicas": 2}, backup=backup, resources=resources
+    )
 
 
 def address(n: int) -> str:
-    return f"127.{1 + n // 65536}.{(n // 256) % 256}.{n % 256}"
+    """Pod ``n``'s IP in the dev pod range (routed locally, so the example server on 0.0.0.0
+    answers there). Not 127.x: EndpointSlices refuse loopback addresses, and the kcm's
+    EndpointSlice controller would re-post a warning per Service all the time."""
+    return f"10.244.{1 + n // 250}.{1 + n % 250}"
 
 
 def _conditions(pod: Obj) -> dict[str, str]:
@@ -78,6 +92,8 @@ async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[
         )
 
         async def one(pod: Obj) -> None:
+            if not (pod.get("spec") or {}).get("nodeName"):
+                return  # not scheduled yet: a kubelet only runs pods bound to its node
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             status: Obj = {}
             if not (pod.get("status") or {}).get("podIP"):
@@ -160,6 +176,69 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
     return float("inf")
 
 
+async def snapshot(admin: KubeClient) -> dict[str, dict[str, Obj]]:
+    """Every MCPServer, Event and pod in the namespace by name: the window's first and last
+    snapshot are compared to say *what* was written, not only how much."""
+    out: dict[str, dict[str, Obj]] = {}
+    for kind, path in (
+        ("mcpservers", f"/apis/{API_VERSION}/namespaces/{NS}/mcpservers"),
+        ("events", f"/api/v1/namespaces/{NS}/events"),
+        ("pods", f"/api/v1/namespaces/{NS}/pods"),
+    ):
+        items = (await admin.request("GET", path)).get("items") or []
+        out[kind] = {o["metadata"]["name"]: o for o in items}
+    return out
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(obj, list):
+        out = {}
+        for i, v in enumerate(obj):
+            key = v.get("type", i) if isinstance(v, dict) else i
+            out.update(_flat(v, f"{prefix}[{key}]"))
+        return out
+    return {prefix: obj}
+
+
+def what_changed(before: dict[str, dict[str, Obj]], after: dict[str, dict[str, Obj]]) -> list[str]:
+    """Lines naming the objects written in the window: status fields of MCPServers and pods
+    that differ (counted by field path), Events created or updated (counted by reason)."""
+    rows: list[str] = []
+    for kind in ("mcpservers", "pods"):
+        fields: Counter[str] = Counter()
+        changed = 0
+        for name, new in after[kind].items():
+            old = before[kind].get(name)
+            if (
+                old is None
+                or old["metadata"]["resourceVersion"] == new["metadata"]["resourceVersion"]
+            ):
+                continue
+            changed += 1
+            a, b = _flat(old.get("status") or {}), _flat(new.get("status") or {})
+            for key in set(a) | set(b):
+                if a.get(key) != b.get(key):
+                    fields[key] += 1
+        rows.append(f"  {kind} written in the window: {changed}")
+        rows += [f"    {n} x {field}" for field, n in fields.most_common(12)]
+    reasons: Counter[str] = Counter()
+    for name, new in after["events"].items():
+        old = before["events"].get(name)
+        if old is None or old["metadata"]["resourceVersion"] != new["metadata"]["resourceVersion"]:
+            source = new.get("reportingComponent") or (new.get("source") or {}).get("component")
+            message = str(new.get("message"))[:200]
+            text = f"{new.get('reason')} ({new.get('type')}, {source}): {message}"
+            reasons[text] += 1
+    rows.append(f"  events created or updated in the window: {sum(reasons.values())}")
+    rows += [f"    {n} x {reason}" for reason, n in reasons.most_common(12)]
+    return rows
+
+
 async def wait_ready(admin: KubeClient, count: int, timeout: float) -> tuple[int, float]:
     t0 = time.monotonic()
     ready = 0
@@ -180,6 +259,7 @@ async def wait_ready(admin: KubeClient, count: int, timeout: float) -> tuple[int
 
 
 async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) -> list[str]:
+    ensure_local_range(DEV_POD_RANGE)
     port = free_port()
     server_log = open(workdir / "example-server.log", "ab")  # noqa: SIM115
     server = subprocess.Popen(
@@ -197,6 +277,15 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
     stop = asyncio.Event()
     written: Counter[str] = Counter()
     kubelet: asyncio.Task[None] | None = None
+    pods = args.count * (2 + args.backup_replicas)
+    # A real, heartbeating Node the scheduler binds every pod to: without one the pods stay
+    # unscheduled and the kcm's EndpointSlice controller re-posts "Node not found" warnings
+    # for every Service all the time (the 2 events/s of the first 20-server run).
+    node = NodeHeartbeat(
+        SyncClient(str(cp.admin_kubeconfig)), "steady-node", "127.0.0.1", max_pods=pods + 16
+    )
+    node.register()
+    node.start()
     try:
         await create_namespace(admin, NS)
         kubelet = asyncio.create_task(fake_kubelet(admin, stop, written))
@@ -224,6 +313,7 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             api = cp.client(timeout=30)
             op_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             load0 = os.getloadavg()
+            snap0 = await snapshot(admin)
             m0, a0 = (await http.get(op_metrics)).text, api.get("/metrics").text
             _, cpu0 = proc_stats(op.pid)
             t0 = time.monotonic()
@@ -231,6 +321,7 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             m1, a1 = (await http.get(op_metrics)).text, api.get("/metrics").text
             peak, cpu1 = proc_stats(op.pid)
             elapsed = time.monotonic() - t0
+            snap1 = await snapshot(admin)
             api.close()
         rss = next(
             int(line.split()[1]) / 1024
@@ -241,7 +332,6 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
         delta = {k: w1[k] - w0.get(k, 0) for k in w1 if w1[k] - w0.get(k, 0) > 0}
         late0, late1 = lateness_buckets(m0), lateness_buckets(m1)
         rounds = max(late1.values(), default=0) - max(late0.values(), default=0)
-        pods = args.count * (2 + args.backup_replicas)
         rows = [
             f"steady state: {args.count} MCPServers, {pods} pods ({ready} Ready), "
             f"interval 2 s, window {elapsed:.0f} s, kube-apiserver {cp.version}",
@@ -259,9 +349,12 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
         ]
         for resource, n in sorted(delta.items(), key=lambda kv: -kv[1]):
             rows.append(f"|   of which {resource} | {n / elapsed:.2f}/s ({n}) | |")
+        rows += ["", "What was written in the window (snapshots before and after):"]
+        rows += what_changed(snap0, snap1)
         return rows
     finally:
         stop.set()
+        node.stop()
         if kubelet is not None:
             kubelet.cancel()
         await admin.close()

@@ -84,8 +84,8 @@ INDEXED = Gauge(f"{PREFIX}_indexed_objects", "Children held in the child index."
 
 PROBER_DOUBT = Gauge(
     f"{PREFIX}_prober_doubt",
-    "1 while the operator distrusts its own probes (mass failure or a late round): gates "
-    "and switching are frozen (fail-static).",
+    "1 while the operator distrusts its own probes (most servers' probes failing or late "
+    "at once, held 10 s after it ends): gates and switching are frozen (fail-static).",
     ["namespace", "server"],
 )
 PROBE_ROUND_LATENESS = Histogram(

@@ -3,11 +3,11 @@ a change in what servers report, or reports ageing out, still changes the answer
 
 from __future__ import annotations
 
-from mcp_operator.health.doubt import Doubt, RoundReport
+from mcp_operator.health.doubt import Doubt, DoubtSettings, RoundReport
 
 
 def test_cached_verdict_follows_reports_and_ageing() -> None:
-    doubt = Doubt()
+    doubt = Doubt(DoubtSettings(clear_s=0.0))  # the raw condition (no hysteresis)
     for i in range(5):
         doubt.report(RoundReport(f"s{i}", at=100.0, probes=2, suspect=0))
     assert doubt.verdict(100.0) is None

@@ -67,6 +67,7 @@ gather = asyncio.gather
 """Concurrent waits; the closed-loop unit tests swap in a sequential one, which lets them
 drive tens of thousands of rounds without an event loop."""
 ROUND_SLACK_S = 0.25
+LATE_ROUND = "this probe round ran late (the operator's event loop stalled)"
 
 
 def install(shared: Shared) -> None:
@@ -169,10 +170,15 @@ class HealthLoop:
             late_s=max(late_s, overrun),
         )
         self.doubt.report(report)
-        doubt = self.doubt.verdict(report.at)
+        fleet = self.doubt.verdict(report.at)
+        # Only the fleet's doubt (held with hysteresis) is announced. One late round is
+        # discarded silently: its timeouts are the event loop's, and announcing it posted
+        # an Event and a status change for every passing stall of a loaded machine.
+        self.announce_doubt(fleet)
+        doubt = fleet
         if doubt is None and self.doubt.round_is_late(report):
-            doubt = "this probe round ran late (the operator's event loop stalled)"
-        self.announce_doubt(doubt)
+            doubt = LATE_ROUND
+            log.debug("%s/%s: round %.2fs late, discarded", *self.ports.key, report.late_s)
         inp = RoundInput(
             state=self.ports.state(),
             pods=[_view(p, results.get(_uid(p))) for p in pods],
