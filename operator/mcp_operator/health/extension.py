@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -377,6 +378,11 @@ class HealthLoop:
 # -- pure helpers -----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _no_boost(key: object) -> Iterator[None]:
+    yield
+
+
 def probeable(pod: Obj) -> bool:
     """Pods worth probing: scheduled, with an IP, running and not being deleted."""
     status = pod.get("status") or {}
@@ -618,12 +624,17 @@ class WorkerPorts:
         self.worker.extra_conditions = list(out.conditions)
 
     async def write_status(self, urgent: bool) -> None:
-        async with self.worker.lock:
-            await self.worker.write_status(urgent=urgent)
+        # An urgent write waits for the worker's lock, which a reconcile of this server may
+        # hold while its calls queue behind every other server's: boost them meanwhile.
+        boost = self.worker.shared.api_slots.boosted if urgent else _no_boost
+        with boost(self.worker.key):
+            async with self.worker.lock:
+                await self.worker.write_status(urgent=urgent)
 
     async def apply_data_path(self, server: MCPServer) -> None:
-        async with self.worker.lock:
-            await self.worker.apply_data_path(server)
+        with self.worker.shared.api_slots.boosted(self.worker.key):  # a switch: urgent
+            async with self.worker.lock:
+                await self.worker.apply_data_path(server)
 
     def post_event(self, event: Event) -> None:
         self.worker.shared.post_event(self.worker.body, event.type, event.reason, event.message)

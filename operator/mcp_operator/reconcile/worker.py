@@ -34,6 +34,7 @@ from mcp_operator.kube.informer import CHILD_KINDS
 from mcp_operator.reconcile import cache as cache_state
 from mcp_operator.reconcile import conditions, status
 from mcp_operator.reconcile.children import ChildIndex, Key, comparable, is_applied
+from mcp_operator.reconcile.slots import ApiSlots
 from mcp_operator.reconcile.status import Outcome
 from mcp_operator.render import RenderContext, alerts, render
 from mcp_operator.render import cache as cache_render
@@ -74,7 +75,8 @@ class Shared:
     companions: list[Callable[[ServerWorker], Coroutine[Any, Any, None]]] = field(
         default_factory=list
     )
-    api_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(API_CONCURRENCY))
+    # Routine API calls queue here; failover and gate writes go ahead (see reconcile.slots).
+    api_slots: ApiSlots = field(default_factory=lambda: ApiSlots(API_CONCURRENCY))
 
 
 class ServerWorker:
@@ -220,7 +222,7 @@ class ServerWorker:
         is ``CacheReady=False CredentialUnavailable``, not a failed reconcile -- the tiers
         must still be applied (serving does not need the cache)."""
         try:
-            async with self.shared.api_slots:
+            async with self.shared.api_slots.slot(self.key):
                 return await cache_state.ensure_credential(
                     self.shared.client, server, self.body["metadata"].get("uid")
                 )
@@ -333,7 +335,7 @@ class ServerWorker:
         """Secrets and ConfigMaps the pods need; a pod would crash-loop without them."""
         refs = _references(server)
         for kind, name in sorted(refs):
-            async with self.shared.api_slots:
+            async with self.shared.api_slots.slot(self.key):
                 found = await self.shared.client.get("v1", kind, self.key[0], name)
             if found is None:
                 return f"{kind} {name!r} referenced by spec does not exist"
@@ -355,14 +357,14 @@ class ServerWorker:
             self.shared.index.observe(kind, result, deleted=False)
 
     async def _apply_one(self, obj: Obj) -> Obj:
-        async with self.shared.api_slots:
+        async with self.shared.api_slots.slot(self.key):
             return await self.shared.client.apply(obj)
 
     async def _delete_cache_config(self, server: MCPServer) -> None:
         """Delete ``NAME-cache-config`` (gone already is fine): Secrets are not watched,
         so the index never holds it and prune cannot know it."""
         name = cache_render.config_secret_name(server)
-        async with self.shared.api_slots:
+        async with self.shared.api_slots.slot(self.key):
             await self.shared.client.delete("v1", "Secret", self.key[0], name)
 
     async def _prune(self, desired: list[Obj], kept: set[tuple[str, str]] | None = None) -> None:
@@ -374,7 +376,7 @@ class ServerWorker:
             owners = obj["metadata"].get("ownerReferences") or []
             if (kind, name) in wanted or not any(o.get("uid") == uid for o in owners):
                 continue
-            async with self.shared.api_slots:
+            async with self.shared.api_slots.slot(self.key):
                 await self.shared.client.delete(
                     obj["apiVersion"], kind, self.key[0], name, uid=obj["metadata"].get("uid")
                 )
@@ -457,7 +459,9 @@ class ServerWorker:
         """Patch status only when it changed; announce condition flips as Events.
 
         ``urgent`` writes (a failover intent or completion) skip the queue of routine
-        writes: they carry a traffic decision, which must not wait behind 200 reconciles.
+        writes: they carry a traffic decision, which must not wait behind 200 reconciles
+        (:mod:`mcp_operator.reconcile.slots`; the health loop also boosts this worker while
+        it waits for the lock a reconcile may hold).
         """
         self.refresh_status()
         new = self.status.model_dump(mode="json", by_alias=True)
@@ -465,9 +469,8 @@ class ServerWorker:
             return
         old_conditions = {c["type"]: c for c in self._written.get("conditions") or []}
         namespace, name = self.key
-        slot = contextlib.nullcontext() if urgent else self.shared.api_slots
         try:
-            async with slot:
+            async with self.shared.api_slots.slot(self.key, urgent=urgent):
                 result = await self.shared.client.patch(
                     API_VERSION,
                     "MCPServer",
