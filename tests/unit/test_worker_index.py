@@ -77,3 +77,32 @@ def test_prune_never_acts_on_an_unwatched_kind() -> None:
     asyncio.run(w._apply(objs))
     asyncio.run(w._prune([o for o in objs if o["kind"] != "Secret"]))
     assert client.deleted == []
+
+
+def test_an_apply_response_older_than_the_watch_event_does_not_overwrite_it() -> None:
+    """The applies of a pass are gathered: the cache Deployment's watch event (its pod
+    ready within milliseconds) can be indexed before the pass records the apply responses.
+    The older response must not bring back ``readyReplicas: 0`` (CacheReady stuck False)."""
+    [cache_dep] = [
+        o
+        for o in desired()
+        if (o["kind"], o["metadata"]["name"]) == ("Deployment", "weather-cache")
+    ]
+    client, index = Recorder(), ChildIndex()
+    w = worker(client, index)
+
+    async def slow_apply(obj: Obj) -> Obj:
+        response = {**obj, "metadata": {**obj["metadata"], "resourceVersion": "100"}}
+        newer = {
+            **obj,
+            "metadata": {**obj["metadata"], "resourceVersion": "105"},
+            "status": {"readyReplicas": 1},
+        }
+        index.observe("Deployment", newer, deleted=False)  # the watch event, first
+        return response
+
+    client.apply = slow_apply  # type: ignore[method-assign]
+    asyncio.run(w._apply([cache_dep]))
+    held = index.children(("tools", "weather"))[("Deployment", "weather-cache")]
+    assert held["metadata"]["resourceVersion"] == "105"
+    assert held["status"] == {"readyReplicas": 1}

@@ -353,7 +353,8 @@ class ServerWorker:
         """Count an apply; index its result (newer than the watch event to come) only for a
         watched kind, which the informers keep current from then on."""
         metrics.APPLIES.labels(kind).inc()
-        if kind in WATCHED_KINDS:
+        held = self.shared.index.children(self.key).get((kind, result["metadata"]["name"]))
+        if kind in WATCHED_KINDS and not _older(result, held):
             self.shared.index.observe(kind, result, deleted=False)
 
     async def _apply_one(self, obj: Obj) -> Obj:
@@ -525,6 +526,19 @@ def _is_current(desired: Obj, live: Obj | None) -> bool:
         r.get("uid") for r in live["metadata"].get("ownerReferences") or [] if r.get("controller")
     ]
     return not wanted or have == wanted
+
+
+def _older(result: Obj, held: Obj | None) -> bool:
+    """An apply's response older than what the informers already delivered: the applies
+    of one pass are gathered, so a watch event (a cache pod ready within milliseconds) can
+    be indexed before a slower sibling apply returns; indexing the response then would
+    hold a stale status (``readyReplicas`` 0) until the next event, which may never come.
+    resourceVersions are compared as numbers only when both are (etcd revisions)."""
+    if held is None:
+        return False
+    mine = str(result.get("metadata", {}).get("resourceVersion", ""))
+    theirs = str(held.get("metadata", {}).get("resourceVersion", ""))
+    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
 
 
 def _keep_credential_stamps(desired: list[Obj], live: dict[tuple[str, str], Obj]) -> None:
