@@ -105,9 +105,9 @@ def started(cp: ControlPlane, timeout: float, stop: bool = True) -> Iterator[Con
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     reuse_dir = os.environ.get("MCP_TEST_CLUSTER_DIR")
     if reuse_dir:
-        cp = ControlPlane(reuse_dir)
+        cp = ControlPlane(reuse_dir, audit=True)
     else:
-        cp = ControlPlane(tmp_path_factory.mktemp("cluster"), die_with_parent=True)
+        cp = ControlPlane(tmp_path_factory.mktemp("cluster"), die_with_parent=True, audit=True)
     missing = missing_binaries(cp)
     if missing:
         _unavailable(
@@ -119,6 +119,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         atexit.register(cp.down)
     try:
         with started(cp, timeout=90, stop=not reuse_dir):
+            if not cp.audit_active():  # a reused instance started without the audit log
+                cp.stop_apiserver()
+                cp.start_apiserver()
             yield cp
     finally:
         if not reuse_dir:

@@ -45,6 +45,13 @@ Good to know:
   clients must be pointed at ``server`` (127.0.0.1:PORT), whose cert also covers 10.96.0.1 and
   ``kubernetes.default.svc``.
 * The API audience/issuer of service account tokens is ``SERVICE_ACCOUNT_ISSUER``.
+* ``audit=True``: kube-apiserver writes an audit log (``audit_log``, JSON lines) of every
+  write (create/update/patch/delete) by the operator's identities -- the ``mcp-operator``
+  user and service accounts -- at ``Metadata`` level: who (user, User-Agent), what, when
+  (``requestReceivedTimestamp``/``stageTimestamp``), and the response code. Tests use it to
+  check that two operator replicas never write in the same window.
+* ``stop_apiserver()`` / ``start_apiserver()``: an API-server outage (same etcd, certificates,
+  port and flags), as during an upgrade.
 """
 
 from __future__ import annotations
@@ -95,6 +102,25 @@ OPERATOR_USER = "mcp-operator"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 STATE_VERSION = 2
+#: Write verbs of the operator's identities at Metadata level, nothing else (small and cheap).
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "users": [OPERATOR_USER],
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
+        {
+            "level": "Metadata",
+            "userGroups": ["system:serviceaccounts"],
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
+        {"level": "None"},
+    ],
+}
 #: The newest release the harness is tested on.
 CURRENT_K8S_VERSION = "1.37.2"
 #: The Kubernetes release the harness runs unless ``MCP_K8S_VERSION`` says otherwise.
@@ -276,6 +302,7 @@ class ControlPlane:
         die_with_parent: bool = False,
         version: str | None = None,
         scheduler: bool = True,
+        audit: bool = False,
     ) -> None:
         self.dir = Path(directory) if directory is not None else default_dir()
         self.dir = self.dir.expanduser().absolute()
@@ -289,6 +316,8 @@ class ControlPlane:
         #: Whether kube-scheduler runs (else whoever runs pods must bind them: the node agent's
         #: ``--binder agent``).
         self.has_scheduler = scheduler
+        #: Whether kube-apiserver writes ``audit_log`` (see the module docstring).
+        self.audit = audit
         self.k8s_bin = Path(k8s_bin) if k8s_bin is not None else k8s_bin_dir(self.version)
         found_etcd = (
             etcd_bin or os.environ.get("MCP_ETCD") or shutil.which("etcd") or "/usr/bin/etcd"
@@ -328,6 +357,14 @@ class ControlPlane:
     @property
     def tokens_file(self) -> Path:
         return self.pki_dir / "tokens.csv"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.log_dir / "audit.log"
+
+    @property
+    def audit_policy_file(self) -> Path:
+        return self.dir / "audit-policy.json"
 
     def log_file(self, component: str) -> Path:
         return self.log_dir / f"{component}.log"
@@ -528,23 +565,9 @@ class ControlPlane:
         up to ~40 s. Call this after installing CRDs to make the GC see them at once.
         """
         with self._locked():
-            state = self._state or _State.load(self.state_file)
-            if state is None:
-                raise ControlPlaneError(f"no control plane state in {self.dir}")
-            self._state = state
+            state = self._loaded_state()
             name = "kube-controller-manager"
-            pid = state.pids.get(name, 0)
-            if self._owns(name, pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 10
-                while self._owns(name, pid) and time.monotonic() < deadline:
-                    self._reap(name)
-                    time.sleep(0.05)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                self._reap(name, block=True)
-            self._procs.pop(name, None)
+            self._stop_component(name, state, timeout=10)
             # A fresh port: the old one may linger in TIME_WAIT.
             (state.kcm_port,) = _free_ports(1)
             self._start(name, self._kcm_args(state), state)
@@ -552,6 +575,71 @@ class ControlPlane:
             self._wait(
                 "kube-controller-manager /healthz", lambda: self._kcm_healthy(state), deadline
             )
+
+    def stop_apiserver(self, *, timeout: float = 15.0) -> None:
+        """Stop kube-apiserver alone (SIGTERM, then SIGKILL): an API-server outage. etcd and
+        the controllers keep running; :meth:`start_apiserver` ends the outage."""
+        with self._locked():
+            state = self._loaded_state()
+            self._stop_component("kube-apiserver", state, timeout=timeout)
+
+    def start_apiserver(self, *, timeout: float = 60.0) -> float:
+        """Start kube-apiserver again on the same port, etcd and certificates, and wait until
+        it is ready. Returns the seconds it took."""
+        with self._locked():
+            state = self._loaded_state()
+            name = "kube-apiserver"
+            if self._owns(name, state.pids.get(name, 0)):
+                raise ControlPlaneError("kube-apiserver is running; stop_apiserver() first")
+            t0 = time.monotonic()
+            self._start(name, self._apiserver_args(state), state)
+            self._wait(f"{name} /readyz", self._apiserver_ready, t0 + timeout)
+            return time.monotonic() - t0
+
+    def apiserver_running(self) -> bool:
+        state = self._loaded_state()
+        return self._owns("kube-apiserver", state.pids.get("kube-apiserver", 0))
+
+    def audit_active(self) -> bool:
+        """Whether the running kube-apiserver writes ``audit_log`` (a reused instance may
+        have been started without ``audit``)."""
+        state = self._loaded_state()
+        flag = f"--audit-log-path={self.audit_log}"
+        return flag in _pid_cmdline(state.pids.get("kube-apiserver", 0))
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events (oldest first; empty without ``audit``). A line being
+        written at that moment is skipped."""
+        events = []
+        try:
+            text = self.audit_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+    def _loaded_state(self) -> _State:
+        state = self._state or _State.load(self.state_file)
+        if state is None:
+            raise ControlPlaneError(f"no control plane state in {self.dir}")
+        self._state = state
+        return state
+
+    def _stop_component(self, name: str, state: _State, *, timeout: float) -> None:
+        pid = state.pids.get(name, 0)
+        if self._owns(name, pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self._owns(name, pid) and time.monotonic() < deadline:
+                self._reap(name)
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            self._reap(name, block=True)
+        self._procs.pop(name, None)
 
     def is_healthy(self) -> bool:
         """True if the state file describes running, ready components."""
@@ -777,7 +865,22 @@ class ControlPlane:
             "--allow-privileged=true",
             "--profiling=false",
             "--event-ttl=30m",
+            *self._audit_flags(),
             *self._log_flags(),
+        ]
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        self.audit_policy_file.write_text(json.dumps(AUDIT_POLICY, indent=2) + "\n")
+        return [
+            f"--audit-policy-file={self.audit_policy_file}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=200",  # MB; the policy keeps it far smaller
+            "--audit-log-maxbackup=1",
+            # Written synchronously: an event is on disk when the response is sent.
+            "--audit-log-mode=blocking",
         ]
 
     def _kcm_args(self, state: _State) -> list[str]:

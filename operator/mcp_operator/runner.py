@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +44,9 @@ from mcp_operator.kube.client import (
     CredentialsError,
     KubeClient,
     NotLeading,
+    instance_name,
     load_credentials,
+    user_agent,
 )
 from mcp_operator.kube.informer import (
     has_patterns,
@@ -131,7 +132,7 @@ class EventPoster:
 
     def __init__(self, client: KubeClient) -> None:
         self.client = client
-        self.instance = os.environ.get("POD_NAME") or socket.gethostname()
+        self.instance = instance_name()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -396,9 +397,11 @@ async def lead(opts: RunOptions, creds: Credentials, role: Role, stop: asyncio.E
     """Campaign; lead while the lease is ours; release it on a graceful stop."""
     assert opts.leader_lease
     namespace = os.environ.get("POD_NAMESPACE", "default")
-    me = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    me = instance_name()
     # Its own connection pool: renewals must never queue behind the workers' writes.
-    lease_client = KubeClient(creds, timeout=opts.election.renew_deadline)
+    lease_client = KubeClient(
+        creds, timeout=opts.election.renew_deadline, agent=user_agent("leader-election")
+    )
     election = LeaderElection(lease_client, namespace, opts.leader_lease, me, opts.election)
     campaign = asyncio.create_task(election.run(), name="leader-election")
     role.set("standby")
@@ -412,6 +415,8 @@ async def lead(opts: RunOptions, creds: Credentials, role: Role, stop: asyncio.E
         # kopf handles SIGTERM itself from here on; losing the lease stops it too.
         op_stop = asyncio.Event()
         election.on_lost.append(op_stop.set)
+        # /readyz stops saying "leader" at once, not when kopf has finished shutting down.
+        election.on_lost.append(partial(role.set, "stopping"))
         await operation.run(op_stop)
         if election.lost.is_set():
             return 1  # restart as a candidate, like client-go's OnStoppedLeading

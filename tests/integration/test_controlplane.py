@@ -4,6 +4,7 @@ agent runs here (e2e runs it)."""
 from __future__ import annotations
 
 import json
+import secrets
 import ssl
 import time
 from collections.abc import Callable
@@ -167,6 +168,36 @@ def test_token_request_for_service_account(
         assert f"system:serviceaccount:{unique_ns}:robot" in resp.json()["message"]
         garbage = client.get("/api/v1/namespaces", headers={"Authorization": "Bearer not-a-token"})
         assert garbage.status_code == 401
+
+
+def test_audit_log_records_the_operators_writes_and_nothing_else(
+    cluster: ControlPlane, unique_ns: str
+) -> None:
+    """The audit log (tests/e2e/test_ha.py reads it) holds the operator identity's writes,
+    refused ones included, with their User-Agent; neither reads nor the admin's writes."""
+    agent = f"audit-test/{secrets.token_hex(4)}"
+    configmaps = f"/api/v1/namespaces/{unique_ns}/configmaps"
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "audited"}}
+    with cluster.client(OPERATOR_USER) as client:
+        client.headers["User-Agent"] = agent
+        assert client.get(configmaps).status_code == 403  # a read: not audited
+        assert client.post(configmaps, json=body).status_code == 403
+    with cluster.client() as admin:
+        admin.headers["User-Agent"] = agent
+        assert admin.post(configmaps, json=body).status_code == 201  # the admin: not audited
+
+    def ours() -> list[dict[str, Any]] | None:
+        found = [e for e in cluster.audit_events() if e.get("userAgent") == agent]
+        return found or None
+
+    events = wait_for("the audit event", ours, timeout=10)
+    time.sleep(0.5)  # a second event (there must be none) would be written by now
+    events = ours() or []
+    assert [
+        (e["verb"], e["user"]["username"], e["objectRef"]["resource"], e["responseStatus"]["code"])
+        for e in events
+    ] == [("create", OPERATOR_USER, "configmaps", 403)]
+    assert events[0]["stage"] == "ResponseComplete" and events[0]["level"] == "Metadata"
 
 
 def test_operator_user_needs_rbac(cluster: ControlPlane, kubectl: Any, unique_ns: str) -> None:

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
+from mcp_operator import __version__
 from mcp_operator.kube.auth import (
     Credentials,
     CredentialsError,
@@ -58,6 +61,21 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "ClusterRoleBinding": ("clusterrolebindings", False),
     "CustomResourceDefinition": ("customresourcedefinitions", False),
 }
+
+
+def instance_name() -> str:
+    """This replica's name: its pod's (``POD_NAME`` from the downward API), else host-pid.
+
+    It is the leader-election identity and goes into every request's User-Agent, so the API
+    server's audit log tells the replicas apart although they share one service account."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def user_agent(purpose: str | None = None) -> str:
+    """``mcp-operator/VERSION (INSTANCE)[ PURPOSE]``, after client-go's ``binary/version (...)``
+    with a suffix such as ``leader-election``."""
+    agent = f"mcp-operator/{__version__} ({instance_name()})"
+    return f"{agent} {purpose}" if purpose else agent
 
 
 class ApiError(Exception):
@@ -124,8 +142,10 @@ class KubeClient:
         timeout: float = 30.0,
         may_write: Callable[[], bool] | None = None,
         connections: int = 20,
+        agent: str | None = None,
     ) -> None:
         self.creds = creds
+        self.agent = agent or user_agent()
         # The write fence (leader election): checked before every non-GET request, so no
         # caller can write once this replica may no longer act.
         self.may_write = may_write
@@ -151,7 +171,7 @@ class KubeClient:
             self._session = None
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": self.agent}
         if content_type:
             headers["Content-Type"] = content_type
         token = self.creds.tokens.current() if self.creds.tokens is not None else None
@@ -344,5 +364,7 @@ __all__ = [
     "TransportError",
     "credentials_from_kubeconfig",
     "credentials_in_cluster",
+    "instance_name",
     "load_credentials",
+    "user_agent",
 ]
