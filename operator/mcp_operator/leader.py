@@ -150,11 +150,13 @@ class Elector:
         """How long to wait before the next round. A candidate also wakes right when the
         holder's lease would expire by its own observation (not a whole period later):
         take-over after a crash is lease duration + at most one observation lag. Safety
-        does not depend on this; it only removes the wait for the next tick."""
+        does not depend on this; it only removes the wait for the next tick. Once the
+        lease has expired by our clock and we still do not hold it (the API server is
+        unreachable, a write conflicted), the next try is a whole period away: no busy loop."""
         if self.leading() or self.observed is None or not self.observed.holder:
             return period
-        expiry = self.observed_at + max(self.observed.duration_s, 1)
-        return min(period, max(0.0, expiry - now) + 0.01)
+        remaining = self.observed_at + max(self.observed.duration_s, 1) - now
+        return min(period, remaining + 0.01) if remaining > 0 else period
 
     def release(self, wall: str) -> LeaseRecord | None:
         """The record that hands the lease over at once (ReleaseOnCancel), if we hold it."""

@@ -21,6 +21,7 @@ class Seen:
     path: str
     query: dict[str, str]
     authorization: str = ""
+    user_agent: str = ""
 
 
 Handler = Callable[[Seen], tuple[int, bytes]]
@@ -37,6 +38,7 @@ async def fake_api(handler: Handler, seen: list[Seen]) -> AsyncIterator[Credenti
             request.path,
             dict(request.query),
             request.headers.get("Authorization", ""),
+            request.headers.get("User-Agent", ""),
         )
         seen.append(item)
         status, body = handler(item)

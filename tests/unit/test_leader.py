@@ -39,6 +39,7 @@ class Replica:
     dead_from: float = float("inf")  # kill -9: no more rounds
     failing: tuple[float, float] = (0.0, 0.0)  # API errors in [start, end)
     acted: list[float] = field(default_factory=list)
+    rounds: list[float] = field(default_factory=list)  # every attempt, failed ones too
 
     def wall(self, now: float) -> str:
         return f"t={now + self.wall_skew_s:.2f}"
@@ -46,6 +47,7 @@ class Replica:
     def round(self, store: Store, now: float) -> None:
         if now >= self.dead_from:
             return
+        self.rounds.append(now)
         if self.failing[0] <= now < self.failing[1]:
             return  # the request failed: transient, retried next period
         seen, version = store.record, store.version
@@ -135,6 +137,23 @@ def test_a_leader_that_cannot_renew_stops_before_a_successor_starts() -> None:
     assert last_a < 20.0 + CFG.renew_deadline
     assert first_b > last_a
     assert first_b - last_a >= CFG.lease_duration - CFG.renew_deadline - CFG.retry_period
+
+
+def test_an_api_server_outage_for_everyone_then_one_leader_and_no_busy_loop() -> None:
+    """The API server is down for 20 s for both replicas (an upgrade): the leader stops at
+    its renew deadline; afterwards exactly one replica leads. Meanwhile a candidate whose
+    lease has expired by its own clock retries once per retry period, not in a tight loop
+    (it used to wake every 10 ms once the observed lease had expired: a busy loop for the
+    whole outage)."""
+    outage = (20.0, 40.0)
+    a, b = replica("a", failing=outage), replica("b", next_round=0.5, failing=outage)
+    simulate([a, b], until=80)
+    assert a.acted and max(t for t in a.acted if t < 40.0) < 20.0 + CFG.renew_deadline
+    after = [r for r in (a, b) if any(t >= 40.0 for t in r.acted)]
+    assert len(after) == 1
+    for r in (a, b):
+        during = [t for t in r.rounds if outage[0] + CFG.lease_duration <= t < outage[1]]
+        assert len(during) <= (outage[1] - outage[0] - CFG.lease_duration) / CFG.retry_period + 1
 
 
 def test_release_hands_over_within_one_retry_period() -> None:

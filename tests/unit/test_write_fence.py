@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from mcp_operator.kube.client import KubeClient, NotLeading, read_lines
+from mcp_operator.kube.client import KubeClient, NotLeading, read_lines, user_agent
 from tests.unit.fake_api import Seen, fake_api, js
 
 
@@ -65,3 +65,25 @@ async def test_a_401_refreshes_the_token_once_and_long_watch_lines_arrive_whole(
             lines = [json.loads(line) async for line in read_lines(resp)]
         await client.close()
     assert lines == [big, big]
+
+
+async def test_every_request_names_the_replica_in_its_user_agent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replicas share one service account; the User-Agent tells them apart in the API
+    server's audit log (tests/e2e/test_ha.py relies on it)."""
+    monkeypatch.setenv("POD_NAME", "mcp-operator-7d9f-x2b")
+    seen: list[Seen] = []
+    async with fake_api(lambda _: (200, js({})), seen) as creds:
+        client = KubeClient(creds)
+        lease = KubeClient(creds, agent=user_agent("leader-election"))
+        await client.request("GET", "/version")
+        async with client.stream("/api/v1/pods", params={"watch": "1"}, read_timeout=5):
+            pass
+        await lease.request("PUT", "/apis/coordination.k8s.io/v1/x", body={})
+        await client.close()
+        await lease.close()
+    agents = [r.user_agent for r in seen]
+    assert agents[0] == agents[1] and agents[0].endswith(" (mcp-operator-7d9f-x2b)")
+    assert agents[0].startswith("mcp-operator/")
+    assert agents[2] == f"{agents[0]} leader-election"
