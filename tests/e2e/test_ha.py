@@ -581,6 +581,36 @@ def test_unrelated_pods_never_reach_the_operator(
         kubectl("delete", "namespace", noise, "--wait=false", check=False)
 
 
+def test_a_deleted_servers_metric_series_go_with_it(served: Pair, kubectl: Kubectl) -> None:
+    """Metric hygiene on the real control plane: once a server is deleted, the leader's
+    /metrics has no series labelled with it (no ghosts on dashboards, no growth with churn)."""
+    leader = served.replicas[served.leader()]
+    manifest = server_manifest(
+        "gone",
+        served.ns,
+        primary={"replicas": 1},
+        backup={"enabled": False},
+        failover={"enabled": False},
+        pod=UNSCHEDULABLE,
+    )
+    kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(manifest))
+    wait_condition(kubectl, served.ns, "gone", "Reconciled", "True", timeout=60)
+
+    def series() -> list[str]:
+        labels = (f'namespace="{served.ns}"', 'server="gone"')
+        return [
+            line
+            for line in leader.metrics().splitlines()
+            if not line.startswith("#") and all(label in line for label in labels)
+        ]
+
+    present = wait_for(series, timeout=30, what="the server's series")
+    kubectl("delete", "mcpserver", "gone", "-n", served.ns, "--wait=false")
+    wait_for(lambda: series() == [], timeout=30, what="the deleted server's series to go")
+    print(f"\n{len(present)} series of the deleted server removed")
+    assert any("mcp_operator_reconcile_total" in line for line in present)
+
+
 def test_restart_reapplies_nothing_that_already_matches(served: Pair) -> None:
     """Both replicas restarted: the new leader reconciles the server from the cluster and
     finds every child as rendered -- zero applies (the child index is listed before any
