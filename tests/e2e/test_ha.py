@@ -454,13 +454,14 @@ def test_api_server_outage_one_writer_at_a_time(
     """kube-apiserver stopped for 20 s (longer than the renew deadline) and restarted while
     the Service is deleted every second. The leader cannot renew, so it must stop acting
     before its renew deadline (its /readyz says so; it exits, and is restarted as a kubelet
-    would); after the restart exactly one replica leads and acts. The audit log then shows
-    every write of the window by a named replica, in terms that never interleave."""
+    would); after the restart the standby takes over and exactly one replica acts. The
+    audit log then shows every write of the window by a named replica, in terms that never
+    interleave."""
     cluster = crd_and_rbac
     assert cluster.audit_active(), "the session's control plane must write its audit log"
     leader = served.leader()
     since = datetime.now(UTC)
-    restarts: list[str] = []
+    exited: dict[str, int | None] = {}
     with Deleter(api, served.ns) as traffic:
         time.sleep(4)  # the leader restores the Service a few times
         # SIGTERM: the listener closes at once, the process may take seconds to exit.
@@ -472,10 +473,8 @@ def test_api_server_outage_one_writer_at_a_time(
             if stepped_down is None and served.role(leader) != "leader":
                 stepped_down = time.monotonic() - stop_at
             for name, op in served.replicas.items():
-                if not op.alive:  # what the kubelet does
-                    assert op.proc is not None
-                    restarts.append(f"{name} (exit {op.proc.returncode})")
-                    op.start()
+                if not op.alive and op.proc is not None and name not in exited:
+                    exited[name] = op.proc.returncode
             time.sleep(0.2)
         down_for = time.monotonic() - stop_at
         up_wall = datetime.now(UTC)
@@ -488,6 +487,10 @@ def test_api_server_outage_one_writer_at_a_time(
             what="a leader after the restart",
         )
         takeover = time.monotonic() - up_at
+        # The kubelet restarts an exited container, after its back-off (this one has been
+        # killed twice already in this module: 20 s and more). Restarted at once, a replica
+        # keeps its pod name and may renew "its" lease at once, which is sound (the old
+        # process is gone) but leaves no hand-over to check; here it comes back after.
         for op in served.replicas.values():
             if not op.alive:
                 op.start()
@@ -502,8 +505,8 @@ def test_api_server_outage_one_writer_at_a_time(
     down_after = float("nan") if stepped_down is None else stepped_down
     print(
         f"\nkube-apiserver down {down_for:.1f}s, ready again {took:.1f}s after its start; "
-        f"leader {leader} stepped down {down_after:.1f}s after the stop; restarted: "
-        f"{restarts}; {acting} led "
+        f"leader {leader} stepped down {down_after:.1f}s after the stop; exited: "
+        f"{exited}; {acting} led "
         f"{takeover:.1f}s after the API was back; restore {restored:.1f}s; "
         f"{traffic.deleted} deletions; {len(writes)} audited writes in "
         f"{[(r[0].replica, len(r)) for r in runs]}"
@@ -513,7 +516,8 @@ def test_api_server_outage_one_writer_at_a_time(
     assert stepped_down is not None and stepped_down <= RENEW_DEADLINE + 1, served.replicas[
         leader
     ].log_tail()
-    assert f"{leader} (exit 1)" in restarts  # client-go's OnStoppedLeading: exit, restart
+    assert exited == {leader: 1}  # client-go's OnStoppedLeading: exit, be restarted
+    assert acting != leader and takeover <= LEASE_DURATION + 5
     assert {w.replica for w in writes} <= set(served.replicas), [str(w) for w in writes]
     assert runs and runs[0][0].replica == leader
     assert any(not w.lease for w in runs[0]), "the leader did not act before the outage"
@@ -521,7 +525,7 @@ def test_api_server_outage_one_writer_at_a_time(
     after = [w for w in writes if w.received > up_wall]
     assert {w.replica for w in after} == {acting}, [str(w) for w in after]
     assert any(w.resource == "services" for w in after), [str(w) for w in after]
-    assert len(runs) <= 2, [str(w) for w in writes]
+    assert len(runs) == 2, [str(w) for w in writes]  # one hand-over, no interleaving
 
 
 def test_unrelated_pods_never_reach_the_operator(
