@@ -2,7 +2,8 @@
 
 node_agent     session-scoped running agent (a subprocess of the test session) running
                NODE_COUNT Nodes in ZONE_COUNT zones, with ``.state_dir``, ``.log_path``,
-               ``.pid``, ``.node_name`` (the first node), ``.node_names``, ``.log_tail()``
+               ``.pid``, ``.node_name`` (the first node), ``.node_names``, ``.log_tail()``,
+               ``.metrics_port`` (per-container memory series, nodeagent/metrics)
 example_image  the image name the agent maps to the example MCP server
 """
 
@@ -23,7 +24,7 @@ import pytest
 
 from mcp_devcluster.controlplane import ControlPlane
 from mcp_devcluster.nodeagent.ipam import random_pod_cidr
-from mcp_devcluster.stack import EXAMPLE_IMAGE
+from mcp_devcluster.stack import EXAMPLE_IMAGE, free_port
 
 REDIS_IMAGE = "redis:7"
 NODE_NAME = "mcp-local"
@@ -41,6 +42,7 @@ class NodeAgentProcess:
     state_dir: Path
     log_path: Path
     node_name: str = NODE_NAME
+    metrics_port: int = 0  # per-container memory series (nodeagent/metrics); 0: off
 
     @property
     def node_names(self) -> list[str]:
@@ -109,7 +111,14 @@ def start_node_agent(
 def node_agent(
     cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeAgentProcess]:
-    agent = start_node_agent(cluster.admin_kubeconfig, tmp_path_factory.mktemp("nodeagent"))
+    port = free_port()
+    agent = start_node_agent(
+        cluster.admin_kubeconfig,
+        tmp_path_factory.mktemp("nodeagent"),
+        "--metrics-port",
+        str(port),
+    )
+    agent.metrics_port = port
     try:
         yield agent
     finally:

@@ -8,6 +8,10 @@
 * Prometheus scrapes the operator's /metrics and loads the rule the operator made; a killed
   primary takes ``MCPServerFailedOver`` pending -> firing within ``for`` + the scrape
   interval, and failback resolves it. Every dashboard panel's query runs without error.
+* ``MCPServerMemoryHigh`` on real measurements: the node agent exports each container's
+  resident set and memory limit as cAdvisor's and kube-state-metrics' series
+  (devcluster nodeagent/metrics); a server whose threshold its pod is above fires, one
+  whose threshold its pod is below stays silent.
 
 The session operator re-reads discovery every 2 s (tests/e2e/ops.py). The CRD is removed
 again at the end of each test, so other tests see the cluster as before.
@@ -39,6 +43,8 @@ CRD_NAME = "prometheusrules.monitoring.coreos.com"
 DASHBOARD = ROOT / "charts" / "mcp-operator" / "files" / "dashboards" / "mcp-operator-fleet.json"
 NAME = "weather"
 FAILED_OVER_FOR_S = 4
+MEMORY_FOR_S = 2
+MEMORY_LIMIT = 256 * 2**20  # 256Mi
 SCRAPE_S = 1.0
 
 
@@ -51,8 +57,8 @@ def remove_crd(kubectl: Kubectl) -> None:
     kubectl("delete", "crd", CRD_NAME, "--ignore-not-found", "--wait=true", timeout=60)
 
 
-def the_rule(kubectl: Kubectl, ns: str) -> dict[str, Any] | None:
-    result = kubectl("get", "prometheusrules", NAME, "-n", ns, "-o", "json", check=False)
+def the_rule(kubectl: Kubectl, ns: str, name: str = NAME) -> dict[str, Any] | None:
+    result = kubectl("get", "prometheusrules", name, "-n", ns, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
@@ -239,5 +245,97 @@ def test_real_prometheus_fires_failed_over_and_runs_every_panel(
         # Panels on what this server has must show data (auth and cache are off here).
         for title in ("Tier health", "Active tier", "Probe latency p95", "Probe outcomes"):
             assert title not in empty, f"panel {title!r} has no data"
+    finally:
+        prom.stop()
+
+
+def test_real_prometheus_fires_memory_high_from_the_node_agents_series(
+    op: OperatorProcess,
+    node_agent: NodeAgentProcess,
+    kubectl: Kubectl,
+    unique_ns: str,
+    rule_crd: None,
+    tmp_path: Path,
+) -> None:
+    """Two servers with the same 256Mi memory limit: ``hungry`` alerts at 5% of it (13 MiB:
+    any running example server is above that), ``roomy`` at 95% (243 MiB: far above one).
+    The series are the node agent's measurements of the real processes, scraped like a
+    kubelet's and kube-state-metrics'; the rules are the ones the operator applied."""
+    resources = {"requests": {"memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+    files = []
+    for name, ratio in (("hungry", 0.05), ("roomy", 0.95)):
+        memory = {"memoryHigh": {"ratio": ratio, "for": f"{MEMORY_FOR_S}s"}}
+        apply(
+            kubectl,
+            server_manifest(
+                name,
+                unique_ns,
+                backup={"enabled": False},
+                failover={"enabled": False},
+                resources=resources,
+                monitoring={"prometheusRule": {"alerts": memory}},
+            ),
+        )
+        rule = wait_for(
+            lambda n=name: the_rule(kubectl, unique_ns, n), timeout=30, what=f"{name}'s rule"
+        )
+        files.append(tmp_path / f"{name}.rules.yaml")
+        files[-1].write_text(yaml.safe_dump(rule["spec"]))
+    assert node_agent.metrics_port, "the session node agent exports no metrics"
+    prom = Prometheus(
+        tmp_path / "prometheus",
+        targets=[f"127.0.0.1:{op.metrics_port}", f"127.0.0.1:{node_agent.metrics_port}"],
+        rule_files=files,
+        interval=SCRAPE_S,
+    ).start()
+    try:
+        working = f'container_memory_working_set_bytes{{namespace="{unique_ns}",container="mcp"}}'
+
+        def measured() -> dict[str, list[float]] | None:
+            found: dict[str, list[float]] = {}
+            for r in prom.query(working):  # by server: a rollout may show two pods of one
+                found.setdefault(r["metric"]["pod"].split("-")[0], []).append(float(r["value"][1]))
+            return found if {"hungry", "roomy"} <= set(found) else None
+
+        rss = wait_for(measured, timeout=90, what="both servers' pods measured")
+        limits = prom.query(
+            f'kube_pod_container_resource_limits{{namespace="{unique_ns}",resource="memory"}}'
+        )
+        assert len(limits) >= 2 and {float(r["value"][1]) for r in limits} == {MEMORY_LIMIT}
+        # The premise of each case, on the measurements themselves.
+        assert min(rss["hungry"]) > 0.05 * MEMORY_LIMIT, rss
+        assert max(rss["roomy"]) < 0.95 * MEMORY_LIMIT, rss
+
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + MEMORY_FOR_S + 30
+        while "firing" not in seen and time.monotonic() < deadline:
+            for alert in prom.alerts("MCPServerMemoryHigh"):
+                assert alert["labels"]["pod"].startswith("hungry-"), alert  # never roomy's
+                seen.setdefault(alert["state"], time.monotonic())
+            time.sleep(0.1)
+        assert "pending" in seen and "firing" in seen, f"{seen}\n{prom.log_tail()}"
+        assert seen["firing"] - seen["pending"] >= MEMORY_FOR_S - SCRAPE_S
+        # One alert per pod of hungry's (primary.replicas defaults to 2), each firing in time.
+        hungry_pods = {
+            r["metric"]["pod"] for r in prom.query(working) if r["metric"]["pod"].startswith("hungry-")
+        }
+        wait_for(
+            lambda: (
+                {
+                    a["labels"]["pod"]
+                    for a in prom.alerts("MCPServerMemoryHigh")
+                    if a["state"] == "firing"
+                }
+                == hungry_pods
+            ),
+            timeout=MEMORY_FOR_S + 3 * SCRAPE_S,
+            what=f"MCPServerMemoryHigh firing for every pod of hungry's: {hungry_pods}",
+        )
+        for alert in prom.alerts("MCPServerMemoryHigh"):
+            assert alert["labels"]["namespace"] == unique_ns
+            assert alert["labels"]["severity"] == "warning"
+            assert alert["annotations"]["runbook_url"].endswith("#mcpservermemoryhigh")
+        sets = ", ".join(f"{k} {max(v) / 2**20:.0f} MiB" for k, v in sorted(rss.items()))
+        print(f"\nMCPServerMemoryHigh: working sets {sets} of 256 MiB; hungry (5%) fired")
     finally:
         prom.stop()

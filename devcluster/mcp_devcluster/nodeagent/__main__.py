@@ -54,6 +54,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--stop-grace", type=float, default=2.0, help="SIGTERM→SIGKILL seconds on agent stop"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve per-container memory series (cAdvisor/kube-state-metrics style) on "
+        "127.0.0.1:PORT/metrics; 0: off",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -79,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodes=args.nodes,
         zones=args.zones,
         binder=args.binder,
+        metrics_port=args.metrics_port,
     )
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

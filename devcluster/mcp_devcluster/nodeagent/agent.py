@@ -34,6 +34,7 @@ from .envvars import config_map_values, decode_secret
 from .images import ImageMap
 from .ipam import DEFAULT_POD_CIDR, IpAllocator, ensure_local_range
 from .kubeapi import ApiError, Informer, KubeClient, key_of
+from .metrics import ContainerSample, MetricsServer
 from .node import NodeHeartbeat
 from .podworker import NodeContext, PodWorker
 from .process import Spawner, kill_leftovers
@@ -93,6 +94,8 @@ class AgentConfig:
     #: Who binds pods: "scheduler" (kube-scheduler runs), "agent", or "auto" (agent when the
     #: API server is older than 1.24).
     binder: str = "auto"
+    #: Per-container memory series on 127.0.0.1:PORT/metrics (nodeagent/metrics); 0: off.
+    metrics_port: int = 0
 
     def node_specs(self) -> list[NodeSpec]:
         return node_specs(self.node_name, self.nodes, self.zones)
@@ -189,6 +192,7 @@ class NodeAgent:
         self.service_cidr = config.service_cidr or default_service_cidr(config.pod_cidr)
         self.ipam = IpAllocator(config.pod_cidr, exclude=self.service_cidr)
         self.proxy: ServiceProxy | None = None
+        self.metrics: MetricsServer | None = None
         self._workers: dict[str, PodWorker] = {}
         self._lock = threading.Lock()
         self._binds: queue.Queue[JSON | None] = queue.Queue()
@@ -251,6 +255,9 @@ class NodeAgent:
         for informer in informers:
             if not informer.synced.wait(timeout):
                 raise TimeoutError(f"informer {informer.name} did not sync in {timeout}s")
+        if self.config.metrics_port:
+            self.metrics = MetricsServer(self.config.metrics_port, self._samples)
+            self.metrics.start()
         if self.config.proxy:
             self.proxy = ServiceProxy(
                 self.client, self.service_cidr, hosts_file=self.state_dir / HOSTS_FILE
@@ -280,6 +287,8 @@ class NodeAgent:
         """Stop watching and kill every process this agent started; pods stay in the API."""
         if self.proxy is not None:
             self.proxy.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         for informer in (self._pods, self._secrets, self._config_maps, self._nodes):
             informer.stop(join=False)
         if self._binder.is_alive():
@@ -299,6 +308,9 @@ class NodeAgent:
             self._spawner.stop()
         self.client.close()
         log.info("node agent %s stopped", ", ".join(self.heartbeats))
+
+    def _samples(self) -> list[ContainerSample]:
+        return [s for worker in self.workers().values() for s in worker.samples()]
 
     def workers(self) -> dict[str, PodWorker]:
         """Running pod workers by pod UID (for tests and diagnostics)."""

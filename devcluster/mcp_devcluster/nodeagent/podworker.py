@@ -26,6 +26,7 @@ from .dns import SHIM_DIR
 from .envvars import ConfigError, Sources, expand, resolve_env
 from .images import ImageMap, build_argv, host_path, map_config_paths
 from .kubeapi import MERGE, ApiError, KubeClient, now_rfc3339
+from .metrics import ContainerSample
 from .probes import ProbeContext
 from .process import MARKER_ENV, Spawner, signal_group
 from .proxy import HOSTS_FILE
@@ -144,6 +145,25 @@ class PodWorker:
         )
 
     # -- API for the agent ---------------------------------------------------------------
+    def samples(self) -> list[ContainerSample]:
+        """This pod's main containers, for the agent's metrics (nodeagent/metrics)."""
+        out = []
+        for runner in self._main:
+            proc = runner.proc if runner.running else None
+            limits = (runner.spec.get("resources") or {}).get("limits") or {}
+            memory = limits.get("memory")
+            out.append(
+                ContainerSample(
+                    self.namespace,
+                    self.name,
+                    runner.name,
+                    self._ctx.node_name,
+                    proc.pid if proc is not None else None,
+                    str(memory) if memory is not None else None,
+                )
+            )
+        return out
+
     def start(self) -> None:
         self._thread.start()
 
