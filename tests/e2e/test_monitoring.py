@@ -317,7 +317,9 @@ def test_real_prometheus_fires_memory_high_from_the_node_agents_series(
         assert seen["firing"] - seen["pending"] >= MEMORY_FOR_S - SCRAPE_S
         # One alert per pod of hungry's (primary.replicas defaults to 2), each firing in time.
         hungry_pods = {
-            r["metric"]["pod"] for r in prom.query(working) if r["metric"]["pod"].startswith("hungry-")
+            r["metric"]["pod"]
+            for r in prom.query(working)
+            if r["metric"]["pod"].startswith("hungry-")
         }
         wait_for(
             lambda: (
