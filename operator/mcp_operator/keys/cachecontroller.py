@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 ROTATE_ANNOTATION = f"{GROUP}/rotate-cache-password"
 CONDITION = "CacheCredentialReady"
-POLL_SECONDS = 10.0  # Stable: Redis's live ACL re-checked this often (a restarted Redis)
+# Stable: the Secret and Redis's live ACL re-checked this often (a safety net: a restarted
+# Redis reads the current ACL file; a due rotation or a request is noticed from memory).
+POLL_SECONDS = 30.0
 TICK_SECONDS = 1.0
 IDLE_SECONDS = 2.0
 
@@ -113,7 +115,7 @@ class CachePasswordLoop:
                 if server is not None and self._due(server):
                     await self.sync(server)
                     self.failures = 0
-                elif server is None and self.worker.cache_credential_conditions:
+                elif self._turned_off() and self.worker.cache_credential_conditions:
                     await self._forget()
             except Exception as exc:  # never die; the message names no password
                 await self._report_failure(exc)
@@ -125,6 +127,11 @@ class CachePasswordLoop:
         if server is None or not server.spec.cache.enabled:
             return None
         return None if annotations.get(PAUSE_ANNOTATION) == "disabled" else server
+
+    def _turned_off(self) -> bool:
+        """``spec.cache`` was switched off (not paused): drop the condition and mirror."""
+        server = self.worker.server
+        return server is not None and not server.spec.cache.enabled
 
     def _due(self, server: MCPServer) -> bool:
         if time.monotonic() >= self.next_poll:
