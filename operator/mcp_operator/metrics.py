@@ -193,3 +193,21 @@ DATA_KEYS_READY = Gauge(
     ["namespace", "server"],
 )
 PER_SERVER += (DATA_KEY_AGE, DATA_KEYS, DATA_KEY_ROTATIONS, DATA_KEYS_READY)
+
+# Cache password rotation (spec.cache.credentialRotation): phases and times, no password.
+CACHE_PASSWORD_AGE = Gauge(
+    f"{PREFIX}_cache_password_age_seconds",
+    "Seconds since the cache password last rotated (or was created).",
+    ["namespace", "server"],
+)
+CACHE_PASSWORD_ROTATING = Gauge(
+    f"{PREFIX}_cache_password_rotating",
+    "1 while a cache password rotation runs (Redis accepts two passwords), else 0.",
+    ["namespace", "server"],
+)
+CACHE_PASSWORD_ROTATIONS = Counter(
+    f"{PREFIX}_cache_password_rotations_total",
+    "Completed cache password rotations (Redis accepts only the new password).",
+    ["namespace", "server"],
+)
+PER_SERVER += (CACHE_PASSWORD_AGE, CACHE_PASSWORD_ROTATING, CACHE_PASSWORD_ROTATIONS)

@@ -284,6 +284,14 @@ def _scenario(
     assert rotated >= 2
     obj = wait_condition(kubectl, ns, NAME, "CacheCredentialReady", "True", timeout=15)
     assert obj["status"]["cache"]["credential"]["phase"] == "Stable"
+    series = {
+        line.split("{", 1)[0]: float(line.rsplit(None, 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.startswith("mcp_operator_cache_password_") and f'namespace="{ns}"' in line
+    }
+    assert series["mcp_operator_cache_password_rotating"] == 0.0
+    assert series["mcp_operator_cache_password_rotations_total"] >= 1  # counted since the kill
+    assert 0 <= series["mcp_operator_cache_password_age_seconds"] < 60
 
     # -- no password in status, Events, the operator's log or metrics ------------------------
     texts = [

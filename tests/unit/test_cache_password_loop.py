@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from mcp_operator.api.models import MCPServerStatus
 from mcp_operator.api.validation import parse_server
@@ -24,6 +25,8 @@ from mcp_operator.reconcile.cache import credential_of
 from mcp_operator.render import cache
 
 Obj = dict[str, Any]
+LABELS = {"namespace": "tools", "server": "weather"}
+ROTATIONS = "mcp_operator_cache_password_rotations_total"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BODY: Obj = {
     "apiVersion": "mcp-operator.dev/v1alpha1",
@@ -180,11 +183,13 @@ async def test_a_whole_rotation_with_a_fresh_loop_for_every_pass(
     world = World()
     server = parse_server(BODY)
     world.now = T0 + timedelta(hours=1, seconds=1)  # due
-    reasons: list[str] = []
+    done_before = REGISTRY.get_sample_value(ROTATIONS, LABELS) or 0.0
+    rotating_seen: set[float | None] = set()
     for _ in range(30):
         loop = loop_for(world, monkeypatch)
         await loop.sync(server)
         world.now += timedelta(seconds=2)
+        rotating_seen.add(REGISTRY.get_sample_value("mcp_operator_cache_password_rotating", LABELS))
         # what Redis accepts always includes what every tier's pods were started with
         assert cache.password_hash("pw-zero") in world.live or world.patches >= 5
         if loop.state.phase == "Stable" and loop.state.rotations == 1:
@@ -199,6 +204,10 @@ async def test_a_whole_rotation_with_a_fresh_loop_for_every_pass(
     assert world.live == {cache.password_hash(new or "")}
     condition = loop.worker.cache_credential_conditions[0]
     assert (condition.status, condition.reason) == ("True", "CachePasswordStable")
+    assert (REGISTRY.get_sample_value(ROTATIONS, LABELS) or 0.0) == done_before + 1
+    assert rotating_seen == {0.0, 1.0}
+    age = REGISTRY.get_sample_value("mcp_operator_cache_password_age_seconds", LABELS)
+    assert age is not None and 0 <= age < 60
     for _, _, message in world.events:
         for secret in ("pw-zero", new or "", "op-secret", "mon"):
             assert secret not in message

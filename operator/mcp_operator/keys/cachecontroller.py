@@ -23,6 +23,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from mcp_operator import metrics
 from mcp_operator.api.durations import parse_duration
 from mcp_operator.api.models import GROUP, CacheCredentialStatus, MCPServer
 from mcp_operator.keys import cacherotation as rotation
@@ -154,6 +155,10 @@ class CachePasswordLoop:
             kept = [c for c in status.conditions if c.type != CONDITION]
             self.worker.status = status.model_copy(update={"conditions": kept})
             await self.worker.write_status()
+        gauges = (metrics.CACHE_PASSWORD_AGE, metrics.CACHE_PASSWORD_ROTATING)
+        for gauge in gauges:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*self.worker.key)
 
     async def _report_failure(self, exc: Exception) -> None:
         self.failures += 1
@@ -230,6 +235,8 @@ class CachePasswordLoop:
             for event in plan.events:
                 self.shared.post_event(self.worker.body, "Normal", event.reason, event.message)
                 log.info("cache password of %s/%s: %s", *self.worker.key, event.message)
+            if plan.state.rotations > state.rotations:
+                metrics.CACHE_PASSWORD_ROTATIONS.labels(*self.worker.key).inc()
             if rotation.accepted(plan.state) != rotation.accepted(state):
                 self.next_poll = 0.0  # tell Redis at once
         self.state = plan.state
@@ -299,6 +306,11 @@ class CachePasswordLoop:
         self, state: State, settings: Settings, now: datetime, live: frozenset[str] | None
     ) -> None:
         upcoming = rotation.next_due(state, settings)
+        key = self.worker.key
+        metrics.CACHE_PASSWORD_ROTATING.labels(*key).set(1 if state.rotating else 0)
+        if state.last_rotation is not None:
+            age = (now - state.last_rotation).total_seconds()
+            metrics.CACHE_PASSWORD_AGE.labels(*key).set(max(0.0, age))
         status = CacheCredentialStatus(
             phase=state.phase,
             phase_since=state.since,
