@@ -157,6 +157,23 @@ def kubectl_for(cp: ControlPlane) -> Kubectl:
     return run
 
 
+ESTABLISHED = '{.status.conditions[?(@.type=="Established")].status}'
+
+
+def wait_established(kubectl: Kubectl, crd_name: str, timeout: float = 60.0) -> None:
+    """Until the CRD is Established. Not ``kubectl wait --for=condition=Established``: right
+    after a create the CRD has no status yet, and kubectl 1.37 then fails at once
+    (".status.conditions accessor error: <nil>") instead of waiting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = kubectl("get", "crd", crd_name, "-o", f"jsonpath={ESTABLISHED}", check=False)
+        if got.stdout.strip() == "True":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"crd/{crd_name} not Established in {timeout}s: {got.stderr}")
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def kubectl(cluster: ControlPlane) -> Kubectl:
     return kubectl_for(cluster)

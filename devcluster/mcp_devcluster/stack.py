@@ -65,18 +65,22 @@ def kubectl_apply(kubectl: str, kubeconfig: Path, objects: list[dict[str, Any]])
 def install_crd(kubectl: str, kubeconfig: Path) -> None:
     kubectl_apply(kubectl, kubeconfig, [crd()])
     name = crd()["metadata"]["name"]
-    subprocess.run(
-        [
-            kubectl,
-            f"--kubeconfig={kubeconfig}",
-            "wait",
-            "--for=condition=Established",
-            f"crd/{name}",
-            "--timeout=30s",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    # Polled, not `kubectl wait --for=condition=Established`: right after a create the CRD
+    # has no status yet, and kubectl 1.37 then fails at once instead of waiting.
+    deadline = time.monotonic() + 30
+    jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+    while True:
+        got = subprocess.run(
+            [kubectl, f"--kubeconfig={kubeconfig}", "get", "crd", name, "-o", jsonpath],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if got.stdout.strip() == "True":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"crd/{name} not Established in 30s: {got.stderr}")
+        time.sleep(0.2)
 
 
 def install_operator_rbac(

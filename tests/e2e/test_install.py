@@ -31,6 +31,7 @@ from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
 from mcp_devcluster.stack import EXAMPLE_IMAGE, condition, free_port
 from mcp_operator import install
 from mcp_operator.api.crd import crd
+from tests.conftest import wait_established
 from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
 from tests.e2e.ops import Kubectl, others_paused
 
@@ -430,7 +431,7 @@ def test_kustomize_base_installs_and_its_identity_reconciles(
     objects = kustomized(kubectl, "manifests/base")
     apply_kustomization(kubectl, old_server, ROOT / "manifests/base")
     try:
-        kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
+        wait_established(kubectl, CRD_NAME)
         for kind in ("clusterrole", "clusterrolebinding"):
             kubectl("get", kind, install.NAME)
         kubectl("get", "deployment,service,serviceaccount", "-n", install.NAMESPACE)

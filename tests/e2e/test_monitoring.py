@@ -31,6 +31,7 @@ import yaml
 from mcp_devcluster.faults import kept_dead
 from mcp_devcluster.prometheus import Prometheus
 from mcp_devcluster.stack import OperatorProcess, condition, server_manifest
+from tests.conftest import wait_established
 from tests.e2e.conftest import NodeAgentProcess, get_json, wait_for
 from tests.e2e.ops import Kubectl, apply, wait_condition
 from tests.e2e.test_failover import start_healthy, tier_ips, wait_selector
@@ -50,7 +51,7 @@ SCRAPE_S = 1.0
 
 def install_crd(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    kubectl("wait", "--for", "condition=established", f"crd/{CRD_NAME}", "--timeout=30s")
+    wait_established(kubectl, CRD_NAME)
 
 
 def remove_crd(kubectl: Kubectl) -> None:

@@ -29,7 +29,13 @@ from mcp_devcluster.stack import (
     install_operator_rbac,
     server_manifest,
 )
-from tests.conftest import kubectl_binary, kubectl_for, missing_binaries, started
+from tests.conftest import (
+    kubectl_binary,
+    kubectl_for,
+    missing_binaries,
+    started,
+    wait_established,
+)
 from tests.e2e.conftest import get_json, start_node_agent, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -68,7 +74,7 @@ def test_oldest_release_takes_the_crd_enforces_cel_and_runs_a_server(
     # The CRD, the way the README installs it.
     kubectl("apply", "--server-side", "-f", str(CRD_FILE))
     crd_name = yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"]
-    kubectl("wait", "--for=condition=Established", f"crd/{crd_name}", "--timeout=60s")
+    wait_established(kubectl, crd_name)
     kubectl("create", "namespace", NAMESPACE)
 
     # CEL: a cross-field rule refused by this release's API server, with its message.

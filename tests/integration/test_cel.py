@@ -31,6 +31,7 @@ from mcp_devcluster.controlplane import (
     ControlPlane,
     tools_bin_dir,
 )
+from tests.conftest import kubectl_for, wait_established
 
 pytestmark = pytest.mark.cluster
 
@@ -135,10 +136,7 @@ def crd_applied(current: ControlPlane) -> Obj:
     result = kubectl(current, "apply", "--server-side", "-f", str(CRD_FILE))
     assert result.returncode == 0, result.stderr
     assert "serverside-applied" in result.stdout, result.stdout
-    wait = kubectl(
-        current, "wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s"
-    )
-    assert wait.returncode == 0, wait.stderr
+    wait_established(kubectl_for(current), CRD_NAME)
     stored: Obj = json.loads(kubectl(current, "get", "crd", CRD_NAME, "-o", "json").stdout)
     return stored
 

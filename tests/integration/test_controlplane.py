@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from mcp_devcluster.controlplane import OPERATOR_USER, ControlPlane
+from tests.conftest import wait_established
 
 pytestmark = pytest.mark.cluster
 
@@ -341,7 +342,7 @@ def test_gc_of_custom_resource_dependents_after_kcm_restart(
     }
     kubectl("apply", "-f", "-", input=json.dumps(crd))
     try:
-        kubectl("wait", "--for=condition=Established", "crd/gadgets.cptest.example.com")
+        wait_established(kubectl, "gadgets.cptest.example.com")
         start = time.monotonic()
         cluster.restart_controller_manager()
         restart_s = time.monotonic() - start

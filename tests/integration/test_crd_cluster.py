@@ -31,6 +31,7 @@ import yaml
 from mcp_operator.api.crd import crd
 from mcp_operator.api.validation import parse_server
 from mcp_operator.render import Capabilities, RenderContext, alerts, render
+from tests.conftest import wait_established
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "mcpservers.mcp-operator.dev.yaml"
@@ -77,13 +78,7 @@ def in_namespace(doc: Obj, namespace: str) -> Obj:
 @pytest.fixture(scope="module")
 def installed_crd(kubectl: Any) -> Obj:
     kubectl("apply", "-f", str(CRD_FILE))
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        f"crd/{CRD_NAME}",
-        "--timeout=60s",
-        timeout=90,
-    )
+    wait_established(kubectl, CRD_NAME)
     out: Obj = json.loads(kubectl("get", "crd", CRD_NAME, "-o", "json").stdout)
     return out
 
@@ -334,9 +329,7 @@ def rule_servers() -> list[Any]:
 def rule_crd(kubectl: Any) -> Iterator[None]:
     """The real CRD, removed afterwards (the e2e monitoring tests start without it)."""
     kubectl("apply", "--server-side", "-f", str(RULE_CRD_FILE))
-    kubectl(
-        "wait", "--for=condition=Established", f"crd/{RULE_CRD_NAME}", "--timeout=60s", timeout=90
-    )
+    wait_established(kubectl, RULE_CRD_NAME)
     try:
         yield
     finally:
