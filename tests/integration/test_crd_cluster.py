@@ -241,6 +241,23 @@ def test_table_has_server_rows_of_every_schema_kind() -> None:
 # ---- rendered children on the session's server ---------------------------------------------
 
 
+def server_side_dry_run(kubectl: Any, objects: list[Obj]) -> Any:
+    """As the operator applies: server-side, its field manager. kubectl's validation is
+    strict (its default), so a field the schema does not declare is an error."""
+    return kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "--field-manager",
+        "mcp-operator",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(objects, sort_keys=False),
+        check=False,
+    )
+
+
 def expected_pdb_version(cluster: Any) -> str:
     """policy/v1: the only PodDisruptionBudget version of every supported release."""
     return "policy/v1"
@@ -283,17 +300,7 @@ def test_rendered_children_pass_server_side_apply_dry_run(
         for obj in objects:
             if obj["kind"] == "PodDisruptionBudget":
                 assert obj["apiVersion"] == expected_pdb_version(cluster)
-        result = kubectl(
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--field-manager",
-            "mcp-operator",
-            "-f",
-            "-",
-            input=yaml.safe_dump_all(objects, sort_keys=False),
-            check=False,
-        )
+        result = server_side_dry_run(kubectl, objects)
         assert result.returncode == 0, result.stderr
         applied = result.stdout.splitlines()
         assert len(applied) == len(objects), result.stdout
@@ -336,23 +343,6 @@ def rule_crd(kubectl: Any) -> Iterator[None]:
         kubectl("delete", "crd", RULE_CRD_NAME, "--ignore-not-found", check=False, timeout=90)
 
 
-def _dry_run_rule(kubectl: Any, rule: Obj) -> Any:
-    # As the operator applies it (server-side, its field manager); strict validation too, so a
-    # field the schema does not declare is an error whichever way it is sent.
-    return kubectl(
-        "apply",
-        "--server-side",
-        "--dry-run=server",
-        "--validate=strict",
-        "--field-manager",
-        "mcp-operator",
-        "-f",
-        "-",
-        input=yaml.safe_dump(rule, sort_keys=False),
-        check=False,
-    )
-
-
 @pytest.mark.cluster
 @pytest.mark.parametrize("doc", rule_servers())
 def test_rendered_prometheus_rule_passes_the_real_crd_schema(
@@ -362,7 +352,7 @@ def test_rendered_prometheus_rule_passes_the_real_crd_schema(
     capabilities = Capabilities(api_versions=frozenset({alerts.MONITORING_API}))
     rule = alerts.prometheus_rule(server, RenderContext(capabilities=capabilities))
     assert rule is not None and rule["spec"]["groups"][0]["rules"]
-    result = _dry_run_rule(kubectl, rule)
+    result = server_side_dry_run(kubectl, [rule])
     assert result.returncode == 0, result.stderr
     assert "serverside-applied" in result.stdout, result.stdout
 
@@ -377,11 +367,11 @@ def test_the_real_crd_schema_is_enforced(kubectl: Any, namespace: str, rule_crd:
     assert rule is not None
     decimal = copy.deepcopy(rule)
     decimal["spec"]["groups"][0]["rules"][0]["for"] = "1.5m"
-    result = _dry_run_rule(kubectl, decimal)
+    result = server_side_dry_run(kubectl, [decimal])
     assert result.returncode != 0 and "spec.groups[0].rules[0].for" in result.stderr, result
     unknown = copy.deepcopy(rule)
     unknown["spec"]["groups"][0]["rules"][0]["severity"] = "page"
-    result = _dry_run_rule(kubectl, unknown)
+    result = server_side_dry_run(kubectl, [unknown])
     assert result.returncode != 0 and "field not declared in schema" in result.stderr, result
 
 

@@ -16,6 +16,7 @@ from mcp_operator.reconcile.children import ChildIndex
 from mcp_operator.reconcile.worker import WATCHED_KINDS, ServerWorker, Shared
 from mcp_operator.render import RenderContext, render
 from mcp_operator.render.context import Capabilities
+from tests.unit.test_cache import FakeApplier
 
 Obj = dict[str, Any]
 BODY: Obj = {
@@ -26,30 +27,12 @@ BODY: Obj = {
 }
 
 
-class Recorder:
-    """Applies return the object as the API server would; deletes are recorded."""
-
-    def __init__(self) -> None:
-        self.applied: list[tuple[str, str]] = []
-        self.deleted: list[tuple[str, str]] = []
-
-    async def apply(self, obj: Obj) -> Obj:
-        self.applied.append((obj["kind"], obj["metadata"]["name"]))
-        return obj
-
-    async def delete(
-        self, api_version: str, kind: str, namespace: str | None, name: str, uid: Any = None
-    ) -> bool:
-        self.deleted.append((kind, name))
-        return True
-
-
 def desired() -> list[Obj]:
     ctx = RenderContext(owner_uid="uid-1", cache_password_hash="h", cache_monitor_hash="m")
     return render(parse_server(BODY), ctx)
 
 
-def worker(client: Recorder, index: ChildIndex) -> ServerWorker:
+def worker(client: FakeApplier, index: ChildIndex) -> ServerWorker:
     return ServerWorker(("tools", "weather"), BODY, Shared(client, index, Capabilities(), print))
 
 
@@ -57,7 +40,7 @@ def test_only_watched_kinds_enter_the_index_and_unwatched_ones_are_applied_every
     objs = desired()
     unwatched = {(o["kind"], o["metadata"]["name"]) for o in objs if o["kind"] not in WATCHED_KINDS}
     assert unwatched == {("Secret", "weather-cache-config")}  # the case this is about
-    client, index = Recorder(), ChildIndex()
+    client, index = FakeApplier(), ChildIndex()
     w = worker(client, index)
     for _ in range(3):
         asyncio.run(w._apply(objs))
@@ -71,7 +54,7 @@ def test_only_watched_kinds_enter_the_index_and_unwatched_ones_are_applied_every
 def test_prune_never_acts_on_an_unwatched_kind() -> None:
     """An applied config Secret, then a pass that does not want it: prune has no stale copy
     to delete from (only the explicit delete when the cache is turned off does)."""
-    client, index = Recorder(), ChildIndex()
+    client, index = FakeApplier(), ChildIndex()
     w = worker(client, index)
     objs = desired()
     asyncio.run(w._apply(objs))
@@ -88,7 +71,7 @@ def test_an_apply_response_older_than_the_watch_event_does_not_overwrite_it() ->
         for o in desired()
         if (o["kind"], o["metadata"]["name"]) == ("Deployment", "weather-cache")
     ]
-    client, index = Recorder(), ChildIndex()
+    client, index = FakeApplier(), ChildIndex()
     w = worker(client, index)
 
     async def slow_apply(obj: Obj) -> Obj:
