@@ -21,7 +21,9 @@ that shares a lease with other tooling assumes them:
 :class:`Elector` is the pure state machine (injected clock, no I/O), tested as a closed
 loop; :class:`LeaderElection` is the thin I/O edge. :meth:`LeaderElection.may_act` is the
 fence the Kubernetes client checks before every write, so no worker or probe loop can
-write after the deadline even if it never looks at the election.
+write after the deadline even if it never looks at the election. A write that passed the
+fence is sent with the API server's ``timeout`` set to :meth:`LeaderElection.write_window`,
+so a slow API server abandons it rather than apply it after a successor started.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from mcp_operator.kube.client import ApiError, KubeClient
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 JITTER = 1.2  # candidates wait retry_period x U(1, 1.2), like client-go's wait.JitterUntil
+# Allowance for a request's way from this process to the API server (see write_window).
+TRANSIT_S = 1.0
 LEASE_API = "coordination.k8s.io/v1"
 
 
@@ -139,6 +143,14 @@ class Elector:
     def may_act(self, now: float) -> bool:
         return self.renewed_at is not None and now < self.renewed_at + self.config.renew_deadline
 
+    def successor_earliest(self) -> float | None:
+        """The local time before which no other replica can start acting (None: we do not
+        lead): a candidate's lease-duration clock starts only when it observes our last
+        renewal, which is after we started it."""
+        if self.renewed_at is None:
+            return None
+        return self.renewed_at + self.config.lease_duration
+
     def leading(self) -> bool:
         return self.renewed_at is not None
 
@@ -198,6 +210,19 @@ class LeaderElection:
     def may_act(self) -> bool:
         """The write fence (see module docstring)."""
         return self.elector.may_act(self.clock())
+
+    def write_window(self) -> float | None:
+        """How long the API server may take over a write sent now (its ``timeout``) so that
+        the write lands before any successor can act, or is abandoned by the server.
+
+        The fence closes at the renew deadline, but a write that passed it just before may
+        sit in a slow API server's queue (priority and fairness, a stalled etcd) and be
+        applied seconds later -- after a successor took over. With ``timeout`` the API
+        server gives up on it (504) instead. None when not leading (no limit added)."""
+        earliest = self.elector.successor_earliest()
+        if earliest is None:
+            return None
+        return earliest - self.clock() - TRANSIT_S
 
     @property
     def path(self) -> str:

@@ -179,11 +179,15 @@ class Operation:
     so a standby keeps its child index warm and a take-over starts only kopf."""
 
     def __init__(
-        self, opts: RunOptions, creds: Credentials, may_write: Callable[[], bool] | None = None
+        self,
+        opts: RunOptions,
+        creds: Credentials,
+        may_write: Callable[[], bool] | None = None,
+        write_window: Callable[[], float | None] | None = None,
     ) -> None:
         self.opts = opts
         self.creds = creds
-        self.client = KubeClient(creds, may_write=may_write)
+        self.client = KubeClient(creds, may_write=may_write, write_window=write_window)
         # Watches hold their connections for minutes: their own pool, never the workers'.
         self.watch_client = KubeClient(creds)
         self.informers: list[asyncio.Task[None]] = []
@@ -406,7 +410,9 @@ async def lead(opts: RunOptions, creds: Credentials, role: Role, stop: asyncio.E
     campaign = asyncio.create_task(election.run(), name="leader-election")
     role.set("standby")
     log.info("standby: campaigning for lease %s/%s as %s", namespace, opts.leader_lease, me)
-    operation = Operation(opts, creds, may_write=election.may_act)
+    operation = Operation(
+        opts, creds, may_write=election.may_act, write_window=election.write_window
+    )
     try:
         await operation.prepare()  # while standing by: the index is warm at take-over
         if not await _first(election.leading, stop):

@@ -40,6 +40,8 @@ class Replica:
     failing: tuple[float, float] = (0.0, 0.0)  # API errors in [start, end)
     acted: list[float] = field(default_factory=list)
     rounds: list[float] = field(default_factory=list)  # every attempt, failed ones too
+    # (t, successor_earliest) at every step it may act: its writes' server-side deadline
+    windows: list[tuple[float, float]] = field(default_factory=list)
 
     def wall(self, now: float) -> str:
         return f"t={now + self.wall_skew_s:.2f}"
@@ -82,6 +84,9 @@ def simulate(
         assert len(acting) <= 1, f"two leaders at t={now:.2f}"
         for replica in acting:
             replica.acted.append(now)
+            earliest = replica.elector.successor_earliest()
+            assert earliest is not None
+            replica.windows.append((now, earliest))
         now = round(now + STEP, 6)
     return store
 
@@ -168,6 +173,20 @@ def test_release_hands_over_within_one_retry_period() -> None:
     assert not a.elector.may_act(30.0), "a released lease must also close the fence"
 
 
+def late_writes(replicas: list[Replica]) -> list[str]:
+    """Acts of a replica before another replica's earlier write could still land: a write
+    sent at t may be applied by the API server until that sender's successor_earliest."""
+    events = sorted((t, i, e) for i, r in enumerate(replicas) for t, e in r.windows)
+    latest: dict[int, float] = {}
+    found = []
+    for t, i, earliest in events:
+        others = [e for j, e in latest.items() if j != i]
+        if others and t < max(others):
+            found.append(f"{replicas[i].elector.me} acts at {t:.2f} < {max(others):.2f}")
+        latest[i] = max(latest.get(i, 0.0), earliest)
+    return found
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_three_replicas_with_random_failures_never_overlap(seed: int) -> None:
     rng = random.Random(seed)
@@ -180,9 +199,25 @@ def test_three_replicas_with_random_failures_never_overlap(seed: int) -> None:
     replicas[seed % 3].dead_from = rng.uniform(50, 150)
     simulate(replicas, until=200, seed=seed)  # asserts at every step
     assert any(r.acted for r in replicas)
+    # Stronger than "never two at one instant": no replica acts while a write another
+    # sent earlier could still be applied (the API server's timeout, see write_window).
+    assert late_writes(replicas) == []
+    for r in replicas:
+        assert all(e - t >= CFG.lease_duration - CFG.renew_deadline for t, e in r.windows)
 
 
 def test_config_checks() -> None:
     assert ElectionConfig().problems() == []
     assert ElectionConfig(10, 10, 2).problems()
     assert ElectionConfig(15, 2, 2).problems()
+
+
+def test_successor_earliest_counts_from_the_start_of_the_last_renewal() -> None:
+    elector = Elector("a", CFG)
+    assert elector.successor_earliest() is None
+    attempt = elector.attempt(None, False, 10.0, "t=10")
+    assert attempt.write is not None
+    elector.written(attempt.write, started=9.5, now=10.0)
+    assert elector.successor_earliest() == 9.5 + CFG.lease_duration
+    assert elector.release("t=11") is not None
+    assert elector.successor_earliest() is None

@@ -87,3 +87,22 @@ async def test_every_request_names_the_replica_in_its_user_agent(
     assert agents[0] == agents[1] and agents[0].endswith(" (mcp-operator-7d9f-x2b)")
     assert agents[0].startswith("mcp-operator/")
     assert agents[2] == f"{agents[0]} leader-election"
+
+
+async def test_fenced_writes_carry_the_server_side_timeout_of_the_write_window() -> None:
+    """A write that passed the fence just before the renew deadline must not be applied by
+    a slow API server after a successor took over: the API server abandons it when the
+    window (until a successor could act) has passed. Reads and the lease are not limited."""
+    seen: list[Seen] = []
+    window: list[float | None] = [4.25]
+    async with fake_api(lambda _: (200, js({"metadata": {}})), seen) as creds:
+        client = KubeClient(creds, may_write=lambda: True, write_window=lambda: window[0])
+        obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"}}
+        await client.apply(obj)
+        await client.get("v1", "Service", "n", "s")
+        await client.request("PUT", "/apis/coordination.k8s.io/v1/x", body={}, fenced=False)
+        window[0] = None  # not leading (no election): no limit
+        await client.delete("v1", "Service", "n", "s")
+        await client.close()
+    assert [r.query.get("timeout") for r in seen] == ["4.250s", None, None, None]
+    assert seen[0].query["fieldManager"] == "mcp-operator"

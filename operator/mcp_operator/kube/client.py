@@ -143,12 +143,16 @@ class KubeClient:
         may_write: Callable[[], bool] | None = None,
         connections: int = 20,
         agent: str | None = None,
+        write_window: Callable[[], float | None] | None = None,
     ) -> None:
         self.creds = creds
         self.agent = agent or user_agent()
         # The write fence (leader election): checked before every non-GET request, so no
         # caller can write once this replica may no longer act.
         self.may_write = may_write
+        # ... and the time the API server may take over a fenced write before abandoning it
+        # (its ``timeout`` parameter), so none lands once a successor may act.
+        self.write_window = write_window
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._connections = connections
         self._base = creds.server.rstrip("/")
@@ -197,8 +201,12 @@ class KubeClient:
         content_type: str = "application/json",
         fenced: bool = True,
     ) -> Obj:
-        if fenced and method != "GET" and self.may_write is not None and not self.may_write():
-            raise NotLeading()
+        if fenced and method != "GET":
+            if self.may_write is not None and not self.may_write():
+                raise NotLeading()
+            window = self.write_window() if self.write_window is not None else None
+            if window is not None:
+                params = {**(params or {}), "timeout": f"{max(window, 0.1):.3f}s"}
         content = None if body is None else json.dumps(body).encode()
         query = _query(params)
         for attempt in (1, 2):
