@@ -284,9 +284,13 @@ def test_standby_stays_live_and_reports_its_role(pair: Pair) -> None:
     assert metric(pair.replicas[standby].metrics(), "mcp_operator_leader") == 0
 
 
-def test_kill9_of_the_leader_standby_acts_within_lease_duration(served: Pair, api: Api) -> None:
+def test_kill9_of_the_leader_standby_acts_within_lease_duration(
+    served: Pair, api: Api, crd_and_rbac: ControlPlane
+) -> None:
     """The leader is frozen (SIGSTOP: from then on it renews nothing, so the clock starts
-    there), the Service deleted, then the leader is killed -9."""
+    there), the Service deleted, then the leader is killed -9. The audit log shows one
+    hand-over with client-go's timing (see :func:`check_terms`)."""
+    since = datetime.now(UTC) - timedelta(seconds=5)  # the leader's last renewals
     leader = served.leader()
     standby = served.other(leader)
     op = served.replicas[leader]
@@ -302,6 +306,9 @@ def test_kill9_of_the_leader_standby_acts_within_lease_duration(served: Pair, ap
     assert took <= LEASE_DURATION + 5, served.replicas[standby].log_tail()
     served.restart(leader)  # comes back as the standby
     assert served.leader() == standby
+    runs = terms(audited_writes(crd_and_rbac, since))
+    assert [run[0].replica for run in runs] == [leader, standby]
+    check_terms(runs)
 
 
 def test_graceful_stop_hands_over_within_5s(served: Pair, api: Api) -> None:
@@ -340,6 +347,7 @@ class Write:
     name: str
     received: datetime
     completed: datetime
+    timeout: float | None  # the request's server-side timeout (?timeout=), if it had one
 
     @property
     def lease(self) -> bool:
@@ -368,6 +376,7 @@ def audited_writes(cluster: ControlPlane, since: datetime) -> list[Write]:
         if received < since:
             continue
         ref = event.get("objectRef") or {}
+        timeout = re.search(r"[?&]timeout=([0-9.]+)s", event.get("requestURI", ""))
         writes.append(
             Write(
                 replica(event.get("userAgent", "")),
@@ -376,6 +385,7 @@ def audited_writes(cluster: ControlPlane, since: datetime) -> list[Write]:
                 ref.get("name", ""),
                 received,
                 datetime.fromisoformat(event["stageTimestamp"]),
+                float(timeout.group(1)) if timeout else None,
             )
         )
     return sorted(writes, key=lambda w: w.received)
@@ -402,7 +412,9 @@ def check_terms(runs: list[list[Write]]) -> None:
       (the candidate's own clock starts when it observes that write);
     - the previous term wrote nothing later than its last lease write + the renew deadline
       (the fence closes at the renew deadline counted from the renewal's start, which is
-      before the API server received it; 0.5 s allows for the way to the API server).
+      before the API server received it; 0.5 s allows for the way to the API server);
+    - and none of its writes could have been applied after the next term began (each
+      carries the API server's ``timeout``: the leader's write window).
     """
     slack = timedelta(seconds=0.5)
     for before, after in itertools.pairwise(runs):
@@ -418,6 +430,14 @@ def check_terms(runs: list[list[Write]]) -> None:
             after[0].received >= last_renewal.completed + timedelta(seconds=LEASE_DURATION) - slack
         ), f"{after[0].replica} took over before the lease expired:\n{listing}"
         assert before[-1].completed < after[0].received, listing
+        # Nor could any of its writes have landed later: the API server would have
+        # abandoned each at received + timeout (the leader's write window).
+        for write in before:
+            if write.lease:
+                continue
+            assert write.timeout is not None, f"a write without a timeout: {write}"
+            late = write.received + timedelta(seconds=write.timeout)
+            assert late <= after[0].received + slack, f"{write} could land late:\n{listing}"
 
 
 class Deleter:
