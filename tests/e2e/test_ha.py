@@ -541,8 +541,9 @@ def test_api_server_outage_one_writer_at_a_time(
     for op in served.replicas.values():
         assert op.alive, op.log_tail()
     # The renew deadline counts from the last successful renewal (a renewal on a kept-alive
-    # connection may still succeed just after SIGTERM); 1 s for this loop's polling.
-    assert since_renewal <= RENEW_DEADLINE + 1, served.replicas[leader].log_tail()
+    # connection may still succeed just after SIGTERM); 1.5 s for this loop's polling on a
+    # busy machine. That no write passed the deadline is checked exactly below (audit).
+    assert since_renewal <= RENEW_DEADLINE + 1.5, served.replicas[leader].log_tail()
     assert exited == {leader: 1}  # client-go's OnStoppedLeading: exit, be restarted
     # The standby's clock restarts when it first reads a record it had not seen (the
     # leader's last renewals before the stop): up to a lease duration after the API is
