@@ -135,7 +135,7 @@ DOCUMENTED_DEFAULTS: JSON = {
         "image": "redis:7.4.2",
         "imagePullPolicy": "IfNotPresent",
         "resources": {},
-        "credentialRotation": {"enabled": True, "every": "720h", "propagation": "30s"},
+        "credentialRotation": {"enabled": True, "every": "720h", "propagation": "2m"},
     },
     "monitoring": {
         "prometheusRule": {

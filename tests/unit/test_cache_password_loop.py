@@ -76,8 +76,8 @@ class World:
     # -- the API server ---------------------------------------------------------------------
 
     async def get(self, _v: str, kind: str, _ns: str, name: str) -> Obj | None:
-        assert (kind, name) == ("Secret", "weather-cache-auth")
-        return self.secret
+        assert kind == "Secret" and name in ("weather-cache-auth", "weather-cache-config")
+        return self.secret if name == "weather-cache-auth" else self.config
 
     async def list(self, _v: str, kind: str, _ns: str, label_selector: str = "") -> list[Obj]:
         assert kind == "Pod"
@@ -108,6 +108,8 @@ class World:
 
     def render(self) -> None:
         cred = credential_of(self.secret, "weather-cache-auth")
+        hashes = sorted({cred.password_hash or "", *cred.extra_hashes})
+        self.config = {"data": {"users.acl": b64(cache.acl_file(tuple(hashes), "m" * 64))}}
         tiers = dict(cred.tier_hashes)
         for tier in ("primary", "backup"):
             wanted = tiers.get(tier, cred.password_hash)

@@ -5,7 +5,9 @@ password hashes, two tiers of pods that read the Secret's password when they sta
 it up to ``propagation`` late, as a kubelet's cache may) and authenticate every tick. Each
 round the edge does what the real loop does — read the state, make Redis accept what the
 state says, observe, decide, write, render the tiers' stamps — and may be killed between any
-two of those steps. The world's clients count every refused authentication.
+two of those steps. Redis may restart at any moment and then accepts what its ACL file
+says -- the file as rendered into ``NAME-cache-config``, seen through a Secret volume up to
+``propagation`` late. The world's clients count every refused authentication.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class World:
     max_live: int = 1
     kills: int = 0
     step: timedelta = TICK
+    files: list[tuple[datetime, frozenset[str]]] = field(
+        default_factory=lambda: [(T0, frozenset({"h0"}))]
+    )
+    restart_rate: float = 0.0
+    restarts: int = 0
 
     def __post_init__(self) -> None:
         for name, replicas in (("primary", 2), ("backup", 1)):
@@ -81,6 +88,18 @@ class World:
                 seen = value
         return seen
 
+    def file_seen(self, lag: timedelta) -> frozenset[str]:
+        """The stored ACL file as a kubelet ``lag`` behind synced it to the Redis pod."""
+        at, seen = self.now - lag, self.files[0][1]
+        for when, value in self.files:
+            if when <= at:
+                seen = value
+        return seen
+
+    def render_file(self, hashes: frozenset[str]) -> None:
+        if hashes != self.files[-1][1]:
+            self.files.append((self.now, hashes))
+
     def write(self, state: State) -> None:
         if state.current != self.state.current:
             self.history.append((self.now, state.current))
@@ -93,6 +112,9 @@ class World:
 
     def tick(self) -> None:
         self.now += self.step
+        if self.rng.random() < self.restart_rate:  # Redis restarts from its (lagging) file
+            self.restarts += 1
+            self.live = set(self.file_seen(self.settings.propagation * self.rng.random()))
         for tier in self.tiers.values():
             self._roll_one(tier)
             if self.rng.random() < 0.002 and tier.pods:  # a pod crashes and is replaced
@@ -140,6 +162,7 @@ class World:
             backup_rolled=self._rolled("backup", state),
             primary_rolled=self._rolled("primary", state),
             request=self.request,
+            file=self.files[-1][1],
         )
         plan = rot.decide(state, self.settings, self.now, seen, self.new_hash)
         point()
@@ -147,6 +170,7 @@ class World:
         self.events += [e.reason for e in plan.events]
         point()
         rendered = state if stale_render else plan.state  # a reconcile that read it earlier
+        self.render_file(rot.accepted(rendered))
         for name, tier in self.tiers.items():
             tier.stamp = rot.tier_hash(rendered, name)  # type: ignore[arg-type]
 
@@ -199,7 +223,7 @@ def test_kills_at_random_points_and_stale_renders_never_refuse_a_client(seed: in
     run(world, T0 + timedelta(days=2), kill_rate=0.3, stale_rate=0.2)
     assert world.kills > 1000
     assert world.failures == 0
-    assert world.state.rotations >= 250
+    assert world.state.rotations >= 230
     assert world.max_live == 2
 
 
@@ -292,3 +316,42 @@ def replace_phase(state: State, phase: rot.Phase) -> State:
     from dataclasses import replace
 
     return replace(state, phase=phase, since=T0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_redis_restarting_from_its_lagging_file_at_any_moment_never_refuses_a_client(
+    seed: int,
+) -> None:
+    """Redis restarts at random (about every 10 minutes) and loads its ACL file as a
+    kubelet up to ``propagation`` late synced it; the operator is killed and renders stale
+    meanwhile. The password is only switched once the file has carried the new hash for
+    ``propagation``, so no restart ever loads a file without a password some pod holds."""
+    settings = Settings(every=timedelta(minutes=10), propagation=timedelta(seconds=30))
+    world = World(settings, random.Random(100 + seed), restart_rate=0.01)
+    run(world, T0 + timedelta(days=1), kill_rate=0.2, stale_rate=0.2)
+    assert world.restarts > 100
+    assert world.state.rotations >= 100
+    assert world.failures == 0
+
+
+def test_adding_waits_for_the_stored_file_and_its_kubelet_sync() -> None:
+    """Closed loop on the decision alone: live Redis accepts both passwords at once, but the
+    switch waits for the stored file to list the new hash and then ``propagation``."""
+    settings = Settings(every=timedelta(minutes=1), propagation=timedelta(seconds=90))
+    state = State(current="h0", phase="Adding", since=T0, next="h1")
+    both = frozenset({"h0", "h1"})
+    now, switched_at = T0, None
+    for second in range(0, 300, 5):
+        now = T0 + timedelta(seconds=second)
+        file = frozenset({"h0"}) if second < 60 else both  # rendered at 60 s
+        plan = rot.decide(state, settings, now, Observed(live=both, file=file), lambda: "x")
+        state = plan.state
+        if state.phase == "Propagating" and switched_at is None:
+            switched_at = now
+    assert switched_at == T0 + timedelta(seconds=150)
+    # a file re-rendered without the new hash restarts the allowance
+    adding = State(current="h0", phase="Adding", since=T0, next="h1", file_since=T0)
+    plan = rot.decide(
+        adding, settings, T0 + timedelta(hours=1), Observed(both, file=frozenset({"h0"})), str
+    )
+    assert plan.state.phase == "Adding" and plan.state.file_since is None

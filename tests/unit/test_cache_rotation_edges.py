@@ -209,7 +209,7 @@ def test_the_rotation_spec_defaults_and_bounds() -> None:
     from mcp_operator.api.validation import InvalidSpec
 
     spec = server().spec.cache.credential_rotation
-    assert (spec.enabled, spec.every, spec.propagation) == (True, "720h", "30s")
+    assert (spec.enabled, spec.every, spec.propagation) == (True, "720h", "2m")
     for bad in ({"every": "5s"}, {"propagation": "0s"}, {"every": "20s", "propagation": "30s"}):
         with pytest.raises(InvalidSpec):
             server(**bad)

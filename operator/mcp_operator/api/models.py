@@ -740,10 +740,14 @@ class CacheCredentialRotationSpec(Model):
     every: Duration = "720h"
     """How long after the previous rotation completed the next one starts (Go duration,
     at least 10s)."""
-    propagation: Duration = "30s"
-    """How long after the Secret's ``password`` changed the tiers start to roll: a
-    kubelet's Secret cache may hand a starting pod the previous value this long (at least
-    1s; Redis accepts both passwords meanwhile)."""
+    propagation: Duration = "2m"
+    """The longest a kubelet takes to bring a Secret's update to its pods (at least 1s).
+    Waited twice: after Redis's stored ACL file (``NAME-cache-config``) lists the new
+    password, before the Secret's ``password`` switches (a Redis restart reloads that file
+    from its Secret volume, which a kubelet refreshes about a minute after a change), and
+    after the switch, before the tiers roll (a starting pod may read the previous value
+    this long). Redis accepts both passwords meanwhile. Keep it at least 90s on real
+    kubelets."""
 
     __rules__ = (
         Rule(

@@ -17,6 +17,8 @@ Events, status and metrics name phases and times only.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
 import time
@@ -91,6 +93,24 @@ def tier_rolled(deployment: Obj | None, pods: list[Obj], wanted_hash: str, exist
     )
 
 
+def file_hashes(config_secret: Obj | None) -> frozenset[str] | None:
+    """The MCP user's password hashes in a stored ``NAME-cache-config`` Secret's ACL file
+    -- what a Redis restarting now (once the kubelet synced the volume) would accept (pure;
+    None: no such Secret or no readable file)."""
+    raw = ((config_secret or {}).get("data") or {}).get("users.acl")
+    if not isinstance(raw, str):
+        return None
+    try:
+        text = base64.b64decode(raw, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        words = line.split()
+        if words[:2] == ["user", cache.USERNAME]:
+            return frozenset(w[1:] for w in words[2:] if w.startswith("#"))
+    return frozenset()
+
+
 def _stamp_of(obj: Obj) -> str | None:
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     stamp = annotations.get(cache.CREDENTIAL_ANNOTATION)
@@ -107,6 +127,7 @@ class CachePasswordLoop:
         self.next_poll = 0.0
         self.failures = 0
         self.unreachable = ""
+        self.cache_seen: object = None
 
     async def run(self) -> None:
         while True:
@@ -135,8 +156,8 @@ class CachePasswordLoop:
         return server is not None and not server.spec.cache.enabled
 
     def _due(self, server: MCPServer) -> bool:
-        if time.monotonic() >= self.next_poll:
-            return True
+        if time.monotonic() >= self.next_poll or self._cache_signature(server) != self.cache_seen:
+            return True  # a cache pod (re)started: it loaded the ACL file; converge at once
         if self.failures or self.state is None:
             return False
         if self.state.rotating:
@@ -145,6 +166,15 @@ class CachePasswordLoop:
             return True
         deadline = rotation.deadline(self.state, settings_of(server))
         return deadline is not None and self.shared.clock() >= deadline
+
+    def _cache_signature(self, server: MCPServer) -> object:
+        """The cache Deployment's status (watched): it changes when a Redis pod (re)starts
+        or turns ready, which is when the live ACL may have been reloaded from the file."""
+        children = self.shared.index.children(self.worker.key)
+        status = (children.get(("Deployment", cache.name(server))) or {}).get("status") or {}
+        keys = ("replicas", "readyReplicas", "updatedReplicas", "unavailableReplicas",
+                "observedGeneration")  # fmt: skip
+        return tuple(status.get(k) for k in keys)
 
     async def _forget(self) -> None:
         self.state, self.next_poll = None, 0.0
@@ -176,6 +206,7 @@ class CachePasswordLoop:
 
     async def sync(self, server: MCPServer) -> None:
         self.next_poll = time.monotonic() + POLL_SECONDS
+        self.cache_seen = self._cache_signature(server)
         namespace, name = self.worker.key
         secret_name = cache.auth_secret_name(server)
         secret = await self.shared.client.get("v1", "Secret", namespace, secret_name)
@@ -225,6 +256,7 @@ class CachePasswordLoop:
             backup_rolled=await self._rolled(server, state, "backup"),
             primary_rolled=await self._rolled(server, state, "primary"),
             request=request_of(self.worker.body),
+            file=await self._stored_file(server) if state.phase == "Adding" else None,
         )
         plan = rotation.decide(state, settings, now, seen, new_hash)
         if plan.state != state:
@@ -255,6 +287,13 @@ class CachePasswordLoop:
         pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
         exists = tier == "primary" or server.spec.backup.enabled
         return tier_rolled(deployment, pods, rotation.tier_hash(state, tier), exists)
+
+    async def _stored_file(self, server: MCPServer) -> frozenset[str]:
+        """The hashes the applied ACL file lists (read back: what the kubelet syncs)."""
+        namespace = self.worker.key[0]
+        name = cache.config_secret_name(server)
+        stored = await self.shared.client.get("v1", "Secret", namespace, name)
+        return file_hashes(stored) or frozenset()
 
     async def _write(self, secret_name: str, patch: Obj) -> bool:
         """False when someone else wrote the Secret first (the next pass re-reads)."""
@@ -343,4 +382,4 @@ class CachePasswordLoop:
             await self.worker.write_status()
 
 
-__all__ = ["ROTATE_ANNOTATION", "CachePasswordLoop", "install", "tier_rolled"]
+__all__ = ["ROTATE_ANNOTATION", "CachePasswordLoop", "file_hashes", "install", "tier_rolled"]

@@ -11,7 +11,11 @@ client's password is refused:
     A new password is stored in the Secret beside the current one (key ``nextPassword``),
     used by nobody yet. Redis is told to accept it too; the phase ends once the live Redis is
     *seen* to accept both (an observation, so a crash between the Secret write and the
-    Redis command cannot fake it).
+    Redis command cannot fake it) *and* the rendered ACL file (the Secret
+    ``NAME-cache-config``, read back) has listed the new hash for ``propagation``: Redis
+    reloads that file whenever it restarts, and a kubelet refreshes a Secret volume up to a
+    minute or more after the Secret changed. Switching earlier would let a Redis restart
+    load a file without the password new pods start with.
 ``Propagating``
     The Secret's ``password`` is the new one; the old one's hash is kept as ``previous`` and
     Redis still accepts both. Pods starting from now on read the new password; the phase
@@ -76,6 +80,9 @@ class State:
     rotations: int = 0
     last_rotation: datetime | None = None
     last_request: str | None = None
+    file_since: datetime | None = None
+    """While ``Adding``: when the stored ACL file was first seen listing ``next`` (the
+    kubelet-sync allowance counts from there)."""
 
     @property
     def rotating(self) -> bool:
@@ -93,6 +100,9 @@ class Observed:
     backup_rolled: bool = False
     primary_rolled: bool = False
     request: str | None = None
+    file: frozenset[str] | None = None
+    """The MCP user's hashes in the stored ACL file (``NAME-cache-config``'s ``users.acl``);
+    None: not read this pass."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,8 @@ def deadline(state: State, settings: Settings) -> datetime | None:
     """The next instant at which time alone moves the state (for the edge's sleep)."""
     if state.phase == "Propagating" and state.since is not None:
         return state.since + settings.propagation
+    if state.phase == "Adding" and state.file_since is not None:
+        return state.file_since + settings.propagation
     return next_due(state, settings)
 
 
@@ -159,13 +171,7 @@ def decide(
     if phase == "Stable":
         return _maybe_start(state, settings, now, seen, new_hash)
     if phase == "Adding":
-        if seen.live is not None and accepted(state) <= seen.live and state.next:
-            moved = replace(
-                state, phase="Propagating", since=now, current=state.next, next=None,
-                previous=state.current,
-            )  # fmt: skip
-            return Plan(moved, (Event("CachePasswordSwitched", _switched(settings)),))
-        return Plan(state)
+        return _adding(state, settings, now, seen)
     if phase == "Propagating":
         if state.since is None or now >= state.since + settings.propagation:
             moved = replace(state, phase="RollingBackup", since=now)
@@ -194,6 +200,24 @@ def decide(
     return Plan(state)
 
 
+def _adding(state: State, settings: Settings, now: datetime, seen: Observed) -> Plan:
+    """Switch only once the live Redis accepts both passwords and the stored ACL file has
+    listed the new one for ``propagation`` (a restarted Redis must load it)."""
+    if seen.file is not None and state.next:
+        if state.next not in seen.file:
+            return Plan(replace(state, file_since=None))  # (re)rendered without it: wait
+        if state.file_since is None:
+            return Plan(replace(state, file_since=now))
+    synced = state.file_since is not None and now >= state.file_since + settings.propagation
+    if synced and seen.live is not None and accepted(state) <= seen.live and state.next:
+        moved = replace(
+            state, phase="Propagating", since=now, current=state.next, next=None,
+            previous=state.current, file_since=None,
+        )  # fmt: skip
+        return Plan(moved, (Event("CachePasswordSwitched", _switched(settings)),))
+    return Plan(state)
+
+
 def _maybe_start(
     state: State, settings: Settings, now: datetime, seen: Observed, new_hash: Callable[[], str]
 ) -> Plan:
@@ -203,7 +227,7 @@ def _maybe_start(
         return Plan(state)
     kind = "manual" if requested else "scheduled"
     started = replace(
-        state, phase="Adding", since=now, next=new_hash(), previous=None,
+        state, phase="Adding", since=now, next=new_hash(), previous=None, file_since=None,
         last_request=seen.request if requested else state.last_request,
     )  # fmt: skip
     message = f"{kind} rotation: a new password is stored; Redis is told to accept it too"
@@ -222,7 +246,8 @@ def describe(state: State) -> str:
     """The phase for a condition message (no hashes)."""
     return {
         "Stable": "no rotation in progress",
-        "Adding": "waiting for Redis to accept the new password beside the old one",
+        "Adding": "waiting for Redis and its stored ACL file (NAME-cache-config, synced to "
+        "the kubelet for propagation) to accept the new password beside the old one",
         "Propagating": "waiting for the new password to reach the kubelets",
         "RollingBackup": "waiting for the backup tier to run the new password, all pods ready",
         "RollingPrimary": "waiting for the primary tier to run the new password, all pods ready",

@@ -97,6 +97,7 @@ def _state(doc: Obj, current: str, next_password: str | None, created: datetime 
         rotations=int(doc.get("rotations") or 0),
         last_rotation=parse_time(doc.get("lastRotation")) or created,
         last_request=str(request) if request is not None else None,
+        file_since=parse_time(doc.get("fileSince")) if phase == "Adding" else None,
     )
 
 
@@ -109,6 +110,7 @@ def document(state: State) -> str:
         "rotations": state.rotations,
         "lastRotation": format_time(state.last_rotation),
         "lastRequest": state.last_request,
+        "fileSince": format_time(state.file_since),
     }
     return json.dumps(doc, sort_keys=True)
 
