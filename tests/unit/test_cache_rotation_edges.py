@@ -105,9 +105,11 @@ def test_a_broken_rotation_entry_is_reported_without_quoting_it(doc: str) -> Non
     with pytest.raises(cachestore.UnreadableState) as err:
         cachestore.decode(obj)
     assert doc not in str(err.value) and "rotation" in str(err.value)
-    # the reconcile keeps serving the stored password meanwhile
+    # fail static: no hash, so the reconcile keeps the applied ACL file (which may still
+    # list a retiring password some pods hold) and the tiers' live stamps
     cred = credential_of(obj, "weather-cache-auth")
-    assert cred.password_hash == cache.password_hash(P0) and cred.extra_hashes == ()
+    assert cred.password_hash is None and cred.reason == "CredentialInvalid"
+    assert "last applied configuration" in cred.problem and doc not in cred.problem
 
 
 def rendered(state: rot.State) -> dict[tuple[str, str], Obj]:

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from mcp_operator.api.models import CacheStatus, MCPServer
 from mcp_operator.keys import cacherotation as rotation
 from mcp_operator.keys import cachestore
-from mcp_operator.keys.cacherotation import State
 from mcp_operator.keys.cachestore import read_password
 from mcp_operator.kube.client import ApiError
 from mcp_operator.reconcile.conditions import Want
@@ -89,11 +88,15 @@ def credential_of(secret: Obj, name: str) -> Credential:
     monitor_stored = read_password(secret, cache.SECRET_MONITOR_PASSWORD_KEY)
     try:
         stored = cachestore.decode(secret)
-    except cachestore.UnreadableState:  # the rotation loop reports it; serve the password
-        password = read_password(secret)
-        state = None if password is None else State(current=cache.password_hash(password))
-    else:
-        state = stored.state if stored else None
+    except cachestore.UnreadableState as exc:
+        # Fail static: which passwords Redis must accept and which one each tier runs are
+        # unknown (mid-rotation, the retiring one is only in that entry). No hash: the
+        # reconcile keeps the cache's applied config and the tiers' live stamps as they are.
+        return Credential(
+            None,
+            problem=f"Secret {name}: {exc}; the cache keeps its last applied configuration",
+        )
+    state = stored.state if stored else None
     if state is None or monitor_stored is None:
         keys = f"'{cache.SECRET_PASSWORD_KEY}' and '{cache.SECRET_MONITOR_PASSWORD_KEY}'"
         return Credential(
