@@ -351,6 +351,14 @@ class FakeSecrets:
             raise ConnectionError("operator killed after the create reached the API server")
         return self.store[key]
 
+    async def patch(
+        self, api_version: str, kind: str, namespace: str | None, name: str, body: Obj
+    ) -> Obj:
+        found = self.store[(namespace, name)]
+        found = {**found, "data": {**found["data"], **body["data"]}}
+        self.store[(namespace, name)] = found
+        return found
+
 
 def stored_password(fake: FakeSecrets) -> str:
     secret = fake.store[("tools", "weather-cache-auth")]
@@ -399,6 +407,24 @@ def test_a_concurrent_creator_wins_and_its_password_is_used() -> None:
     assert result.password_hash == cache.password_hash("theirs")
     assert stored_password(racing) == "theirs"
     del fake
+
+
+def test_an_old_secret_gets_the_operators_redis_user_before_the_first_render() -> None:
+    """So an upgrade changes the Redis pod template (ACL file, probe) once: one restart."""
+    fake, srv = FakeSecrets(), server()
+    old = cache.auth_secret(srv, "pw", "mon", "uid-1")
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in old["stringData"].items()}
+    fake.store[("tools", "weather-cache-auth")] = {
+        "metadata": {"resourceVersion": "3"},
+        "data": data,
+    }
+    result = asyncio.run(cache_state.ensure_credential(fake, srv, "uid-1"))
+    stored = fake.store[("tools", "weather-cache-auth")]["data"]
+    operator = base64.b64decode(stored["operatorPassword"]).decode()
+    assert len(operator) >= 40 and result.operator_hash == cache.password_hash(operator)
+    assert stored_password(fake) == "pw" and fake.creates == 0
+    again = asyncio.run(cache_state.ensure_credential(fake, srv, "uid-1"))
+    assert again == result  # added once
 
 
 def test_an_unusable_secret_is_reported_not_replaced() -> None:

@@ -52,10 +52,13 @@ def plain(obj: Obj, key: str) -> str | None:
 class World:
     """The Secret, the live Redis ACL of user mcp, the tiers' Deployments."""
 
-    def __init__(self, operator_password: str | None = "op-secret") -> None:
+    def __init__(self, operator_password: str | None = "op-secret", recorded: bool = True) -> None:
         data = {"username": "mcp", "password": "pw-zero", "monitorPassword": "mon"}
         if operator_password:
             data["operatorPassword"] = operator_password
+        if recorded:
+            doc = {"phase": "Stable", "rotations": 0, "lastRotation": T0.isoformat()}
+            data["rotation"] = json.dumps(doc)
         self.secret: Obj = {
             "metadata": {
                 "name": "weather-cache-auth",
@@ -184,7 +187,7 @@ async def test_a_whole_rotation_with_a_fresh_loop_for_every_pass(
 ) -> None:
     world = World()
     server = parse_server(BODY)
-    world.now = T0 + timedelta(hours=1, seconds=1)  # due
+    world.now = T0 + timedelta(hours=1, minutes=7)  # due (every 1h + jitter < 6 min)
     done_before = REGISTRY.get_sample_value(ROTATIONS, LABELS) or 0.0
     rotating_seen: set[float | None] = set()
     for _ in range(30):
@@ -215,17 +218,44 @@ async def test_a_whole_rotation_with_a_fresh_loop_for_every_pass(
             assert secret not in message
 
 
-async def test_an_old_secret_gets_the_operators_redis_user_first(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("operator_password", [None, "op-secret"])
+async def test_an_old_secret_is_recorded_as_rotated_now_not_rotated_at_once(
+    monkeypatch: pytest.MonkeyPatch, operator_password: str | None
 ) -> None:
-    world = World(operator_password=None)
+    """A Secret from before rotation existed, created long before ``every``: the upgrade
+    records "rotated now" (with the operator's Redis user when missing) and nothing rotates
+    until ``every`` plus the server's jitter has passed."""
+    world = World(operator_password=operator_password, recorded=False)
+    world.now = T0 + timedelta(days=60)
+    upgraded = world.now
     await loop_for(world, monkeypatch).sync(parse_server(BODY))
     added = plain(world.secret, "operatorPassword")
-    assert added and len(added) >= 40
+    assert added and len(added) >= 9
     assert plain(world.secret, "password") == "pw-zero" and world.events == []
     rotation = json.loads(plain(world.secret, "rotation") or "{}")
     assert (rotation["phase"], rotation["rotations"]) == ("Stable", 0)
-    assert rotation["lastRotation"].startswith("2026-01-01T00:00:00")  # the Secret's creation
+    assert datetime.fromisoformat(rotation["lastRotation"]) == upgraded
+    for _ in range(3):
+        world.now += timedelta(minutes=10)
+        await loop_for(world, monkeypatch).sync(parse_server(BODY))
+    assert world.events == [] and "nextPassword" not in world.secret["data"]
+    world.now = upgraded + timedelta(hours=1, minutes=7)  # every 1h + jitter < 6 min
+    await loop_for(world, monkeypatch).sync(parse_server(BODY))
+    assert [r for _, r, _ in world.events] == ["CachePasswordAdding"]
+
+
+def test_servers_created_together_do_not_rotate_in_lockstep() -> None:
+    """The jitter is deterministic per server (its uid) and below a tenth of ``every``."""
+    dues = set()
+    for i in range(50):
+        body = {**BODY, "metadata": {**BODY["metadata"], "name": f"s{i}", "uid": f"uid-{i}"}}
+        settings = cachecontroller.settings_of(parse_server(body))
+        assert settings == cachecontroller.settings_of(parse_server(body))  # stable
+        assert timedelta(0) <= settings.jitter < timedelta(minutes=6)
+        state = cachecontroller.State(current="h", last_rotation=T0)
+        dues.add(cachecontroller.rotation.next_due(state, settings))
+    assert len(dues) == 50
+    assert max(dues) - min(dues) > timedelta(minutes=4)  # type: ignore[operator]
 
 
 async def test_redis_out_of_reach_holds_the_rotation_before_any_pod_gets_the_new_password(

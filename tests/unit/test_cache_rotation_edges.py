@@ -8,7 +8,7 @@ import base64
 import hashlib
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -62,11 +62,15 @@ def server(**rotation: Any) -> Any:
     )
 
 
-def test_a_secret_from_before_rotation_reads_as_stable_since_its_creation() -> None:
+def test_a_secret_from_before_rotation_is_not_due_until_the_loop_records_it() -> None:
+    """Counting from the Secret's creation would rotate every old Secret at once on the
+    operator's upgrade: nothing is due until the loop records "now" as the last rotation."""
     stored = cachestore.decode(secret(password=P0, monitorPassword=MON))
-    assert stored is not None
-    assert stored.state == rot.State(current=cache.password_hash(P0), last_rotation=T0)
-    assert stored.operator_password is None  # the loop adds one first
+    assert stored is not None and not stored.recorded
+    assert stored.state == rot.State(current=cache.password_hash(P0))
+    settings = rot.Settings(every=timedelta(seconds=10), propagation=timedelta(seconds=1))
+    assert rot.next_due(stored.state, settings) is None
+    assert stored.operator_password is None  # the reconcile adds one first
 
 
 def test_a_rotation_round_trips_through_the_secret_without_a_password_in_the_state() -> None:

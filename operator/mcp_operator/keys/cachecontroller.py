@@ -20,9 +20,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import logging
 import time
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from mcp_operator import metrics
@@ -53,12 +55,24 @@ def install(shared: Shared) -> None:
     shared.companions.append(lambda worker: CachePasswordLoop(worker).run())
 
 
+JITTER_FRACTION = 0.1  # of ``every``
+
+
 def settings_of(server: MCPServer) -> Settings:
     spec = server.spec.cache.credential_rotation
+    every = parse_duration(spec.every) if spec.enabled else None
     return Settings(
-        every=parse_duration(spec.every) if spec.enabled else None,
+        every=every,
         propagation=parse_duration(spec.propagation),
+        jitter=every * JITTER_FRACTION * _fraction(server.metadata.uid or server.metadata.name)
+        if every
+        else timedelta(0),
     )
+
+
+def _fraction(seed: str) -> float:
+    """A stable number in [0, 1) from the server's uid (deterministic jitter)."""
+    return int(hashlib.sha256(seed.encode()).hexdigest()[:12], 16) / float(16**12)
 
 
 def request_of(body: Obj) -> str | None:
@@ -223,11 +237,17 @@ class CachePasswordLoop:
         if stored is None:
             return  # no usable password: CacheReady is CredentialInvalid
         version = secret["metadata"].get("resourceVersion")
-        if stored.operator_password is None:  # a Secret from before rotation existed
+        if stored.operator_password is None or not stored.recorded:
+            # A Secret from before rotation existed: record "rotated now" (the schedule
+            # starts here, plus the jitter, not at the Secret's creation: an upgrade must
+            # not rotate every old Secret at once). The reconcile normally added the
+            # operator's Redis user already (one Redis restart); this is the fallback.
+            recorded = replace(stored.state, last_rotation=self.shared.clock())
+            operator = new_password() if stored.operator_password is None else None
             await self._write(
-                secret_name, cachestore.patch(stored, stored.state, version, {}, new_password())
+                secret_name, cachestore.patch(stored, recorded, version, {}, operator)
             )
-            log.info("cache password of %s/%s: operator's Redis user added", namespace, name)
+            log.info("cache password of %s/%s: rotation state recorded", namespace, name)
             return
         state = stored.state
         live = await self._converge(server, stored.operator_password, rotation.accepted(state))

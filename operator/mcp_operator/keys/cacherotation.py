@@ -62,6 +62,9 @@ class Settings:
 
     every: timedelta | None
     propagation: timedelta
+    jitter: timedelta = timedelta(0)
+    """Added to ``every`` (deterministic per server, from its uid): servers created or
+    upgraded together do not rotate -- and roll -- in lockstep."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def next_due(state: State, settings: Settings) -> datetime | None:
     """When the next scheduled rotation starts (None: not scheduled, or one is running)."""
     if state.rotating or settings.every is None or state.last_rotation is None:
         return None
-    return state.last_rotation + settings.every
+    return state.last_rotation + settings.every + settings.jitter
 
 
 def deadline(state: State, settings: Settings) -> datetime | None:

@@ -4,8 +4,10 @@ Keys: ``username``, ``password`` (what MCP pods read at start), ``monitorPasswor
 ``operatorPassword`` (the operator's own Redis user), during ``Adding`` ``nextPassword``
 (the new password, used by nobody yet), and ``rotation``: a JSON document with the phase,
 its start, the retiring password's *hash*, counters and times (no password). A Secret
-without ``rotation`` (created before rotation existed) reads as ``Stable`` since its
-creation. One merge patch carrying the ``resourceVersion`` read moves everything at once.
+without ``rotation`` (created before rotation existed) reads as ``Stable`` with no last
+rotation (nothing is due) until the loop records one: now, so an upgrade does not rotate
+every old Secret at once. One merge patch carrying the ``resourceVersion`` read moves
+everything at once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from mcp_operator.keys.cacherotation import PHASES, State
@@ -50,6 +51,8 @@ class Stored:
     password: str
     next_password: str | None
     operator_password: str | None
+    recorded: bool = True
+    """False: no ``rotation`` entry yet (a Secret from before rotation existed)."""
 
 
 def decode(secret: Obj) -> Stored | None:
@@ -62,21 +65,21 @@ def decode(secret: Obj) -> Stored | None:
     operator = read_password(secret, cache.SECRET_OPERATOR_PASSWORD_KEY)
     current = cache.password_hash(password)
     raw = (secret.get("data") or {}).get(cache.SECRET_ROTATION_KEY)
-    created = parse_time(secret.get("metadata", {}).get("creationTimestamp"))
     if raw is None:
-        return Stored(State(current=current, last_rotation=created), password, None, operator)
+        return Stored(State(current=current), password, None, operator, recorded=False)
     try:
         doc = json.loads(base64.b64decode(raw, validate=True))
-        state = _state(doc, current, next_password, created)
+        state = _state(doc, current, next_password)
     except (ValueError, TypeError, KeyError, OverflowError) as exc:
         raise UnreadableState(
             f"the Secret's '{cache.SECRET_ROTATION_KEY}' entry is malformed "
             f"({type(exc).__name__}); delete that entry to start over from Stable"
         ) from None
-    return Stored(state, password, next_password, operator)
+    # no last rotation recorded: the loop records one (now) before anything is due
+    return Stored(state, password, next_password, operator, state.last_rotation is not None)
 
 
-def _state(doc: Obj, current: str, next_password: str | None, created: datetime | None) -> State:
+def _state(doc: Obj, current: str, next_password: str | None) -> State:
     phase = doc["phase"]
     if phase not in PHASES:
         raise ValueError("unknown phase")
@@ -95,7 +98,7 @@ def _state(doc: Obj, current: str, next_password: str | None, created: datetime 
         next=cache.password_hash(next_password) if phase == "Adding" and next_password else None,
         previous=previous if phase != "Stable" else None,
         rotations=int(doc.get("rotations") or 0),
-        last_rotation=parse_time(doc.get("lastRotation")) or created,
+        last_rotation=parse_time(doc.get("lastRotation")),
         last_request=str(request) if request is not None else None,
         file_since=parse_time(doc.get("fileSince")) if phase == "Adding" else None,
     )

@@ -9,6 +9,7 @@ Event, status field or metric can carry the password.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +32,10 @@ class SecretClient(Protocol):
     ) -> Obj | None: ...
 
     async def create(self, obj: Obj, fenced: bool = True) -> Obj: ...
+
+    async def patch(
+        self, api_version: str, kind: str, namespace: str | None, name: str, body: Obj
+    ) -> Obj: ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,33 @@ async def ensure_credential(
         existing = await client.get("v1", "Secret", namespace, name)
         if existing is None:
             return Credential(None, problem=f"Secret {name} was created and deleted concurrently")
+    existing = await _with_operator_password(client, existing, namespace, name)
     return credential_of(existing, name)
+
+
+async def _with_operator_password(
+    client: SecretClient, secret: Obj, namespace: str | None, name: str
+) -> Obj:
+    """A Secret from before rotation existed lacks the operator's Redis user: add it before
+    the first render, so an upgrade changes the Redis pod template (ACL file, readiness
+    probe) once -- one Redis restart, not two. A concurrent writer (409) wins; the next
+    reconcile sees its Secret."""
+    if read_password(secret, cache.SECRET_OPERATOR_PASSWORD_KEY) or not read_password(secret):
+        return secret
+    body = {
+        "metadata": {"resourceVersion": secret.get("metadata", {}).get("resourceVersion")},
+        "data": {cache.SECRET_OPERATOR_PASSWORD_KEY: _b64(new_password())},
+    }
+    try:
+        return await client.patch("v1", "Secret", namespace, name, body)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    return await client.get("v1", "Secret", namespace, name) or secret
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def credential_of(secret: Obj, name: str) -> Credential:
