@@ -17,6 +17,7 @@ import yaml
 
 from mcp_operator import __version__, rbac
 from mcp_operator.api.crd import crd
+from mcp_operator.render import cache
 
 Obj = dict[str, Any]
 
@@ -88,7 +89,8 @@ def deployment() -> Obj:
             "replicas": 2,
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": LABELS},
+                # the cache NetworkPolicies admit the operator's pods by this label
+                "metadata": {"labels": {**LABELS, **cache.OPERATOR_POD_LABELS}},
                 "spec": {
                     "serviceAccountName": NAME,
                     "securityContext": {

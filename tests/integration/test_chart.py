@@ -199,6 +199,18 @@ def test_default_is_two_leader_elected_replicas_with_a_pdb() -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
+def test_operator_pods_carry_the_label_the_cache_network_policies_admit() -> None:
+    """Whatever nameOverride/fullnameOverride say, and in the flat install too: a
+    NetworkPolicy peer that misses the operator's pods would stall every rotation."""
+    from mcp_operator.render import cache
+
+    flat = [d for d in yaml.safe_load_all((ROOT / "manifests/install.yaml").read_text()) if d]
+    for objs in (template(), template("nameOverride=tools", "fullnameOverride=x"), flat):
+        deploy = next(o for o in by_kind(objs, "Deployment"))
+        labels = deploy["spec"]["template"]["metadata"]["labels"]
+        assert cache.OPERATOR_POD_LABELS.items() <= labels.items(), labels
+
+
 def test_one_replica_recreates_and_has_no_pdb() -> None:
     objs = template("replicaCount=1")
     assert the(objs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}

@@ -293,7 +293,7 @@ def test_network_policy_selects_the_cache_and_admits_exactly_this_servers_pods()
         "namespaceSelector": {
             "matchLabels": {"kubernetes.io/metadata.name": "mcp-operator-system"}
         },
-        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "mcp-operator"}},
+        "podSelector": {"matchLabels": {"mcp-operator.dev/component": "operator"}},
     }
     assert mcp_peer == {
         "podSelector": {

@@ -74,7 +74,9 @@ MONITOR_USER_RULES = ("resetkeys", "resetchannels", "-@all", "+ping", "+info")
 OPERATOR_USER_RULES = (
     "resetkeys", "resetchannels", "-@all", "+ping", "+acl|getuser", "+acl|setuser", "+acl|log",
 )  # fmt: skip
-OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "mcp-operator"}  # install.yaml, the chart
+# Set on the operator's pods by install.yaml, kustomize and the chart whatever its
+# nameOverride/fullnameOverride (app.kubernetes.io/name follows nameOverride there).
+OPERATOR_POD_LABELS = {f"{GROUP}/component": "operator"}
 
 # The mcp user's commands: reads, writes, transactions and connection basics; then every
 # @dangerous command (FLUSHALL, KEYS, CONFIG, DEBUG, ...) removed again. No scripting
