@@ -293,3 +293,26 @@ async def test_a_concurrent_writer_wins_and_nothing_is_announced(
     assert loop.next_poll == 0.0  # re-read at once
     await loop.sync(parse_server(BODY))
     assert [r for _, r, _ in world.events] == ["CachePasswordAdding"]
+
+
+async def test_a_rotation_held_past_the_bound_is_reported_stalled_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World()
+    world.reachable = False
+    world.now = T0 + timedelta(hours=2)
+    loop = loop_for(world, monkeypatch)
+    for _ in range(8):  # one loop (in memory), passes 5 minutes apart
+        await loop.sync(parse_server(BODY))
+        world.now += timedelta(minutes=5)
+    condition = loop.worker.cache_credential_conditions[0]
+    assert (condition.status, condition.reason) == ("False", "CachePasswordRotationStalled")
+    assert "Adding" in condition.message and "out of reach" in condition.message
+    warnings = [(k, r) for k, r, _ in world.events if k == "Warning"]
+    assert warnings == [("Warning", "CachePasswordRotationStalled")]
+    world.reachable = True
+    for _ in range(6):
+        await loop.sync(parse_server(BODY))
+        world.now += timedelta(seconds=5)
+    condition = loop.worker.cache_credential_conditions[0]
+    assert condition.reason in ("CachePasswordRotating", "CachePasswordStable")

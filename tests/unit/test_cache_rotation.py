@@ -355,3 +355,24 @@ def test_adding_waits_for_the_stored_file_and_its_kubelet_sync() -> None:
         adding, settings, T0 + timedelta(hours=1), Observed(both, file=frozenset({"h0"})), str
     )
     assert plan.state.phase == "Adding" and plan.state.file_since is None
+
+
+def test_a_stuck_tier_is_reported_stalled_after_the_bound_and_clears_when_it_rolls() -> None:
+    """Closed loop: a backup tier that never becomes ready holds the rotation (both
+    passwords valid); past the bound it is reported stalled; once it rolls the rotation moves
+    on and is no longer stalled."""
+    settings = Settings(every=timedelta(hours=1), propagation=timedelta(seconds=30))
+    assert rot.stall_bound(settings) == timedelta(minutes=15)
+    assert rot.stall_bound(Settings(None, timedelta(minutes=10))) == timedelta(minutes=30)
+    state = State(current="b", previous="a", phase="RollingBackup", since=T0, last_rotation=T0)
+    stalled_from = None
+    for minutes in range(1, 40):
+        now = T0 + timedelta(minutes=minutes)
+        seen = Observed(live=frozenset({"a", "b"}), backup_rolled=minutes >= 30)
+        state = rot.decide(state, settings, now, seen, lambda: "c").state
+        if rot.stalled(state, settings, now) and stalled_from is None:
+            stalled_from = minutes
+        if minutes >= 30:
+            assert state.phase == "RollingPrimary" and not rot.stalled(state, settings, now)
+    assert stalled_from == 16
+    assert not rot.stalled(State(current="a", since=T0), settings, T0 + timedelta(days=9))

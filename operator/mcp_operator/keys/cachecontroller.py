@@ -142,6 +142,7 @@ class CachePasswordLoop:
         self.failures = 0
         self.unreachable = ""
         self.cache_seen: object = None
+        self.stall_warned: tuple[str, datetime | None] | None = None
 
     async def run(self) -> None:
         while True:
@@ -379,7 +380,9 @@ class CachePasswordLoop:
             last_rotate_request=state.last_request,
         )
         waiting_on_redis = state.phase in ("Adding", "Removing") and live is None
-        if waiting_on_redis:
+        if rotation.stalled(state, settings, now):
+            want = self._stalled(state, settings, live)
+        elif waiting_on_redis:
             message = (
                 f"rotation in phase {state.phase}: {rotation.describe(state)}, but the operator "
                 f"cannot reach it ({self.unreachable}); both passwords stay valid"
@@ -393,6 +396,30 @@ class CachePasswordLoop:
             message = f"{state.rotations} rotation(s) done; next: {when}"
             want = Want(CONDITION, "True", "CachePasswordStable", message)
         await self._set_status(status, want)
+
+    def _stalled(self, state: State, settings: Settings, live: frozenset[str] | None) -> Want:
+        """Condition False and one Warning Event per stalled phase (names what it waits
+        for; no hash, no Redis reply)."""
+        bound = rotation.stall_bound(settings).total_seconds()
+        waits = rotation.describe(state)
+        name = self.worker.key[1]
+        blocking = {
+            "RollingBackup": f" (Deployment {name}-backup: `kubectl rollout status`)",
+            "RollingPrimary": f" (Deployment {name}-primary: `kubectl rollout status`)",
+        }.get(state.phase, "")
+        if state.phase in ("Adding", "Removing") and live is None:
+            blocking = f" (Redis out of reach: {self.unreachable})"
+        message = (
+            f"rotation stalled in phase {state.phase} for more than {bound:g}s: {waits}"
+            f"{blocking}; both passwords stay valid until it moves"
+        )
+        if self.stall_warned != (state.phase, state.since):
+            self.stall_warned = (state.phase, state.since)
+            self.shared.post_event(
+                self.worker.body, "Warning", "CachePasswordRotationStalled", message
+            )
+            log.warning("cache password of %s/%s: %s", *self.worker.key, message)
+        return Want(CONDITION, "False", "CachePasswordRotationStalled", message)
 
     async def _set_status(self, status: CacheCredentialStatus | None, condition: Want) -> None:
         async with self.worker.lock:

@@ -153,6 +153,21 @@ def next_due(state: State, settings: Settings) -> datetime | None:
     return state.last_rotation + settings.every + settings.jitter
 
 
+STALL_AFTER = timedelta(minutes=15)
+
+
+def stall_bound(settings: Settings) -> timedelta:
+    """How long a phase may last before the rotation counts as stalled: 15 minutes, or three
+    ``propagation`` (``Adding`` and ``Propagating`` wait one each) when that is longer."""
+    return max(STALL_AFTER, 3 * settings.propagation)
+
+
+def stalled(state: State, settings: Settings, now: datetime) -> bool:
+    """A rotation stuck in one phase past :func:`stall_bound` (a tier never ready, Redis
+    out of reach, ...): reported, never forced -- both passwords stay valid."""
+    return state.rotating and state.since is not None and now - state.since > stall_bound(settings)
+
+
 def deadline(state: State, settings: Settings) -> datetime | None:
     """The next instant at which time alone moves the state (for the edge's sleep)."""
     if state.phase == "Propagating" and state.since is not None:
@@ -271,5 +286,7 @@ __all__ = [
     "decide",
     "describe",
     "next_due",
+    "stall_bound",
+    "stalled",
     "tier_hash",
 ]
