@@ -219,3 +219,30 @@ def test_the_rotation_spec_defaults_and_bounds() -> None:
     for bad in ({"every": "5s"}, {"propagation": "0s"}, {"every": "20s", "propagation": "30s"}):
         with pytest.raises(InvalidSpec):
             server(**bad)
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        (b"-ERR Error in ACL SETUSER modifier '#" + b"ab" * 32 + b"': Syntax error\r\n", "ERR"),
+        (b"-WRONGPASS invalid username-password pair or user is disabled.\r\n", "WRONGPASS"),
+        (b"-#" + b"cd" * 32 + b" odd\r\n", "an error"),
+    ],
+)
+def test_a_redis_error_reply_yields_its_code_only(reply: bytes, code: str) -> None:
+    """A Redis error reply may echo an ACL SETUSER argument (a password hash): only the
+    code reaches the exception (hence status, Events and logs)."""
+    import asyncio
+
+    from mcp_operator.keys import redisacl
+
+    async def read() -> str:
+        reader = asyncio.StreamReader()
+        reader.feed_data(reply)
+        with pytest.raises(redisacl.RedisError) as err:
+            await redisacl._read(reader)
+        return str(err.value)
+
+    message = asyncio.run(read())
+    assert message == f"Redis replied {code}"
+    assert "ab" * 8 not in message and "cd" * 8 not in message

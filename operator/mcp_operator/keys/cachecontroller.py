@@ -209,8 +209,9 @@ class CachePasswordLoop:
         self.failures += 1
         delay = min(60.0, 2.0**self.failures)
         self.next_poll = time.monotonic() + delay
-        log.warning("cache password of %s/%s: pass failed: %r", *self.worker.key, exc)
+        # the exception's type only: a KeyError or a Redis reply may quote a password hash
         detail = exc.message if isinstance(exc, ApiError) else type(exc).__name__
+        log.warning("cache password of %s/%s: pass failed: %s", *self.worker.key, detail)
         message = f"could not sync the cache password (retry in {delay:.0f}s): {detail}"[:1000]
         with contextlib.suppress(Exception):
             await self._set_status(

@@ -3,7 +3,8 @@
 Why not a client library: the operator needs four commands (``AUTH``, ``ACL GETUSER``,
 ``ACL SETUSER``, ``PING``) on a connection it opens for a second; a dependency for that would
 ship with every install. Passwords travel only inside ``AUTH`` on the socket; errors carry
-Redis's own message (which never echoes a password) or the exception's type.
+Redis's error *code* only (``WRONGPASS``, ``NOPERM``, ``ERR``: the reply's text may echo an
+``ACL SETUSER`` argument, a password hash) or the exception's type.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ async def _read(reader: asyncio.StreamReader) -> Reply:
     if kind == b"+":
         return rest.decode()
     if kind == b"-":
-        raise RedisError(rest.decode(errors="replace")[:200])
+        raise RedisError(f"Redis replied {error_code(rest)}")
     if kind == b":":
         return int(rest)
     if kind == b"$":
@@ -46,6 +47,13 @@ async def _read(reader: asyncio.StreamReader) -> Reply:
         count = int(rest)
         return None if count < 0 else [await _read(reader) for _ in range(count)]
     raise RedisError("unexpected reply")
+
+
+def error_code(reply: bytes) -> str:
+    """The leading upper-case code of an error reply (``-WRONGPASS ...`` -> ``WRONGPASS``);
+    never the rest, which may quote a command's arguments."""
+    word = reply.split(b" ", 1)[0].decode(errors="replace")
+    return word if word.isalpha() and word.isupper() and len(word) <= 32 else "an error"
 
 
 def _encode(args: tuple[str, ...]) -> bytes:
@@ -118,4 +126,4 @@ class Connection:
         return await self.passwords(user)
 
 
-__all__ = ["Connection", "RedisError"]
+__all__ = ["Connection", "RedisError", "error_code"]
