@@ -145,10 +145,13 @@ class World:
             async def __aexit__(self, *exc: object) -> None:
                 return None
 
-            async def converge(self, name: str, wanted: frozenset[str]) -> frozenset[str]:
+            async def converge(
+                self, name: str, wanted: frozenset[str], may_change: Any
+            ) -> frozenset[str]:
                 assert name == "mcp" and wanted
-                world.live |= wanted
-                world.live &= wanted
+                if may_change():
+                    world.live |= wanted
+                    world.live &= wanted
                 return frozenset(world.live)
 
         return Fake()

@@ -246,3 +246,32 @@ def test_a_redis_error_reply_yields_its_code_only(reply: bytes, code: str) -> No
     message = asyncio.run(read())
     assert message == f"Redis replied {code}"
     assert "ab" * 8 not in message and "cd" * 8 not in message
+
+
+def test_a_deposed_leader_only_observes_the_live_acl() -> None:
+    """The leadership fence is asked before every ACL SETUSER: a replica that may no longer
+    act neither adds nor removes a password (its successor may have switched to it)."""
+    import asyncio
+
+    from mcp_operator.keys import redisacl
+
+    class Recording(redisacl.Connection):
+        def __init__(self) -> None:
+            super().__init__("h", 1, "u", "p")
+            self.live = {b"a" * 64, b"b" * 64}
+            self.changes: list[tuple[str, ...]] = []
+
+        async def command(self, *args: str) -> redisacl.Reply:
+            if args[:2] == ("ACL", "GETUSER"):
+                return [b"flags", [], b"passwords", sorted(self.live)]
+            self.changes.append(args)
+            return "OK"
+
+    leading = [False]
+    redis = Recording()
+    wanted = frozenset({"b" * 64, "c" * 64})
+    seen = asyncio.run(redis.converge("mcp", wanted, lambda: leading[0]))
+    assert redis.changes == [] and seen == {"a" * 64, "b" * 64}
+    leading[0] = True
+    asyncio.run(redis.converge("mcp", wanted, lambda: leading[0]))
+    assert [c[3][0] for c in redis.changes] == ["#", "!"]  # add first, then remove

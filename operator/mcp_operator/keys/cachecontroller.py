@@ -354,12 +354,17 @@ class CachePasswordLoop:
                 async with Connection(
                     address, cache.PORT, cache.OPERATOR_USERNAME, operator_password
                 ) as redis:
-                    seen.add(await redis.converge(cache.USERNAME, wanted))
+                    seen.add(await redis.converge(cache.USERNAME, wanted, self._may_change))
             except RedisError as exc:
                 self.unreachable = f"Redis at {address}: {exc}"
                 return None
         self.unreachable = ""
         return seen.pop() if len(seen) == 1 else None
+
+    def _may_change(self) -> bool:
+        """The API client's leadership fence, also for changes of the live Redis ACL."""
+        fence = getattr(self.shared.client, "may_write", None)
+        return fence is None or bool(fence())
 
     # -- reporting --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 TIMEOUT = 3.0
@@ -112,16 +113,20 @@ class Connection:
         hashes = fields.get(b"passwords") or []
         return frozenset(h.decode() if isinstance(h, bytes) else str(h) for h in hashes)
 
-    async def converge(self, user: str, wanted: frozenset[str]) -> frozenset[str]:
+    async def converge(
+        self, user: str, wanted: frozenset[str], may_change: Callable[[], bool] = lambda: True
+    ) -> frozenset[str]:
         """Make ``user`` accept exactly ``wanted`` (hashes): add the missing ones first, then
         remove the others, each an idempotent ``ACL SETUSER`` (``#hash`` / ``!hash``), so no
-        moment lacks a wanted password. Returns what Redis accepts afterwards."""
+        moment lacks a wanted password. Returns what Redis accepts afterwards.
+        ``may_change`` (the leadership fence) is asked right before each change: a deposed
+        leader only observes, so it cannot remove a password its successor switched to."""
         live = await self.passwords(user)
         missing = sorted(wanted - live)
-        if missing:
+        if missing and may_change():
             await self.command("ACL", "SETUSER", user, *(f"#{h}" for h in missing))
         extra = sorted(live - wanted)
-        if extra and wanted:
+        if extra and wanted and may_change():
             await self.command("ACL", "SETUSER", user, *(f"!{h}" for h in extra))
         return await self.passwords(user)
 
