@@ -265,6 +265,19 @@ CASES: list[Case] = [
         "spec.auth.rotation.every",
         "must be longer than rotation.publishAhead + tokenTTL",
     ),
+    # spec.cache.credentialRotation
+    Case(
+        "cache-rotation-every-not-longer-than-propagation",
+        {"spec.cache.credentialRotation.every": "2m"},  # default propagation 2m
+        "spec.cache.credentialRotation.every",
+        "must be at least 10s and longer than propagation",
+    ),
+    Case(
+        "cache-rotation-propagation-zero",
+        {"spec.cache.credentialRotation.propagation": "0s"},
+        "spec.cache.credentialRotation.propagation",
+        "must be at least 1s",
+    ),
     # spec.dataEncryption (each row one problem: see the rules in DataEncryptionSpec)
     Case(
         "data-keys-every-not-longer-than-publish-ahead",
