@@ -72,6 +72,8 @@ class World:
     )
     restart_rate: float = 0.0
     restarts: int = 0
+    active: rot.Tier | None = None  # status.activeTier
+    restamped: list[str] = field(default_factory=list)  # tiers, in the order they rolled
 
     def __post_init__(self) -> None:
         for name, replicas in (("primary", 2), ("backup", 1)):
@@ -163,6 +165,7 @@ class World:
             primary_rolled=self._rolled("primary", state),
             request=self.request,
             file=self.files[-1][1],
+            active=self.active,
         )
         plan = rot.decide(state, self.settings, self.now, seen, self.new_hash)
         point()
@@ -172,7 +175,10 @@ class World:
         rendered = state if stale_render else plan.state  # a reconcile that read it earlier
         self.render_file(rot.accepted(rendered))
         for name, tier in self.tiers.items():
-            tier.stamp = rot.tier_hash(rendered, name)  # type: ignore[arg-type]
+            stamp = rot.tier_hash(rendered, name)  # type: ignore[arg-type]
+            if stamp != tier.stamp:
+                self.restamped.append(name)
+            tier.stamp = stamp
 
     def _rolled(self, name: str, state: State) -> bool:
         tier = self.tiers[name]
@@ -376,3 +382,16 @@ def test_a_stuck_tier_is_reported_stalled_after_the_bound_and_clears_when_it_rol
             assert state.phase == "RollingPrimary" and not rot.stalled(state, settings, now)
     assert stalled_from == 16
     assert not rot.stalled(State(current="a", since=T0), settings, T0 + timedelta(days=9))
+
+
+@pytest.mark.parametrize(("active", "order"), [(None, ["backup", "primary"]),
+                                               ("primary", ["backup", "primary"]),
+                                               ("backup", ["primary", "backup"])])  # fmt: skip
+def test_the_tier_not_serving_rolls_first(active: rot.Tier | None, order: list[str]) -> None:
+    """After a failover the backup tier serves: the primary tier rolls first, so the serving
+    tier is only touched once the other runs the new password, ready."""
+    settings = Settings(every=timedelta(minutes=10), propagation=timedelta(seconds=30))
+    world = World(settings, random.Random(3), active=active)
+    run(world, T0 + timedelta(minutes=45))
+    assert world.state.rotations >= 2 and world.failures == 0
+    assert world.restamped == order * world.state.rotations

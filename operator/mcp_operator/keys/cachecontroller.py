@@ -278,6 +278,7 @@ class CachePasswordLoop:
             backup_rolled=await self._rolled(server, state, "backup"),
             primary_rolled=await self._rolled(server, state, "primary"),
             request=request_of(self.worker.body),
+            active=self.worker.status.active_tier,
             file=await self._stored_file(server) if state.phase == "Adding" else None,
         )
         plan = rotation.decide(state, settings, now, seen, new_hash)

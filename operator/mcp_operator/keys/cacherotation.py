@@ -24,7 +24,8 @@ client's password is refused:
     The backup tier's pod template is stamped with the new credential, so it rolls; the
     phase ends when the tier's Deployment runs only new pods, all ready.
 ``RollingPrimary``
-    The same for the primary tier.
+    The same for the primary tier. The tier not serving (``status.activeTier``, seen at the
+    switch) rolls first: backup then primary, or after a failover primary then backup.
 ``Removing``
     Redis is told to forget the old password; the phase ends once the live Redis is seen to
     accept the new password only. Then ``Stable`` again.
@@ -83,6 +84,8 @@ class State:
     rotations: int = 0
     last_rotation: datetime | None = None
     last_request: str | None = None
+    first: Tier = "backup"
+    """The tier rolled first (chosen at the switch: the one not serving)."""
     file_since: datetime | None = None
     """While ``Adding``: when the stored ACL file was first seen listing ``next`` (the
     kubelet-sync allowance counts from there)."""
@@ -103,6 +106,8 @@ class Observed:
     backup_rolled: bool = False
     primary_rolled: bool = False
     request: str | None = None
+    active: Tier | None = None
+    """The tier serving now (``status.activeTier``); the other rolls first."""
     file: frozenset[str] | None = None
     """The MCP user's hashes in the stored ACL file (``NAME-cache-config``'s ``users.acl``);
     None: not read this pass."""
@@ -138,12 +143,21 @@ def tier_hash(state: State, tier: Tier) -> str:
     (the pod template's credential stamp) is what rolls the tier."""
     if state.previous is None:
         return state.current
+    both: tuple[Tier, ...] = ("backup", "primary")
     rolled = {
-        "RollingBackup": ("backup",),
-        "RollingPrimary": ("backup", "primary"),
-        "Removing": ("backup", "primary"),
+        _rolling(state.first): (state.first,),
+        _rolling(_other(state.first)): both,
+        "Removing": both,
     }.get(state.phase, ())
     return state.current if tier in rolled else state.previous
+
+
+def _other(tier: Tier) -> Tier:
+    return "primary" if tier == "backup" else "backup"
+
+
+def _rolling(tier: Tier) -> Phase:
+    return "RollingBackup" if tier == "backup" else "RollingPrimary"
 
 
 def next_due(state: State, settings: Settings) -> datetime | None:
@@ -192,21 +206,24 @@ def decide(
         return _adding(state, settings, now, seen)
     if phase == "Propagating":
         if state.since is None or now >= state.since + settings.propagation:
-            moved = replace(state, phase="RollingBackup", since=now)
-            return Plan(moved, (Event("CachePasswordRolling", "rolling the backup tier"),))
-        return Plan(state)
-    if phase == "RollingBackup":
-        if seen.backup_rolled:
-            moved = replace(state, phase="RollingPrimary", since=now)
-            message = "backup tier runs the new password and is ready; rolling the primary tier"
+            moved = replace(state, phase=_rolling(state.first), since=now)
+            message = f"rolling the {state.first} tier"
             return Plan(moved, (Event("CachePasswordRolling", message),))
         return Plan(state)
-    if phase == "RollingPrimary":
-        if seen.primary_rolled:  # the backup tier was checked before: new pods only
-            moved = replace(state, phase="Removing", since=now)
-            message = "both tiers run the new password; Redis is told to refuse the old one"
-            return Plan(moved, (Event("CachePasswordRemoving", message),))
-        return Plan(state)
+    if phase in ("RollingBackup", "RollingPrimary"):
+        tier: Tier = "backup" if phase == "RollingBackup" else "primary"
+        if not (seen.backup_rolled if tier == "backup" else seen.primary_rolled):
+            return Plan(state)
+        if tier == state.first:
+            moved = replace(state, phase=_rolling(_other(tier)), since=now)
+            message = (
+                f"{tier} tier runs the new password and is ready; rolling the {_other(tier)} tier"
+            )
+            return Plan(moved, (Event("CachePasswordRolling", message),))
+        # the first tier was checked before: new pods only
+        moved = replace(state, phase="Removing", since=now)
+        message = "both tiers run the new password; Redis is told to refuse the old one"
+        return Plan(moved, (Event("CachePasswordRemoving", message),))
     # Removing
     if seen.live is not None and seen.live == accepted(state):
         done = replace(
@@ -231,6 +248,7 @@ def _adding(state: State, settings: Settings, now: datetime, seen: Observed) -> 
         moved = replace(
             state, phase="Propagating", since=now, current=state.next, next=None,
             previous=state.current, file_since=None,
+            first="backup" if seen.active != "backup" else "primary",
         )  # fmt: skip
         return Plan(moved, (Event("CachePasswordSwitched", _switched(settings)),))
     return Plan(state)

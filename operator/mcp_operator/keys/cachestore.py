@@ -101,6 +101,7 @@ def _state(doc: Obj, current: str, next_password: str | None) -> State:
         last_rotation=parse_time(doc.get("lastRotation")),
         last_request=str(request) if request is not None else None,
         file_since=parse_time(doc.get("fileSince")) if phase == "Adding" else None,
+        first="primary" if doc.get("firstTier") == "primary" else "backup",
     )
 
 
@@ -114,6 +115,7 @@ def document(state: State) -> str:
         "lastRotation": format_time(state.last_rotation),
         "lastRequest": state.last_request,
         "fileSince": format_time(state.file_since),
+        "firstTier": state.first,
     }
     return json.dumps(doc, sort_keys=True)
 
