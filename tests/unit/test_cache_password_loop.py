@@ -319,3 +319,18 @@ async def test_a_rotation_held_past_the_bound_is_reported_stalled_once(
         world.now += timedelta(seconds=5)
     condition = loop.worker.cache_credential_conditions[0]
     assert condition.reason in ("CachePasswordRotating", "CachePasswordStable")
+
+
+async def test_a_broken_rotation_entry_mid_rotation_is_re_read_at_the_poll_period_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World()
+    world.now = T0 + timedelta(hours=2)
+    loop = loop_for(world, monkeypatch)
+    await loop.sync(parse_server(BODY))
+    assert loop.state.phase == "Adding"
+    world.secret["data"]["rotation"] = b64("{broken")
+    await loop.sync(parse_server(BODY))
+    condition = loop.worker.cache_credential_conditions[0]
+    assert condition.reason == "CachePasswordStateUnreadable" and "{broken" not in condition.message
+    assert not loop._due(parse_server(BODY))  # not every second: the next poll

@@ -226,6 +226,7 @@ class CachePasswordLoop:
         namespace, name = self.worker.key
         secret_name = cache.auth_secret_name(server)
         secret = await self.shared.client.get("v1", "Secret", namespace, secret_name)
+        self.state = None  # until read back: a broken Secret is re-read at the poll period
         if secret is None:
             return  # the reconcile creates it (CacheReady says why it cannot)
         try:
