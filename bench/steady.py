@@ -270,7 +270,8 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
     metrics_port, live_port = free_port(), free_port()
     env = {**os.environ, "KUBECONFIG": str(cp.operator_kubeconfig), "PYTHONUNBUFFERED": "1"}
     op_log = open(workdir / "operator.log", "ab")  # noqa: SIM115
-    argv = [sys.executable, "-m", "mcp_operator.cli", "run", "--all-namespaces"]
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    argv = [sys.executable, *profile, "-m", "mcp_operator.cli", "run", "--all-namespaces"]
     argv += ["--metrics-port", str(metrics_port), "--liveness-port", str(live_port)]
     op = subprocess.Popen(argv, stdout=op_log, stderr=subprocess.STDOUT, env=env)
     admin = KubeClient(load_credentials(str(cp.admin_kubeconfig)))
@@ -376,6 +377,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=20.0)
     parser.add_argument("--settle-timeout", type=float, default=900.0)
     parser.add_argument("--out", help="results file (default bench/results/steady-COUNT.txt)")
+    parser.add_argument("--profile", help="run the operator under cProfile into this file")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="mcp-steady-")
     cp = ControlPlane(Path(tmp.name) / "cp", die_with_parent=True)
