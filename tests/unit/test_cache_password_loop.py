@@ -70,6 +70,8 @@ class World:
         self.live = {cache.password_hash("pw-zero")}
         self.now = T0
         self.reachable = True
+        self.cache_ips = ["10.0.0.9"]
+        self.down: set[str] = set()
         self.conflicts = 0
         self.patches = 0
         self.deployments: dict[tuple[str, str], Obj] = {}
@@ -85,7 +87,10 @@ class World:
     async def list(self, _v: str, kind: str, _ns: str, label_selector: str = "") -> list[Obj]:
         assert kind == "Pod"
         if label_selector.startswith(cache.CACHE_LABEL):
-            return [{"metadata": {}, "status": {"podIP": "10.0.0.9", "phase": "Running"}}]
+            return [
+                {"metadata": {}, "status": {"podIP": ip, "phase": "Running"}}
+                for ip in self.cache_ips
+            ]
         tier = label_selector.rsplit("=", 1)[1]
         dep = self.deployments[("Deployment", f"weather-{tier}")]
         return [{"metadata": dep["spec"]["template"]["metadata"], "status": {"phase": "Running"}}]
@@ -135,7 +140,7 @@ class World:
 
         class Fake:
             async def __aenter__(self) -> Fake:
-                if not world.reachable:
+                if not world.reachable or host in world.down:
                     raise RedisError("cannot connect to 10.0.0.9:6379: ConnectionRefusedError")
                 assert (host, port, user) == ("10.0.0.9", 6379, "mcp-operator")
                 if password != plain(world.secret, "operatorPassword"):
@@ -334,3 +339,18 @@ async def test_a_broken_rotation_entry_mid_rotation_is_re_read_at_the_poll_perio
     condition = loop.worker.cache_credential_conditions[0]
     assert condition.reason == "CachePasswordStateUnreadable" and "{broken" not in condition.message
     assert not loop._due(parse_server(BODY))  # not every second: the next poll
+
+
+async def test_every_reachable_cache_pod_is_converged_when_one_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World()
+    world.cache_ips, world.down = ["10.0.0.8", "10.0.0.9"], {"10.0.0.8"}
+    world.now = T0 + timedelta(hours=2)
+    loop = loop_for(world, monkeypatch)
+    await loop.sync(parse_server(BODY))  # Stable -> Adding
+    await loop.sync(parse_server(BODY))  # tells Redis
+    assert cache.password_hash(plain(world.secret, "nextPassword") or "") in world.live
+    condition = loop.worker.cache_credential_conditions[0]
+    assert condition.reason == "CachePasswordRedisUnreachable" and "10.0.0.8" in condition.message
+    assert loop.state.phase == "Adding"  # not all pods seen: no switch

@@ -336,7 +336,7 @@ class CachePasswordLoop:
         self, server: MCPServer, operator_password: str, wanted: frozenset[str]
     ) -> frozenset[str] | None:
         """Make every running Redis pod accept exactly ``wanted``; what they all accept, or
-        None when one cannot be reached (its reason kept for the condition)."""
+        None when one cannot be reached (the reasons kept for the condition)."""
         namespace = self.worker.key[0]
         selector = f"{cache.CACHE_LABEL}={server.metadata.name}"
         pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
@@ -351,17 +351,17 @@ class CachePasswordLoop:
             self.unreachable = "no running cache pod"
             return None
         seen: set[frozenset[str]] = set()
-        for address in addresses:
+        failed: list[str] = []
+        for address in addresses:  # every reachable pod, even when one is not
             try:
                 async with Connection(
                     address, cache.PORT, cache.OPERATOR_USERNAME, operator_password
                 ) as redis:
                     seen.add(await redis.converge(cache.USERNAME, wanted, self._may_change))
             except RedisError as exc:
-                self.unreachable = f"Redis at {address}: {exc}"
-                return None
-        self.unreachable = ""
-        return seen.pop() if len(seen) == 1 else None
+                failed.append(f"Redis at {address}: {exc}")
+        self.unreachable = "; ".join(failed)
+        return seen.pop() if len(seen) == 1 and not failed else None
 
     def _may_change(self) -> bool:
         """The API client's leadership fence, also for changes of the live Redis ACL."""
