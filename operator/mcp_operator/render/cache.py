@@ -24,7 +24,7 @@ import math
 import re
 from typing import Any
 
-from mcp_operator.api.models import GROUP, MCPServer, quantity_bytes
+from mcp_operator.api.models import GROUP, MCPServer, Tier, quantity_bytes
 from mcp_operator.render import meta
 from mcp_operator.render.context import RenderContext
 
@@ -485,15 +485,13 @@ def credential_stamp(password_hash: str) -> str:
     return hashlib.sha256(f"credential\0{password_hash}".encode()).hexdigest()[:16]
 
 
-def tier_hash(ctx: RenderContext, tier: str) -> str | None:
-    """The password (hash) ``tier``'s pods should run: during a rotation the backup tier
-    moves to the new password before the primary."""
+def tier_hash(ctx: RenderContext, tier: Tier) -> str | None:
+    """The password (hash) ``tier``'s pods should run: during a rotation the tier not
+    serving moves to the new password before the other."""
     return dict(ctx.cache_tier_hashes).get(tier, ctx.cache_password_hash)
 
 
-def with_credential_stamp(
-    template: Obj, server: MCPServer, ctx: RenderContext, tier: str = "primary"
-) -> Obj:
+def with_credential_stamp(template: Obj, server: MCPServer, ctx: RenderContext, tier: Tier) -> Obj:
     """Stamp an MCP tier's pod template with :data:`CREDENTIAL_ANNOTATION` (nothing when the
     cache is off or the credential unknown, e.g. an offline render). A new stamp rolls the
     tier: its pods read the Secret's password at start."""
