@@ -650,3 +650,24 @@ def test_the_cache_pod_gets_the_servers_placement_and_pull_secrets() -> None:
     # Without spec.pod settings nothing is added.
     plain = objs(server())[("Deployment", "weather-cache")]["spec"]["template"]["spec"]
     assert not {"imagePullSecrets", "tolerations", "nodeSelector", "priorityClassName"} & set(plain)
+
+
+def test_the_data_path_keeps_the_backup_tiers_live_credential_stamp() -> None:
+    """A failover scales the backup tier from the last reconcile's render; it must not
+    re-stamp it (a rollout of the tier being promoted) with a credential the password loop
+    has moved on from since."""
+    from mcp_operator.reconcile.worker import pin_credential_stamp
+
+    def deployment(stamp: str | None) -> Obj:
+        annotations = {cache.CREDENTIAL_ANNOTATION: stamp} if stamp else {}
+        return {"spec": {"template": {"metadata": {"annotations": annotations}}}}
+
+    desired = deployment("stale")
+    pin_credential_stamp(desired, deployment("live"))
+    assert desired == deployment("live")
+    desired = deployment("stale")
+    pin_credential_stamp(desired, deployment(None))
+    assert desired == deployment(None)
+    desired = deployment("rendered")
+    pin_credential_stamp(desired, None)  # no live backup: the data path does not apply it
+    assert desired == deployment(None)

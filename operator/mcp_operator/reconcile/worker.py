@@ -328,6 +328,8 @@ class ServerWorker:
         scale = backup in live and self.outcome.ok
         wanted = {("Service", self.key[1])} | ({backup} if scale else set())
         for obj in desired:
+            if _child_key(obj) == backup:
+                pin_credential_stamp(obj, live.get(backup))
             if _child_key(obj) in wanted and not _is_current(obj, live.get(_child_key(obj))):
                 self._applied(obj["kind"], await self.shared.client.apply(obj))
 
@@ -539,6 +541,20 @@ def _older(result: Obj, held: Obj | None) -> bool:
     mine = str(result.get("metadata", {}).get("resourceVersion", ""))
     theirs = str(held.get("metadata", {}).get("resourceVersion", ""))
     return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
+def pin_credential_stamp(desired: Obj, live: Obj | None) -> None:
+    """The data path scales the backup tier; it must not roll it: keep the live cache
+    credential stamp (a failover between the password loop's write and the next reconcile
+    would otherwise re-stamp the tier being promoted with a stale credential)."""
+    key = cache_render.CREDENTIAL_ANNOTATION
+    template = ((live or {}).get("spec") or {}).get("template") or {}
+    stamp = ((template.get("metadata") or {}).get("annotations") or {}).get(key)
+    wanted = desired["spec"]["template"]["metadata"].setdefault("annotations", {})
+    if stamp:
+        wanted[key] = stamp
+    else:
+        wanted.pop(key, None)
 
 
 def _keep_credential_stamps(desired: list[Obj], live: dict[tuple[str, str], Obj]) -> None:
