@@ -22,6 +22,7 @@ from mcp_operator.keys import cachecontroller
 from mcp_operator.keys.redisacl import RedisError
 from mcp_operator.kube.client import ApiError
 from mcp_operator.reconcile.cache import credential_of
+from mcp_operator.reconcile.slots import ApiSlots
 from mcp_operator.render import cache
 
 Obj = dict[str, Any]
@@ -170,6 +171,7 @@ def loop_for(world: World, monkeypatch: pytest.MonkeyPatch) -> Any:
         clock=lambda: world.now,
         post_event=lambda _b, kind, reason, message: world.events.append((kind, reason, message)),
         index=SimpleNamespace(children=lambda _key: world.deployments),
+        api_slots=ApiSlots(2),
     )
 
     async def write_status() -> None:

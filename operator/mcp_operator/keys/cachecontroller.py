@@ -225,7 +225,8 @@ class CachePasswordLoop:
         self.cache_seen = self._cache_signature(server)
         namespace, name = self.worker.key
         secret_name = cache.auth_secret_name(server)
-        secret = await self.shared.client.get("v1", "Secret", namespace, secret_name)
+        async with self.shared.api_slots.slot(self.worker.key):
+            secret = await self.shared.client.get("v1", "Secret", namespace, secret_name)
         self.state = None  # until read back: a broken Secret is re-read at the poll period
         if secret is None:
             return  # the reconcile creates it (CacheReady says why it cannot)
@@ -308,7 +309,8 @@ class CachePasswordLoop:
             ("Deployment", f"{name}-{tier}")
         )
         selector = f"{meta.SERVER_LABEL}={name},{meta.TIER_LABEL}={tier}"
-        pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
+        async with self.shared.api_slots.slot(self.worker.key):  # the shared API budget
+            pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
         exists = tier == "primary" or server.spec.backup.enabled
         return tier_rolled(deployment, pods, rotation.tier_hash(state, tier), exists)
 
@@ -316,7 +318,8 @@ class CachePasswordLoop:
         """The hashes the applied ACL file lists (read back: what the kubelet syncs)."""
         namespace = self.worker.key[0]
         name = cache.config_secret_name(server)
-        stored = await self.shared.client.get("v1", "Secret", namespace, name)
+        async with self.shared.api_slots.slot(self.worker.key):
+            stored = await self.shared.client.get("v1", "Secret", namespace, name)
         return file_hashes(stored) or frozenset()
 
     async def _write(self, secret_name: str, patch: Obj) -> bool:
@@ -339,7 +342,8 @@ class CachePasswordLoop:
         None when one cannot be reached (the reasons kept for the condition)."""
         namespace = self.worker.key[0]
         selector = f"{cache.CACHE_LABEL}={server.metadata.name}"
-        pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
+        async with self.shared.api_slots.slot(self.worker.key):  # the shared API budget
+            pods = await self.shared.client.list("v1", "Pod", namespace, label_selector=selector)
         addresses = [
             p["status"]["podIP"]
             for p in pods
