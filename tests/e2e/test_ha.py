@@ -559,16 +559,39 @@ def test_api_server_outage_one_writer_at_a_time(
     assert len(runs) == 2, [str(w) for w in writes]  # one hand-over, no interleaving
 
 
-def test_unrelated_pods_never_reach_the_operator(
-    served: Pair, kubectl: Kubectl, tmp_path: Path
-) -> None:
-    """Hundreds of pods the operator does not manage: its pod watch and index stay flat.
-    One labelled pod proves the counters do count."""
-    leader = served.replicas[served.leader()]
+def _pod_counters(text: str) -> tuple[float, float]:
+    return (
+        metric(text, "mcp_operator_watch_events_total", kind="Pod"),
+        metric(text, "mcp_operator_indexed_objects", kind="Pod"),
+    )
+
+
+def _quiet_pod_watch(leader: OperatorProcess, still: float = 5.0, timeout: float = 90.0) -> str:
+    """The leader's /metrics once its pod watch has been still for ``still`` seconds: in the
+    full suite, earlier modules' namespaces are still being torn down (their managed pods
+    terminate and reach this operator, rightly), which must not count as noise here."""
+    text = leader.metrics()
+    since = time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = leader.metrics()
+        if _pod_counters(now) != _pod_counters(text):
+            text, since = now, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return now
+    raise AssertionError(f"the leader's pod watch never went still for {still}s")
+
+
+def _unrelated_pods_trial(
+    leader: OperatorProcess, kubectl: Kubectl, tmp_path: Path
+) -> tuple[float, float]:
+    """300 unlabelled pods and one labelled canary in a new namespace; returns the pod watch
+    events and index growth the leader saw meanwhile."""
     noise = f"ha-noise-{secrets.token_hex(3)}"
     kubectl("create", "namespace", noise)
     try:
-        before = leader.metrics()
+        before = _quiet_pod_watch(leader)
         pods = [
             {
                 "apiVersion": "v1",
@@ -594,34 +617,39 @@ def test_unrelated_pods_never_reach_the_operator(
             },
             "spec": {**UNSCHEDULABLE, "containers": [{"name": "c", "image": "x.invalid/none"}]},
         }
-        doc = tmp_path / "pods.yaml"
+        doc = tmp_path / f"{noise}.yaml"
         doc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods}))
-        kubectl("apply", "--validate=false", "-f", str(doc), timeout=120)
+        kubectl("apply", "--validate=false", "-f", str(doc), timeout=240)
         kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(canary))
+        indexed_before = _pod_counters(before)[1]
 
-        def canary_seen() -> str | None:
-            text = leader.metrics()
-            indexed = metric(text, "mcp_operator_indexed_objects", kind="Pod")
-            return (
-                text
-                if indexed > metric(before, "mcp_operator_indexed_objects", kind="Pod")
-                else None
-            )
+        def canary_seen() -> bool:
+            return _pod_counters(leader.metrics())[1] > indexed_before
 
-        after = wait_for(canary_seen, timeout=30, what="the labelled canary pod in the index")
+        wait_for(canary_seen, timeout=60, what="the labelled canary pod in the index")
         time.sleep(2)
         after = leader.metrics()
-        events = metric(after, "mcp_operator_watch_events_total", kind="Pod") - metric(
-            before, "mcp_operator_watch_events_total", kind="Pod"
-        )
-        indexed = metric(after, "mcp_operator_indexed_objects", kind="Pod") - metric(
-            before, "mcp_operator_indexed_objects", kind="Pod"
-        )
+        events = _pod_counters(after)[0] - _pod_counters(before)[0]
+        indexed = _pod_counters(after)[1] - indexed_before
         print(f"\n{NOISE_PODS} unrelated pods + 1 canary → {events:.0f} pod watch events")
-        assert indexed == 1
-        assert 1 <= events < 10
+        return events, indexed
     finally:
         kubectl("delete", "namespace", noise, "--wait=false", check=False)
+
+
+def test_unrelated_pods_never_reach_the_operator(
+    served: Pair, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """Hundreds of pods the operator does not manage: its pod watch and index stay flat.
+    One labelled pod proves the counters do count. A second trial only if the first saw
+    other managed pods move (earlier modules' teardown): 300 pods passing the filter would
+    show in both."""
+    leader = served.replicas[served.leader()]
+    events, indexed = _unrelated_pods_trial(leader, kubectl, tmp_path)
+    if not (indexed == 1 and 1 <= events < 10):
+        events, indexed = _unrelated_pods_trial(leader, kubectl, tmp_path)
+    assert indexed == 1
+    assert 1 <= events < 10
 
 
 def test_a_deleted_servers_metric_series_go_with_it(served: Pair, kubectl: Kubectl) -> None:
