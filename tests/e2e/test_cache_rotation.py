@@ -58,8 +58,12 @@ def credential(kubectl: Kubectl, ns: str) -> dict[str, Any]:
     )
 
 
-def held_passwords(agent_pid: int) -> list[str]:
-    """MCP_CACHE_PASSWORD of every live MCP server process under the node agent."""
+def held_passwords(agent_pid: int, ns: str) -> list[str]:
+    """MCP_CACHE_PASSWORD of every live MCP server process of *this* server (its
+    ``MCP_CACHE_HOST`` names this namespace's cache) under the node agent: in the full suite
+    the same agent runs other modules' cache-enabled servers, whose passwords this Redis
+    rightly refuses."""
+    host = f"{NAME}-cache.{ns}.svc".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -72,18 +76,18 @@ def held_passwords(agent_pid: int) -> list[str]:
             int(entry), agent_pid
         ):
             continue
-        for item in environ.split(b"\0"):
-            if item.startswith(b"MCP_CACHE_PASSWORD="):
-                found.append(item.split(b"=", 1)[1].decode())
+        variables = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
+        if variables.get(b"MCP_CACHE_HOST") == host:
+            found.append(variables[b"MCP_CACHE_PASSWORD"].decode())
     return found
 
 
 class Clients(threading.Thread):
     """Logs in with every password the MCP pods hold, over and over; counts refusals."""
 
-    def __init__(self, agent_pid: int, ip: str) -> None:
+    def __init__(self, agent_pid: int, ip: str, ns: str) -> None:
         super().__init__(daemon=True)
-        self.agent_pid, self.ip = agent_pid, ip
+        self.agent_pid, self.ip, self.ns = agent_pid, ip, ns
         self.stop = threading.Event()
         self.logins = self.refused = 0
         self.errors: list[str] = []
@@ -101,7 +105,7 @@ class Clients(threading.Thread):
         import redis
 
         while not self.stop.is_set():
-            for password in held_passwords(self.agent_pid):
+            for password in held_passwords(self.agent_pid, self.ns):
                 self.passwords.add(password)
                 try:  # a new connection each time: AUTH with what the pod holds
                     with redis.Redis(
@@ -215,7 +219,7 @@ def _scenario(
     ip = redis_pod["status"]["podIP"]
     start_rotations = int(credential(kubectl, ns).get("rotations") or 0)
 
-    clients = Clients(node_agent.pid, ip)
+    clients = Clients(node_agent.pid, ip, ns)
     tools = ToolCalls(stable_url(kubectl, ns))
     clients.start()
     tools.start()
@@ -276,7 +280,7 @@ def _scenario(
     again = cache_pod(kubectl, ns)
     assert again["metadata"]["uid"] == redis_pod["metadata"]["uid"]
     assert again["status"]["containerStatuses"][0]["restartCount"] == 0
-    assert set(held_passwords(node_agent.pid)) == {last["password"]}
+    assert set(held_passwords(node_agent.pid, ns)) == {last["password"]}
     for step in ("Adding", "RollingBackup", "RollingPrimary", "Stable"):
         assert step in seen_phases, seen_phases
     events = get_json(kubectl, "events", "-n", ns)["items"]
