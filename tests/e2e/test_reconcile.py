@@ -36,10 +36,19 @@ def test_apply_to_ready_scale_repair_and_delete(
     printed = kubectl("get", "mcps", "weather", "-n", unique_ns).stdout
     assert "True" in printed and "primary" in printed and "2/2" in printed
 
-    # Steady state writes nothing: no status churn in etcd while nothing changes.
-    version = get_server(kubectl, unique_ns, "weather")["metadata"]["resourceVersion"]
-    time.sleep(6)
-    assert get_server(kubectl, unique_ns, "weather")["metadata"]["resourceVersion"] == version
+    # Steady state writes nothing: no status churn in etcd while nothing changes. Up to four
+    # 6 s windows: in the full suite a prober-doubt episode (earlier modules' servers dying in
+    # terminating namespaces) may start or end in one and is rightly written; a heartbeat
+    # would change every window. tests/e2e/test_quiet.py holds a 40 s window on 6 servers.
+    versions = []
+    for _ in range(4):
+        version = get_server(kubectl, unique_ns, "weather")["metadata"]["resourceVersion"]
+        time.sleep(6)
+        versions.append((version, get_server(kubectl, unique_ns, "weather")))
+        if versions[-1][1]["metadata"]["resourceVersion"] == version:
+            break
+    else:
+        raise AssertionError(f"status written in each of 4 windows of 6 s: {versions[-1][1]}")
 
     # Metrics: reconciles counted, the Ready condition exported per object.
     text = operator.metrics()
