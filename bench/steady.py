@@ -1,20 +1,37 @@
 """Steady state at scale: what the operator costs once nothing changes.
 
     .venv/bin/python bench/steady.py [--count 1000] [--backup-replicas 2] [--window 60]
+                                     [--listener replay|sdk]
 
-Starts its own control plane, one example MCP server process listening on 0.0.0.0:PORT
-(so it answers on every loopback address), and the operator. Creates COUNT MCPServers
+Starts its own control plane, one listener on 0.0.0.0:PORT (so it answers on every local
+address), and the operator. Creates COUNT MCPServers
 (primary 2 pods, hot backup BACKUP_REPLICAS pods, default health interval 2 s, every pod
 on PORT). **No node agent** (too heavy for thousands of pods on 2 cores): the bench registers
 one heartbeating Node (kube-scheduler binds every pod to it) and plays the kubelet's part by
 writing each bound pod's status itself -- Running, Ready, and a distinct podIP 10.244.x.y --
-so the operator's probes reach the real example server through a real TCP connect per pod
-address. Pods are written once; the operator's gate patches are its own.
+so the operator's probes reach the listener through a real TCP connect per pod address.
+Pods are written once; the operator's gate patches are its own.
+
+The listener (``--listener``; the results header names it):
+
+- ``replay`` (default): ``bench/replay.py``. The bench starts the real example server once,
+  records its exact reply (status line, headers, body) to the operator's own probe request
+  (``server/discover`` at 2026-07-28), stops it, and serves those bytes from a light asyncio
+  listener in a separate process -- only to a request identical to the recorded one (request
+  line and body; anything else gets 400 and is counted in the results). The operator's side of
+  every probe is the same as against the real server: a new TCP connection, the same request,
+  the same reply bytes to parse and judge. What is left out is the server's own work, which in
+  a cluster runs on each pod's CPU, not the operator's. It costs ~0.45 ms CPU per probe
+  (``bench/replay.py``), so at 2,000 probes/s it still takes ~0.9 of this machine's 2 cores.
+- ``sdk``: one ``mcp_example_server`` process (the official ``mcp`` SDK under uvicorn)
+  answering every pod address. Real end to end, but ~2.5 ms CPU per probe: at 500 servers x
+  4 pods / 2 s it could not keep up on 2 cores and the run never settled
+  (bench/results/steady-500-unsettled-2026-11-30.txt) -- it measured the listener.
 
 Once every server is Ready (or after --settle-timeout), it waits --settle seconds, stops the
 fake kubelet, then measures for --window seconds:
 
-- operator CPU (cores, from /proc utime+stime) and RSS (current and peak);
+- operator CPU (cores, from /proc utime+stime) and RSS (current and peak); the listener's CPU;
 - probe-round lateness p50/p99 (``mcp_operator_probe_round_lateness_seconds``, the
   window's delta of the histogram's buckets);
 - API writes per second by resource (``apiserver_request_total`` of kube-apiserver,
@@ -30,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -44,6 +62,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reconcile import bounded, create_namespace, proc_stats
+from replay import record
 
 from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
 from mcp_devcluster.nodeagent.ipam import DEV_POD_RANGE, ensure_local_range
@@ -258,15 +277,44 @@ async def wait_ready(admin: KubeClient, count: int, timeout: float) -> tuple[int
     return ready, time.monotonic() - t0
 
 
+LISTENERS = {
+    "replay": "replay of the example server's recorded server/discover reply (bench/replay.py, "
+    "one asyncio process)",
+    "sdk": "one mcp_example_server process (official mcp SDK, uvicorn)",
+}
+
+
+async def start_listener(kind: str, port: int, workdir: Path, log: Any) -> subprocess.Popen[bytes]:
+    """The process answering every pod address on 0.0.0.0:``port`` (see the module doc)."""
+    if kind == "sdk":
+        argv = ["-m", "mcp_example_server", "--host", "0.0.0.0", "--port", str(port)]
+    else:
+        recording = workdir / "recording.json"
+        (await record()).dump(recording)
+        replay = str(Path(__file__).parent / "replay.py")
+        argv = [replay, "serve", str(recording), "--host", "0.0.0.0", "--port", str(port)]
+    return subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT)
+
+
+def replay_counters(log: Path) -> str:
+    """The replay listener's exit line (requests answered / refused), for the results."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+    if not lines:
+        return "replay listener counters: none (it did not exit cleanly)"
+    counters = json.loads(lines[-1])
+    return (
+        f"replay listener over the whole run: {counters['connections']} connections, "
+        f"{counters['requests']} requests answered with the recording, "
+        f"{counters['refused']} refused as different from it"
+    )
+
+
 async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) -> list[str]:
     ensure_local_range(DEV_POD_RANGE)
     port = free_port()
-    server_log = open(workdir / "example-server.log", "ab")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mcp_example_server", "--host", "0.0.0.0", "--port", str(port)],
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-    )
+    server_log_path = workdir / f"listener-{args.listener}.log"
+    server_log = open(server_log_path, "ab")  # noqa: SIM115
+    server = await start_listener(args.listener, port, workdir, server_log)
     metrics_port, live_port = free_port(), free_port()
     env = {**os.environ, "KUBECONFIG": str(cp.operator_kubeconfig), "PYTHONUNBUFFERED": "1"}
     op_log = open(workdir / "operator.log", "ab")  # noqa: SIM115
@@ -317,10 +365,12 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             snap0 = await snapshot(admin)
             m0, a0 = (await http.get(op_metrics)).text, api.get("/metrics").text
             _, cpu0 = proc_stats(op.pid)
+            _, listener0 = proc_stats(server.pid)
             t0 = time.monotonic()
             await asyncio.sleep(args.window)
             m1, a1 = (await http.get(op_metrics)).text, api.get("/metrics").text
             peak, cpu1 = proc_stats(op.pid)
+            _, listener1 = proc_stats(server.pid)
             elapsed = time.monotonic() - t0
             snap1 = await snapshot(admin)
             api.close()
@@ -337,11 +387,14 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             f"steady state: {args.count} MCPServers, {pods} pods ({ready} Ready), "
             f"interval 2 s, window {elapsed:.0f} s, kube-apiserver {cp.version}",
             f"load average at window start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}",
+            f"listener: {LISTENERS[args.listener]}",
             "",
             "| measure | value | target |",
             "|---|---|---|",
             f"| operator CPU | {(cpu1 - cpu0) / elapsed:.2f} cores | <= 1 core |",
             f"| operator RSS (now / peak) | {rss:.0f} / {peak:.0f} MB | <= 500 MB |",
+            f"| listener CPU ({args.listener}; not the operator's) | "
+            f"{(listener1 - listener0) / elapsed:.2f} cores | |",
             f"| probe rounds in window | {rounds:.0f} ({rounds / elapsed:.0f}/s) | "
             f"{args.count / 2:.0f}/s |",
             f"| probe-round lateness p50 / p99 | <= {quantile(late0, late1, 0.5)} s / "
@@ -352,7 +405,6 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             rows.append(f"|   of which {resource} | {n / elapsed:.2f}/s ({n}) | |")
         rows += ["", "What was written in the window (snapshots before and after):"]
         rows += what_changed(snap0, snap1)
-        return rows
     finally:
         stop.set()
         node.stop()
@@ -367,6 +419,9 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
                 proc.kill()
         server_log.close()
         op_log.close()
+    if args.listener == "replay":  # the counters are printed when the listener exits
+        rows.insert(3, replay_counters(server_log_path))
+    return rows
 
 
 def main() -> int:
@@ -378,6 +433,12 @@ def main() -> int:
     parser.add_argument("--settle-timeout", type=float, default=900.0)
     parser.add_argument("--out", help="results file (default bench/results/steady-COUNT.txt)")
     parser.add_argument("--profile", help="run the operator under cProfile into this file")
+    parser.add_argument(
+        "--listener",
+        choices=sorted(LISTENERS),
+        default="replay",
+        help="what answers the probes (module doc): replay (default) or sdk",
+    )
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="mcp-steady-")
     cp = ControlPlane(Path(tmp.name) / "cp", die_with_parent=True)
