@@ -9,14 +9,18 @@
   back to back) and checks the SDK session manager holds zero sessions; its twin removes
   the DELETE and watches sessions pile up until the SDK's session cap answers 503.
 
-A second part drives the probe through scripted ``httpx.MockTransport`` exchanges for wire
-cases no real SDK server produces on demand (version mismatch, interleaved SSE, bad ids).
+A second part drives the probe through scripted exchanges for wire cases no real SDK server
+produces on demand (version mismatch, interleaved SSE, bad ids): a handler written as
+``httpx.Request -> httpx.Response`` answers on a real local socket (parsed by h11), so the
+probe's own HTTP/1.1 client reads every reply off the wire, chunked or not.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,14 +28,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import pytest
 
 from mcp_operator.health import probe as probe_module
+from mcp_operator.health.http1 import ProbeClient
 from mcp_operator.health.probe import Outcome, ProbeResult, ProbeSettings, ProbeTarget, probe
 
 # The async fixtures live in the session loop (asyncio_default_fixture_loop_scope); so do the tests.
@@ -207,7 +213,8 @@ def spawn(server_script: Path, tmp_path: Path) -> Iterator[Spawn]:
 
     yield start
     for server in started:
-        os.kill(server.proc.pid, signal.SIGCONT)
+        if server.proc.poll() is None:
+            os.kill(server.proc.pid, signal.SIGCONT)
         server.proc.terminate()
         try:
             server.proc.wait(timeout=10)
@@ -218,7 +225,7 @@ def spawn(server_script: Path, tmp_path: Path) -> Iterator[Spawn]:
 
 @pytest.fixture
 async def client() -> Any:
-    async with httpx.AsyncClient() as http:
+    async with probe_module.client_for(None) as http:
         yield http
 
 
@@ -229,7 +236,7 @@ FAST = ProbeSettings(step_timeout_s=1.0, budget_s=1.5, cleanup_timeout_s=0.5)
     "mode", [[], ["--json"], ["--stateless"]], ids=["sse", "json", "stateless"]
 )
 async def test_mcp23_server_is_probed_in_the_modern_era(
-    spawn: Spawn, client: httpx.AsyncClient, mode: list[str]
+    spawn: Spawn, client: ProbeClient, mode: list[str]
 ) -> None:
     server = spawn(*mode)
     results = [await probe(client, ProbeTarget(server.url)) for _ in range(20)]
@@ -241,7 +248,7 @@ async def test_mcp23_server_is_probed_in_the_modern_era(
     "mode", [[], ["--json"], ["--stateless"]], ids=["sse", "json", "stateless"]
 )
 async def test_mcp1_server_is_probed_in_the_legacy_era(
-    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, mode: list[str]
+    spawn: Spawn, client: ProbeClient, mcp1_python: Path, mode: list[str]
 ) -> None:
     server = spawn(*mode, python=mcp1_python)
     result = await probe(client, ProbeTarget(server.url))
@@ -250,7 +257,7 @@ async def test_mcp1_server_is_probed_in_the_legacy_era(
 
 
 async def test_mcp23_server_also_serves_the_legacy_handshake(
-    spawn: Spawn, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    spawn: Spawn, client: ProbeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The legacy path (with its DELETE) against a 2.3 stateful server, skipping discover."""
 
@@ -265,7 +272,7 @@ async def test_mcp23_server_also_serves_the_legacy_handshake(
 
 
 async def test_real_server_with_no_common_version_is_unverified(
-    spawn: Spawn, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    spawn: Spawn, client: ProbeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A probe that only spoke a future revision: the 2.3 server's -32022 names 2026-07-28."""
     monkeypatch.setattr(probe_module, "MODERN_VERSIONS", ("2099-01-01",))
@@ -277,7 +284,7 @@ async def test_real_server_with_no_common_version_is_unverified(
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
 async def test_bearer_token(
-    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
+    spawn: Spawn, client: ProbeClient, mcp1_python: Path, legacy: bool
 ) -> None:
     server = spawn("--token", TOKEN, python=mcp1_python if legacy else sys.executable)
     missing = await probe(client, ProbeTarget(server.url))
@@ -295,7 +302,7 @@ async def test_bearer_token(
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
 async def test_wrong_host_is_unverified(
-    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
+    spawn: Spawn, client: ProbeClient, mcp1_python: Path, legacy: bool
 ) -> None:
     """The SDK's loopback default allowlist answers 421 for any other Host."""
     server = spawn(python=mcp1_python if legacy else sys.executable)
@@ -307,7 +314,7 @@ async def test_wrong_host_is_unverified(
 
 
 async def test_host_override_reaches_a_configured_allowlist(
-    spawn: Spawn, client: httpx.AsyncClient
+    spawn: Spawn, client: ProbeClient
 ) -> None:
     server = spawn("--allowed-host", "mcp.example.com")
     assert (await probe(client, ProbeTarget(server.url))).outcome is Outcome.UNVERIFIED
@@ -317,7 +324,7 @@ async def test_host_override_reaches_a_configured_allowlist(
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["mcp2.3", "mcp1"])
 async def test_stopped_server_times_out_within_budget(
-    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, legacy: bool
+    spawn: Spawn, client: ProbeClient, mcp1_python: Path, legacy: bool
 ) -> None:
     server = spawn(python=mcp1_python if legacy else sys.executable)
     assert (await probe(client, ProbeTarget(server.url), FAST)).outcome is Outcome.HEALTHY
@@ -330,14 +337,41 @@ async def test_stopped_server_times_out_within_budget(
     assert result.duration_s <= FAST.budget_s + FAST.cleanup_timeout_s + 0.25
 
 
-async def test_dead_port_is_unhealthy_and_refused(client: httpx.AsyncClient) -> None:
+async def test_dead_port_is_unhealthy_and_refused(client: ProbeClient) -> None:
     result = await probe(client, ProbeTarget(f"http://127.0.0.1:{_free_port()}/mcp"), FAST)
-    assert result.outcome is Outcome.UNHEALTHY and "ConnectError" in result.detail, result
-    assert result.refused, result  # decisive evidence for the pod's gate
+    assert result.outcome is Outcome.UNHEALTHY and result.refused, result
+    assert "ConnectionRefusedError" in result.detail, result  # decisive evidence for the gate
     assert result.duration_s < 1.0
 
 
-async def test_server_error_is_unhealthy(spawn: Spawn, client: httpx.AsyncClient) -> None:
+async def test_probes_reuse_a_connection_for_seconds_not_longer(spawn: Spawn) -> None:
+    """Every 2 s for 10 s on one connection; then a fresh one, so a pod that stops accepting
+    new connections is seen within one connection age. (A legacy probe's SSE replies end
+    the connection they came on: the probe stops reading at its reply.)"""
+    server = spawn()
+    now = [0.0]
+    async with ProbeClient(clock=lambda: now[0]) as http:
+        for _ in range(5):
+            assert (await probe(http, ProbeTarget(server.url))).outcome is Outcome.HEALTHY
+            now[0] += 2.0
+        assert http.opened == 1
+        assert (await probe(http, ProbeTarget(server.url))).outcome is Outcome.HEALTHY
+        assert http.opened == 2
+
+
+async def test_a_killed_server_is_refused_even_after_a_kept_alive_probe(
+    spawn: Spawn, client: ProbeClient
+) -> None:
+    """The one decisive evidence (a refused connect) is not hidden by the pool."""
+    server = spawn()
+    assert (await probe(client, ProbeTarget(server.url), FAST)).outcome is Outcome.HEALTHY
+    server.proc.kill()
+    server.proc.wait()
+    result = await probe(client, ProbeTarget(server.url), FAST)
+    assert result.outcome is Outcome.UNHEALTHY and result.refused, result
+
+
+async def test_server_error_is_unhealthy(spawn: Spawn, client: ProbeClient) -> None:
     server = spawn("--fail500")
     result = await probe(client, ProbeTarget(server.url))
     assert result.outcome is Outcome.UNHEALTHY and "HTTP 500" in result.detail, result
@@ -348,7 +382,7 @@ PROBES_PER_HOUR = 1800  # one probe every 2 s
 
 @pytest.mark.slow
 async def test_legacy_probes_leak_no_sessions(
-    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path
+    spawn: Spawn, client: ProbeClient, mcp1_python: Path
 ) -> None:
     """An hour of probes against a stateful legacy server capped at 100 sessions."""
     server = spawn("--max-sessions", "100", python=mcp1_python)
@@ -362,7 +396,7 @@ async def test_legacy_probes_leak_no_sessions(
 
 
 async def test_without_delete_sessions_accumulate_until_the_cap(
-    spawn: Spawn, client: httpx.AsyncClient, mcp1_python: Path, monkeypatch: pytest.MonkeyPatch
+    spawn: Spawn, client: ProbeClient, mcp1_python: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The leak test's counterfactual: the same probe minus its DELETE exhausts the server."""
 
@@ -381,7 +415,8 @@ async def test_without_delete_sessions_accumulate_until_the_cap(
 # Scripted exchanges
 # --------------------------------------------------------------------------------------
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx.Request], httpx.Response | None]
+"""A scripted server: ``None`` closes the connection without a reply."""
 
 
 def _rpc(request: httpx.Request) -> dict[str, Any]:
@@ -414,9 +449,110 @@ def _legacy_handler(log: list[str], ping_result: object = None) -> Handler:
     return handle
 
 
-async def _scripted(handler: Handler, target: ProbeTarget | None = None) -> ProbeResult:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        return await probe(http, target or ProbeTarget("http://pod:8080/mcp"), FAST)
+async def _answer(
+    handler: Handler, chunk: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Serve one connection: each request through ``handler``; replies chunked in pieces of
+    ``chunk`` bytes when ``chunk`` > 0, else with a Content-Length."""
+    conn = h11.Connection(h11.SERVER)
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                if not data:
+                    return
+                continue
+            if not isinstance(event, h11.Request):
+                return
+            body = b""
+            while not isinstance(part := conn.next_event(), h11.EndOfMessage):
+                if part is h11.NEED_DATA:
+                    conn.receive_data(await reader.read(65536))
+                elif isinstance(part, h11.Data):
+                    body += part.data
+            headers = [(k.decode(), v.decode()) for k, v in event.headers]
+            host = dict(headers).get("host", "pod")
+            request = httpx.Request(
+                event.method.decode(),
+                f"http://{host}{event.target.decode()}",
+                headers=headers,
+                content=body,
+            )
+            reply = handler(request)
+            if reply is None:  # the server's idle timer fired as the request arrived
+                return
+            out = [(k, v) for k, v in reply.headers.items() if k.lower() != "content-length"]
+            content = reply.content
+            if chunk:
+                out.append(("transfer-encoding", "chunked"))
+            else:
+                out.append(("content-length", str(len(content))))
+            writer.write(conn.send(h11.Response(status_code=reply.status_code, headers=out)))
+            size = chunk or max(1, len(content))
+            pieces = [content[i : i + size] for i in range(0, len(content), size)]
+            for piece in pieces:
+                writer.write(conn.send(h11.Data(data=piece)))
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+            conn.start_next_cycle()
+    except (h11.ProtocolError, ConnectionError):
+        return
+    finally:
+        writer.close()
+
+
+async def _scripted(
+    handler: Handler, target: ProbeTarget | None = None, chunk: int = 0
+) -> ProbeResult:
+    """Probe ``target`` (its host stands for the scripted server's, which answers in its
+    place on 127.0.0.1) through the probe's real client."""
+    async with probe_module.client_for(None) as http:
+        [result] = await _scripted_rounds(http, handler, 1, target, chunk)
+        return result
+
+
+async def _scripted_rounds(
+    http: ProbeClient,
+    handler: Handler,
+    rounds: int,
+    target: ProbeTarget | None = None,
+    chunk: int = 0,
+) -> list[ProbeResult]:
+    target = target or ProbeTarget("http://pod:8080/mcp")
+    server = await asyncio.start_server(lambda r, w: _answer(handler, chunk, r, w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = re.sub(r"^(\w+://(?:[^/@]*@)?)[^/:@]+(:\d+)?", rf"\g<1>127.0.0.1:{port}", target.url)
+    try:
+        return [await probe(http, replace(target, url=url), FAST) for _ in range(rounds)]
+    finally:
+        server.close()
+
+
+def _discover_ok(request: httpx.Request) -> httpx.Response:
+    result = {"supportedVersions": ["2026-07-28"], "capabilities": {}}
+    return httpx.Response(200, json={"jsonrpc": "2.0", "id": _rpc(request)["id"], "result": result})
+
+
+async def test_a_kept_alive_connection_closed_by_the_server_is_not_the_pods_fault() -> None:
+    """A server may close an idle connection just as the next probe's request arrives (its
+    keep-alive timer): the probe sends it again on a fresh connection, once."""
+    seen: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response | None:
+        seen.append(len(seen))
+        return None if len(seen) == 2 else _discover_ok(request)
+
+    async with probe_module.client_for(None) as http:
+        results = await _scripted_rounds(http, handle, 2)
+        assert [r.outcome for r in results] == [Outcome.HEALTHY] * 2, results
+        assert (len(seen), http.opened) == (3, 2)
+
+
+async def test_a_fresh_connection_closed_without_a_reply_is_unhealthy() -> None:
+    result = await _scripted(lambda request: None)
+    assert result.outcome is Outcome.UNHEALTHY and "without a reply" in result.detail, result
 
 
 def _unsupported(request: httpx.Request, supported: list[str]) -> httpx.Response:
@@ -438,7 +574,7 @@ async def test_modern_request_format() -> None:
         return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
 
     result = await _scripted(handle, ProbeTarget("http://pod/mcp", "svc.ns:80", TOKEN))
-    assert (result.outcome, result.era) == (Outcome.HEALTHY, "modern")
+    assert (result.outcome, result.era) == (Outcome.HEALTHY, "modern"), result
     [request] = seen
     assert request.method == "POST"
     assert request.headers["mcp-protocol-version"] == "2026-07-28"
@@ -525,7 +661,8 @@ async def test_session_is_deleted_even_when_ping_fails() -> None:
     assert log[-1] == "DELETE sess-1"
 
 
-async def test_sse_reply_is_matched_by_id_past_notifications_and_comments() -> None:
+@pytest.mark.parametrize("chunk", [0, 1, 7], ids=["length", "chunked-1", "chunked-7"])
+async def test_sse_reply_is_matched_by_id_past_notifications_and_comments(chunk: int) -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         body = _rpc(request)
         other = {"jsonrpc": "2.0", "id": 999, "result": {"supportedVersions": []}}
@@ -539,7 +676,7 @@ async def test_sse_reply_is_matched_by_id_past_notifications_and_comments() -> N
         )
         return httpx.Response(200, text=stream, headers={"content-type": "text/event-stream"})
 
-    result = await _scripted(handle)
+    result = await _scripted(handle, chunk=chunk)
     assert (result.outcome, result.era) == (Outcome.HEALTHY, "modern"), result
 
 

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import httpx
-
 from mcp_operator.api.models import MCPServer
 from mcp_operator.health import extension
 from mcp_operator.health.doubt import Doubt
 from mcp_operator.health.extension import HealthLoop
+from mcp_operator.health.http1 import ProbeClient
 from mcp_operator.health.probe import Outcome, ProbeResult, ProbeSettings, ProbeTarget
 from mcp_operator.health.round import Event, GatePatch, HealthState, RoundOutput, Tier
 from mcp_operator.kube.client import ApiError
@@ -271,7 +270,7 @@ def fake_prober(world: World) -> Any:
     by_ip: dict[str, str] = {}
 
     async def prober(
-        client: httpx.AsyncClient, target: ProbeTarget, settings: ProbeSettings
+        client: ProbeClient, target: ProbeTarget, settings: ProbeSettings
     ) -> ProbeResult:
         if not by_ip or len(by_ip) != len(world.pods):
             by_ip.clear()

@@ -24,13 +24,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-import httpx
-
 from mcp_operator import metrics
 from mcp_operator.api.models import FailoverStatus, MCPServer, MCPServerStatus, TierStatus
 from mcp_operator.health import breaker, failover, probe
 from mcp_operator.health.doubt import Doubt, RoundReport
 from mcp_operator.health.gate import GateSettings, GateState
+from mcp_operator.health.http1 import ProbeClient
 from mcp_operator.health.round import (
     TIERS,
     Event,
@@ -110,7 +109,7 @@ class ProbeSettingsError(Exception):
 # -- the loop ---------------------------------------------------------------------------
 
 ProbeFn = Callable[
-    [httpx.AsyncClient, probe.ProbeTarget, probe.ProbeSettings], Awaitable[probe.ProbeResult]
+    [ProbeClient, probe.ProbeTarget, probe.ProbeSettings], Awaitable[probe.ProbeResult]
 ]
 
 
@@ -125,7 +124,7 @@ class HealthLoop:
         self.last_server: MCPServer | None = None
         self.slots = asyncio.Semaphore(PROBES_PER_SERVER)
         self.tokens: dict[tuple[str, str], tuple[float, str | None]] = {}
-        self.clients: dict[str | None, httpx.AsyncClient] = {}
+        self.clients: dict[str | None, ProbeClient] = {}
         self.doubting = False
         self._settings: tuple[MCPServer, RoundSettings] | None = None
 
@@ -151,7 +150,7 @@ class HealthLoop:
         finally:
             self.doubt.forget(self.ports.key)
             for client in self.clients.values():
-                await client.aclose()
+                client.close_idle()
 
     async def round(self, server: MCPServer, late_s: float = 0.0) -> RoundOutput:
         """Probe, decide (pure), act. Returns the round's output (for tests)."""
@@ -254,12 +253,17 @@ class HealthLoop:
             )
         return value
 
-    def client(self, ca: str | None) -> httpx.AsyncClient:
-        """One client per CA (per server): its own connection pool, so no other server's
-        probes ever wait in it, and no pool limit (concurrency is bounded by ``slots``)."""
+    def client(self, ca: str | None) -> ProbeClient:
+        """One client per CA (per server): its own kept-alive connections, so no other
+        server's probes ever wait for them (concurrency is bounded by ``slots``). A CA that
+        changed leaves its old client's connections to be closed here."""
+        for old in [key for key in self.clients if key != ca]:
+            self.clients.pop(old).close_idle()
         if ca not in self.clients:
             self.clients[ca] = probe.client_for(ca)
-        return self.clients[ca]
+        client = self.clients[ca]
+        client.prune()
+        return client
 
     # -- acting -------------------------------------------------------------------------
 

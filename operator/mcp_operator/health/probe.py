@@ -24,6 +24,7 @@ The exchange mirrors the SDK's own ``mode='auto'`` negotiation (``mcp.client._pr
 from __future__ import annotations
 
 import asyncio
+import codecs
 import enum
 import itertools
 import json
@@ -33,8 +34,9 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-import httpx
+from mcp_operator.health.http1 import ProbeClient, ProtocolError, Response
 
 __all__ = [
     "HANDSHAKE_VERSIONS",
@@ -148,27 +150,24 @@ class _Reply:
     the error code of whatever JSON-RPC error the body carried (ids are not always echoed)."""
 
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     message: Mapping[str, Any] | None
     error_code: int | None
     error_data: Any
     error_message: str
 
 
-def client_for(ca: str | None) -> httpx.AsyncClient:
+def client_for(ca: str | None) -> ProbeClient:
     """The HTTP client probes use. With a CA bundle (PEM), https certificates must chain to
     it and name the Host header's name (sent as SNI); without one, https is encrypted but not
-    verified, as the kubelet's own https probes. Each probe opens its own connection, as the
-    kubelet's do, so a kept-alive socket never hides a pod that stopped accepting them."""
-    verify: ssl.SSLContext | bool = False
-    if ca is not None:
-        verify = ssl.create_default_context(cadata=ca)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    return httpx.AsyncClient(limits=limits, verify=verify)
+    verified, as the kubelet's own https probes. Connections are kept alive for seconds, not
+    longer (see :mod:`mcp_operator.health.http1`), so a pod that stops accepting new ones
+    is still noticed."""
+    return ProbeClient(ssl.create_default_context(cadata=ca) if ca is not None else None)
 
 
 async def probe(
-    client: httpx.AsyncClient, target: ProbeTarget, settings: ProbeSettings | None = None
+    client: ProbeClient, target: ProbeTarget, settings: ProbeSettings | None = None
 ) -> ProbeResult:
     """Probe one MCP endpoint; never raises for anything the server or network does."""
     settings = settings or ProbeSettings()
@@ -182,16 +181,16 @@ async def probe(
     except _Verdict as verdict:
         outcome, era, detail = verdict.outcome, verdict.era, verdict.detail
         challenge = verdict.challenge
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:
         outcome, era, detail = Outcome.UNHEALTHY, exchange.era, f"timeout during {exchange.step}"
-    except httpx.HTTPError as exc:
+    except (OSError, ProtocolError) as exc:
         outcome, era = Outcome.UNHEALTHY, exchange.era
         refused = _is_refused(exc)
         detail = f"{type(exc).__name__} during {exchange.step}: {exc}"
         untrusted = _cert_error(exc)
         if untrusted is not None:
             outcome, detail = Outcome.UNVERIFIED, f"TLS certificate not trusted: {untrusted}"
-    except (httpx.InvalidURL, ValueError) as exc:
+    except ValueError as exc:
         # A bad URL, or a header (token, Host) that is not ASCII. The message is left out:
         # a UnicodeEncodeError quotes the offending string, which may be the token.
         outcome, era = Outcome.MISCONFIGURED, None
@@ -232,7 +231,7 @@ class _Exchange:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: ProbeClient,
         target: ProbeTarget,
         settings: ProbeSettings,
         deadline: float,
@@ -362,18 +361,15 @@ class _Exchange:
         timeout = self.settings.cleanup_timeout_s
         try:
             async with asyncio.timeout(timeout):
-                response = await self.client.request(
-                    "DELETE",
-                    self.target.url,
-                    headers=headers,
-                    timeout=timeout,
-                    extensions=self._extensions(),
-                )
-        except (TimeoutError, httpx.HTTPError) as exc:
+                async with self.client.stream(
+                    "DELETE", self.target.url, headers, sni=self.target.sni_hostname
+                ) as response:
+                    await _read_capped(response)
+        except (TimeoutError, OSError, ProtocolError, _Verdict) as exc:
             self.cleanup_note = f"; session DELETE failed: {type(exc).__name__}"
             return
-        if response.status_code not in (200, 202, 204, 404, 405):
-            self.cleanup_note = f"; session DELETE answered HTTP {response.status_code}"
+        if response.status not in (200, 202, 204, 404, 405):
+            self.cleanup_note = f"; session DELETE answered HTTP {response.status}"
 
     # -- transport ---------------------------------------------------------------------
 
@@ -384,10 +380,6 @@ class _Exchange:
         if self.target.bearer_token:
             headers["Authorization"] = f"Bearer {self.target.bearer_token}"
         return headers
-
-    def _extensions(self) -> dict[str, Any]:
-        name = self.target.sni_hostname
-        return {"sni_hostname": name} if name and self.target.url.startswith("https:") else {}
 
     def _step_timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
@@ -404,21 +396,23 @@ class _Exchange:
             async with self.client.stream(
                 "POST",
                 self.target.url,
-                content=json.dumps(body).encode(),
-                headers={**self._base_headers(), **headers},
-                timeout=timeout,
-                extensions=self._extensions(),
+                {**self._base_headers(), **headers},
+                json.dumps(body).encode(),
+                sni=self.target.sni_hostname,
             ) as response:
                 is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
                 if is_sse:
                     messages = [m async for m in _sse_messages(response, request_id)]
                 else:
                     messages = _json_messages(await _read_capped(response))
-        return _reply(response.status_code, response.headers, messages, request_id)
+        return _reply(response.status, response.headers, messages, request_id)
 
 
 def _reply(
-    status: int, headers: httpx.Headers, messages: list[Mapping[str, Any]], request_id: int | None
+    status: int,
+    headers: Mapping[str, str],
+    messages: list[Mapping[str, Any]],
+    request_id: int | None,
 ) -> _Reply:
     matched = next(
         (m for m in messages if request_id is not None and m.get("id") == request_id), None
@@ -435,10 +429,10 @@ def _reply(
     )
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: Response) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.chunks():
         size += len(chunk)
         if size > _MAX_BODY_BYTES:
             raise _Verdict(Outcome.UNHEALTHY, "response body exceeds 1 MiB")
@@ -455,8 +449,24 @@ def _json_messages(raw: bytes) -> list[Mapping[str, Any]]:
     return [item for item in items if isinstance(item, dict)]
 
 
+async def _lines(response: Response) -> AsyncIterator[str]:
+    """The body's lines, split at CRLF, LF or CR as SSE allows (a CR at a chunk's end waits
+    for the next chunk, which may start with its LF)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    async for chunk in response.chunks():
+        text = pending + decoder.decode(chunk)
+        held = "\r" if text.endswith("\r") else ""
+        parts = _LINE_END.split(text[: len(text) - len(held)])
+        pending = parts.pop() + held
+        for part in parts:
+            yield part
+    if pending.rstrip("\r"):
+        yield pending.rstrip("\r")
+
+
 async def _sse_messages(
-    response: httpx.Response, request_id: int | None
+    response: Response, request_id: int | None
 ) -> AsyncIterator[Mapping[str, Any]]:
     """Yield the JSON-RPC messages of an SSE stream (``data:`` lines, comments skipped).
 
@@ -465,7 +475,7 @@ async def _sse_messages(
     """
     data: list[str] = []
     size = 0
-    async for line in response.aiter_lines():
+    async for line in _lines(response):
         size += len(line)
         if size > _MAX_BODY_BYTES:
             raise _Verdict(Outcome.UNHEALTHY, "event stream exceeds 1 MiB")
@@ -502,7 +512,7 @@ def _raise_for_access(reply: _Reply, era: str | None) -> None:
     if 300 <= reply.status < 400:
         # Not followed: a redirect built from an overridden Host may lead anywhere, and
         # the fix (probe the final path, e.g. old FastMCP's "/mcp/") is the user's to make.
-        where = httpx.URL(reply.headers.get("location", "")).path[:80]
+        where = urlsplit(reply.headers.get("location", "")).path[:80]
         detail = f"HTTP {reply.status} redirect to path {where!r}: probe that URL instead"
         raise _Verdict(Outcome.UNVERIFIED, detail, era)
     if reply.status >= 500:
@@ -573,6 +583,7 @@ def _http_text(step: str, reply: _Reply) -> str:
     return f"{step}: {_error_text(reply)}"
 
 
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
 _USERINFO = re.compile(r"//[^/@\s]*@")
 
 
