@@ -127,6 +127,8 @@ class HealthLoop:
         self.clients: dict[str | None, ProbeClient] = {}
         self.doubting = False
         self._settings: tuple[MCPServer, RoundSettings] | None = None
+        self._published: dict[str, tuple[int, ...]] = {}
+        self._probe_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def run(self) -> None:
         try:
@@ -336,31 +338,48 @@ class HealthLoop:
     # -- metrics ------------------------------------------------------------------------
 
     def metrics(self, out: RoundOutput) -> None:
+        """The tiers' gauges, set only when a value changed: at 1,000 servers the rounds
+        run 500 times a second, and the registry's label lookups were a tenth of their CPU.
+        The series go with the server (``metrics.forget``, when its loop is cancelled)."""
         namespace, name = self.ports.key
         for tier in TIERS:
             health = out.state.tier(tier)
             verdict = out.verdicts[tier]
-            metrics.TIER_HEALTHY.labels(namespace, name, tier).set(1 if health.healthy else 0)
-            metrics.BREAKER_STATE.labels(namespace, name, tier).set(
-                BREAKER_CODE[health.breaker.phase.value]
+            values = (
+                1 if health.healthy else 0,
+                BREAKER_CODE[health.breaker.phase.value],
+                1 if verdict.misconfigured and not verdict.healthy else 0,
+                1 if tier == out.state.active else 0,
             )
-            metrics.MISCONFIGURED.labels(namespace, name, tier).set(
-                1 if verdict.misconfigured and not verdict.healthy else 0
+            if self._published.get(tier) == values:
+                continue
+            self._published[tier] = values
+            gauges = (
+                metrics.TIER_HEALTHY,
+                metrics.BREAKER_STATE,
+                metrics.MISCONFIGURED,
+                metrics.ACTIVE_TIER,
             )
-            metrics.ACTIVE_TIER.labels(namespace, name, tier).set(
-                1 if tier == out.state.active else 0
-            )
+            for gauge, value in zip(gauges, values, strict=True):
+                gauge.labels(namespace, name, tier).set(value)
 
     def count_probe(self, pod: Obj, result: probe.ProbeResult) -> None:
         """Per-probe duration and outcome (the alerts' error rate and p95 latency). Labels
-        stay bounded: the tier label, the era (modern, legacy or none), four outcomes."""
+        stay bounded: the tier label, the era (modern, legacy or none), four outcomes. The
+        labelled children are looked up once per combination (see :meth:`metrics`)."""
         tier = (pod["metadata"].get("labels") or {}).get(TIER_LABEL)
         if tier not in TIERS:
             return
-        namespace, name = self.ports.key
-        era = result.era or "none"
-        metrics.PROBE_DURATION.labels(namespace, name, tier, era).observe(result.duration_s)
-        metrics.PROBE_TOTAL.labels(namespace, name, tier, era, result.outcome.value).inc()
+        key = (tier, result.era or "none", result.outcome.value)
+        series = self._probe_series.get(key)
+        if series is None:
+            namespace, name = self.ports.key
+            series = self._probe_series[key] = (
+                metrics.PROBE_DURATION.labels(namespace, name, *key[:2]),
+                metrics.PROBE_TOTAL.labels(namespace, name, *key),
+            )
+        series[0].observe(result.duration_s)
+        series[1].inc()
 
     def count_switch(self, decision: failover.SwitchTo) -> None:
         namespace, name = self.ports.key
