@@ -10,9 +10,11 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from datetime import timedelta
 
 from mcp_operator.api.models import MCPServer
+from mcp_operator.health import extension
 from mcp_operator.health.round import HealthState, Record, TierHealth
 from tests.unit.health_sim import (
     START,
@@ -503,3 +505,12 @@ def test_every_probe_is_counted_by_tier_and_outcome_with_its_duration() -> None:
     assert sample("mcp_operator_probes_total", **bad) - before_bad == 2 * primaries
     count = sample("mcp_operator_probe_duration_seconds_count", tier="primary", era="none")
     assert count - before_count == 2 * primaries
+
+
+def test_rounds_of_many_servers_are_spread_over_the_interval_not_bunched() -> None:
+    """A restarted operator starts every loop at once: their phases must spread them."""
+    phases = [extension.phase(("ns", f"server-{n}"), 2.0) for n in range(1000)]
+    assert all(0.0 <= p < 2.0 for p in phases)
+    assert phases == [extension.phase(("ns", f"server-{n}"), 2.0) for n in range(1000)]
+    buckets = Counter(int(p / 0.2) for p in phases)  # ten slices of the interval
+    assert len(buckets) == 10 and max(buckets.values()) < 2 * 100, buckets
