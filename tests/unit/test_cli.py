@@ -193,3 +193,27 @@ def test_module_entry_point_works_too() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == __version__
+
+
+def test_the_operator_lifts_its_open_files_soft_limit_to_the_hard_one() -> None:
+    """Kept-alive probe connections need a socket per pod: a 1,024 soft limit would end
+    probing at ~250 servers with EMFILE."""
+    import resource
+    import subprocess
+    import sys
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip("needs a finite hard limit above 256")
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    code = (
+        "import resource; from mcp_operator.runner import raise_open_files_limit as r; "
+        "print(r(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=lower, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [str(hard), str(hard)]
