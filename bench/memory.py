@@ -153,7 +153,7 @@ def memory_report() -> Obj:
     report["health_clients"] = sum(len(h.clients) for h in loops)
     from prometheus_client import REGISTRY
 
-    collectors = list(REGISTRY._collector_to_names)  # noqa: SLF001 - a bench, not the operator
+    collectors = list(REGISTRY._collector_to_names)
     report["metrics"] = {
         "series": sum(len(getattr(c, "_metrics", {}) or {}) for c in collectors),
         "bytes": deep_size([getattr(c, "_metrics", None) for c in collectors]),
@@ -309,9 +309,9 @@ async def scenario(cp: Any, args: argparse.Namespace, workdir: Path) -> list[Obj
                     addressed = len(
                         [
                             p
-                            for p in (
-                                await admin.request("GET", f"/api/v1/namespaces/{NS}/pods")
-                            )["items"]
+                            for p in (await admin.request("GET", f"/api/v1/namespaces/{NS}/pods"))[
+                                "items"
+                            ]
                             if (p.get("status") or {}).get("podIP")
                         ]
                     )
@@ -348,11 +348,12 @@ def _mb(n: float) -> str:
 def table(results: list[Obj], args: argparse.Namespace, version: str) -> list[str]:
     """Per step, and per server between the first and the last step."""
     first, last = results[0], results[-1]
+    trace = f"{args.trace} frames" if args.trace else "off"
     added = max(1, last["count"] - first["count"])
     rows = [
         f"memory: {', '.join(str(r['count']) for r in results)} MCPServers "
         f"({2 + args.backup_replicas} pods each), health interval {args.interval} s, "
-        f"tracemalloc {'%d frames' % args.trace if args.trace else 'off'}, "
+        f"tracemalloc {trace}, "
         f"kube-apiserver {version}",
         "",
         "| part | " + " | ".join(f"{r['count']} servers" for r in results) + " | per server |",
@@ -370,7 +371,7 @@ def table(results: list[Obj], args: argparse.Namespace, version: str) -> list[st
     for kind in kinds:
         row(f"  {kind}", [r["index"].get(kind, {}).get("bytes", 0) for r in results])
         row(
-            f"    of which managedFields",
+            "    of which managedFields",
             [r["index"].get(kind, {}).get("managedFields", 0) for r in results],
         )
     for attr in ("body", "status", "_written", "server"):

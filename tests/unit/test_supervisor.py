@@ -120,3 +120,19 @@ async def test_a_worker_replaced_during_the_check_is_not_stopped() -> None:
     await settle()
     assert sup.workers.get(KEY) is successor  # type: ignore[comparison-overlap]
     assert successor.wakes == 1
+
+
+async def test_a_server_body_is_held_without_managed_fields() -> None:
+    sup, worker, _ = supervisor(["u1"])
+    seen: list[dict[str, Any]] = []
+    worker.observe = seen.append  # type: ignore[attr-defined]
+    managed = [{"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}}]
+    body = {
+        "metadata": {"name": "web", "namespace": "ns", "uid": "u1", "managedFields": managed},
+        "spec": {"image": "x"},
+    }
+    sup.observe_server(body, deleted=False)
+    assert seen == [
+        {"metadata": {"name": "web", "namespace": "ns", "uid": "u1"}, "spec": {"image": "x"}}
+    ]
+    assert body["metadata"]["managedFields"] == managed  # kopf's object is not changed

@@ -19,6 +19,52 @@ ChildKey = tuple[str, str]  # (kind, name)
 # Fields the API server sets or normalises itself; never compared.
 _IGNORED_TOP = {"status"}
 _IGNORED_META = {"ownerReferences"}
+# What the index keeps of a pod (see :func:`slim`). Its readers are the child index itself
+# (metadata: name, namespace, labels, resourceVersion) and the health loop
+# (mcp_operator.health.extension: ``probeable``, ``pod_url``, ``gate_of``, the tier label,
+# the uid, and ``patch_gate``'s namespace and name). A new reader of another pod field
+# must add it here; tests/unit/test_child_index.py checks the health loop's view.
+POD_STATUS_KEPT = ("phase", "podIP", "podIPs", "conditions")
+POD_CONTAINER_KEPT = ("name", "ports")
+
+
+def without_managed_fields(obj: Obj) -> Obj:
+    """``obj`` without ``metadata.managedFields``: the field managers' record, as large as
+    the object itself and read by nobody here (the operator writes with server-side apply,
+    where the API server keeps it). A shallow copy; ``obj`` is not changed."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def slim(kind: str, obj: Obj) -> Obj:
+    """What the index keeps of a watched object, to bound memory per server (at 1,000
+    servers the index held most of the operator's RSS).
+
+    Children keep everything but ``managedFields``: drift is judged by comparing the whole
+    rendered object with them. Pods are only read for probing and gating, so they keep
+    their metadata, each container's name and ports, and ``status.phase``, ``podIP(s)``
+    and ``conditions`` -- not the full spec, whose env may hold plaintext values, nor
+    container statuses, which change with every restart."""
+    obj = without_managed_fields(obj)
+    if kind != "Pod":
+        return obj
+    out = {k: v for k, v in obj.items() if k not in ("spec", "status")}
+    spec = obj.get("spec")
+    if isinstance(spec, dict):
+        containers = spec.get("containers") or []
+        out["spec"] = {
+            "containers": [
+                {k: c[k] for k in POD_CONTAINER_KEPT if k in c}
+                for c in containers
+                if isinstance(c, dict)
+            ]
+        }
+    status = obj.get("status")
+    if isinstance(status, dict):
+        out["status"] = {k: status[k] for k in POD_STATUS_KEPT if k in status}
+    return out
 
 
 def is_applied(desired: Any, live: Any) -> bool:
@@ -97,8 +143,8 @@ class ChildIndex:
         return owner
 
     def observe(self, kind: str, obj: Obj, deleted: bool) -> Key | None:
-        """Record one watch event; returns the owning server's key (the previous owner
-        when the object left), if any."""
+        """Record one watch event (what :func:`slim` keeps of it); returns the owning
+        server's key (the previous owner when the object left), if any."""
         meta = obj.get("metadata", {})
         namespace, name = meta.get("namespace", ""), meta["name"]
         owner = self.owner_of(obj)
@@ -112,7 +158,7 @@ class ChildIndex:
         table: dict[Any, Obj] = self._pods[owner] if kind == "Pod" else self._children[owner]
         if (kind, namespace, name) not in self._where:
             self.counts[kind] += 1
-        table[name if kind == "Pod" else (kind, name)] = obj
+        table[name if kind == "Pod" else (kind, name)] = slim(kind, obj)
         self._where[(kind, namespace, name)] = owner
         return owner
 

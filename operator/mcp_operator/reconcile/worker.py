@@ -33,7 +33,13 @@ from mcp_operator.kube.client import ApiError, KubeClient
 from mcp_operator.kube.informer import CHILD_KINDS
 from mcp_operator.reconcile import cache as cache_state
 from mcp_operator.reconcile import conditions, status
-from mcp_operator.reconcile.children import ChildIndex, Key, comparable, is_applied
+from mcp_operator.reconcile.children import (
+    ChildIndex,
+    Key,
+    comparable,
+    is_applied,
+    without_managed_fields,
+)
 from mcp_operator.reconcile.slots import ApiSlots
 from mcp_operator.reconcile.status import Outcome
 from mcp_operator.render import RenderContext, alerts, render
@@ -487,7 +493,8 @@ class ServerWorker:
                 return
             raise
         self._written = new
-        self.body = {**self.body, "metadata": result.get("metadata", self.body["metadata"])}
+        metadata = result.get("metadata", self.body["metadata"])
+        self.body = without_managed_fields({**self.body, "metadata": metadata})
         self._announce(old_conditions, new.get("conditions") or [])
         metrics.set_conditions(namespace, name, {c["type"]: c["status"] for c in new["conditions"]})
 
