@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from mcp_operator.api.models import API_VERSION, MCPServer
@@ -197,3 +198,16 @@ def test_a_pod_being_deleted_is_still_seen_as_such() -> None:
     index = ChildIndex()
     index.observe("Pod", full, deleted=False)
     assert not probeable(index.pods(("ns", "web"))[0])
+
+
+def test_indexed_objects_share_their_keys_and_short_strings() -> None:
+    """Two separately parsed pods: the index holds one copy of each key and label value."""
+    index = ChildIndex()
+    for tier in ("primary", "backup"):
+        index.observe("Pod", json.loads(json.dumps(live_pod(tier, "True"))), deleted=False)
+    one, two = index.pods(("ns", "web"))
+    key_one = next(k for k in one["metadata"] if k == "labels")
+    key_two = next(k for k in two["metadata"] if k == "labels")
+    assert key_one is key_two
+    assert one["metadata"]["labels"][SERVER_LABEL] is two["metadata"]["labels"][SERVER_LABEL]
+    assert one["status"]["phase"] is two["status"]["phase"]

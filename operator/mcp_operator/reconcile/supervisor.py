@@ -9,7 +9,7 @@ from typing import Any
 
 from mcp_operator import metrics
 from mcp_operator.api.models import API_VERSION, PLURAL
-from mcp_operator.reconcile.children import Key, without_managed_fields
+from mcp_operator.reconcile.children import Key, compact, without_managed_fields
 from mcp_operator.reconcile.worker import ServerWorker, Shared
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class Supervisor:
         self._background: set[asyncio.Task[None]] = set()
 
     def observe_server(self, body: Obj, deleted: bool) -> None:
-        body = without_managed_fields(body)  # held per server; nothing reads it
+        body = compact(without_managed_fields(body))  # held per server: no managedFields
         meta = body["metadata"]
         key: Key = (meta["namespace"], meta["name"])
         worker = self.workers.get(key)

@@ -36,6 +36,7 @@ from mcp_operator.reconcile import conditions, status
 from mcp_operator.reconcile.children import (
     ChildIndex,
     Key,
+    compact,
     comparable,
     is_applied,
     without_managed_fields,
@@ -494,7 +495,7 @@ class ServerWorker:
             raise
         self._written = new
         metadata = result.get("metadata", self.body["metadata"])
-        self.body = without_managed_fields({**self.body, "metadata": metadata})
+        self.body = compact(without_managed_fields({**self.body, "metadata": metadata}))
         self._announce(old_conditions, new.get("conditions") or [])
         metrics.set_conditions(namespace, name, {c["type"]: c["status"] for c in new["conditions"]})
 
