@@ -89,3 +89,22 @@ def test_an_apply_response_older_than_the_watch_event_does_not_overwrite_it() ->
     held = index.children(("tools", "weather"))[("Deployment", "weather-cache")]
     assert held["metadata"]["resourceVersion"] == "105"
     assert held["status"] == {"readyReplicas": 1}
+
+
+def test_the_body_kept_after_a_status_write_has_no_managed_fields() -> None:
+    """The status patch's response carries the object's managedFields (every manager's
+    record of the spec and the whole status): the worker keeps its metadata, not that."""
+
+    class StatusClient:
+        async def patch(self, *_: Any, **__: Any) -> Obj:
+            meta = {**BODY["metadata"], "resourceVersion": "9"}
+            return {**BODY, "metadata": {**meta, "managedFields": [{"manager": "x"}]}}
+
+    w = ServerWorker(
+        ("tools", "weather"),
+        BODY,
+        Shared(StatusClient(), ChildIndex(), Capabilities(), print),  # type: ignore[arg-type]
+    )
+    asyncio.run(w.write_status())
+    assert w.body["metadata"]["resourceVersion"] == "9"
+    assert "managedFields" not in w.body["metadata"]
