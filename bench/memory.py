@@ -116,15 +116,18 @@ def _rss_mb() -> float:
 
 
 def _index_report(index: Any) -> Obj:
-    """Per kind: count, deep size, of which managedFields, and the JSON size."""
+    """Per kind: count, deep size, of which managedFields, and the JSON size. Objects
+    shared between objects of a kind (interned keys) are counted once per kind."""
     out: dict[str, dict[str, float]] = {}
+    seen: dict[str, set[int]] = {}
     tables = [(k, o) for table in index._children.values() for (k, _), o in table.items()]
     tables += [("Pod", o) for table in index._pods.values() for o in table.values()]
     for kind, obj in tables:
         row = out.setdefault(kind, {"count": 0, "bytes": 0, "managedFields": 0, "json": 0})
         row["count"] += 1
-        row["bytes"] += deep_size(obj)
-        row["managedFields"] += deep_size((obj.get("metadata") or {}).get("managedFields"))
+        managed = (obj.get("metadata") or {}).get("managedFields")
+        row["managedFields"] += deep_size(managed, seen.setdefault(kind + "/mf", set()))
+        row["bytes"] += deep_size(obj, seen.setdefault(kind, set()))
         row["json"] += len(json.dumps(obj))
     return out
 

@@ -108,3 +108,18 @@ def test_the_body_kept_after_a_status_write_has_no_managed_fields() -> None:
     asyncio.run(w.write_status())
     assert w.body["metadata"]["resourceVersion"] == "9"
     assert "managedFields" not in w.body["metadata"]
+
+
+def test_a_worker_starts_from_the_status_but_keeps_no_copy_of_it() -> None:
+    """Resumed from the cluster (the status read when the worker starts), but the API's
+    status is not held beside the worker's own, nor parsed into ``server`` each pass."""
+    body = {**BODY, "status": {"activeTier": "backup", "observedGeneration": 1}}
+    w = worker(FakeApplier(), ChildIndex())
+    w = ServerWorker(("tools", "weather"), body, w.shared)
+    assert w.status.active_tier == "backup"
+    assert "status" not in w.body
+    w.observe({**body, "status": {"activeTier": "primary"}})
+    assert "status" not in w.body
+    assert w.status.active_tier == "backup"
+    asyncio.run(w._reconcile())
+    assert w.server is not None and w.server.status is None

@@ -91,7 +91,7 @@ class ServerWorker:
 
     def __init__(self, key: Key, body: Obj, shared: Shared) -> None:
         self.key = key
-        self.body = body
+        self.body = _held(body)
         self.shared = shared
         self.lock = asyncio.Lock()
         self.status = _status_of(body)
@@ -127,7 +127,7 @@ class ServerWorker:
 
     def observe(self, body: Obj) -> None:
         """A new version of the object; wake only if something we act on changed."""
-        self.body = body
+        self.body = _held(body)
         meta = body.get("metadata", {})
         fingerprint = (
             meta.get("generation"),
@@ -513,6 +513,14 @@ class ServerWorker:
             kind = "Warning" if bad else "Normal"
             message = f"{cond['type']}={cond['status']}: {cond['message']}"[:1000]
             self.shared.post_event(self.body, kind, cond["reason"], message)
+
+
+def _held(body: Obj) -> Obj:
+    """What a worker keeps of its object: all but the status. The status is read once, when
+    the worker starts (:func:`_status_of`); from then on ``self.status`` is the truth, and
+    the API's copy -- again inside every parsed ``self.server`` -- was memory per server
+    that nothing read."""
+    return {k: v for k, v in body.items() if k != "status"}
 
 
 def _status_of(body: Obj) -> MCPServerStatus:
