@@ -1,6 +1,7 @@
 """Reconcile throughput: the operator against a raw server-side-apply ceiling.
 
     .venv/bin/python bench/reconcile.py [--count 200] [--rounds 2] [--py-spy OUT] [--keep DIR]
+                                        [--timeout 600]
 
 Starts its own control plane (etcd + kube-apiserver + kcm + kube-scheduler) in a temp dir,
 installs the CRD and the restricted RBAC, then
@@ -26,6 +27,13 @@ ratio of the same round is what means something, not the absolute times.
 
 Spec used: primary 2 replicas (so a PDB), cold backup (0 pods), failover off: 7 children
 per object, 2 Pending pods (no node agent: nothing runs, the kcm still creates the pods).
+
+Scale: the targets are the issue's for 200 servers; at any other COUNT (the issue asks for
+1,000 to be reported) the table is printed without a verdict. Each namespace deletion is
+waited for (up to ``--timeout``), so the next phase never shares the control plane with the
+garbage collector of the previous one; the last round's is only requested. The wait for all
+Reconciled lists the MCPServers every max(0.25, COUNT / 1000) s, so the bench's own polling
+stays a small load on the API server at 1,000.
 """
 
 from __future__ import annotations
@@ -182,7 +190,7 @@ def _independent_apply(
 
 
 async def independent_ceiling(
-    cp: ControlPlane, count: int, conc: int, threads: int = 16
+    cp: ControlPlane, count: int, conc: int, threads: int = 16, timeout: float = 180
 ) -> tuple[float, int]:
     admin = KubeClient(load_credentials(str(cp.admin_kubeconfig)))
     creds = load_credentials(str(cp.operator_kubeconfig))
@@ -217,7 +225,7 @@ async def independent_ceiling(
         await asyncio.to_thread(_independent_apply, creds, applies, threads)
         await asyncio.to_thread(_independent_apply, creds, patches, threads)
         took = time.monotonic() - t0
-        cleanup = await delete_namespace(admin, ns)
+        cleanup = await delete_namespace(admin, ns, timeout)
         print(
             f"  independent ceiling ({threads} threads, http.client): {count} created in "
             f"{created:.2f}s; with {len(applies)} applies + {count} status patches done in "
@@ -248,6 +256,8 @@ async def operator_run(
     log: Path,
     profile: str | None = None,
     py_spy: str | None = None,
+    timeout: float = 600,
+    cleanup_timeout: float = 180,
 ) -> dict[str, float]:
     admin = KubeClient(load_credentials(str(cp.admin_kubeconfig)))
     port = free_port()
@@ -297,9 +307,12 @@ async def operator_run(
             peak = max(peak, rss)
             if done == count:
                 break
-            if time.monotonic() - t0 > 600 or proc.poll() is not None:
-                raise RuntimeError(f"only {done}/{count} reconciled; see {log}")
-            await asyncio.sleep(0.25)
+            if time.monotonic() - t0 > timeout or proc.poll() is not None:
+                raise RuntimeError(
+                    f"only {done}/{count} reconciled after {time.monotonic() - t0:.0f} s "
+                    f"(operator {'exited' if proc.poll() is not None else 'running'}); see {log}"
+                )
+            await asyncio.sleep(max(0.25, count / 1000))
         took = time.monotonic() - t0
         rss, cpu = proc_stats(proc.pid)
         print(f"  operator: {count} created in {created:.2f}s, all Reconciled in {took:.2f}s")
@@ -312,7 +325,7 @@ async def operator_run(
         except subprocess.TimeoutExpired:
             proc.kill()
         # The next round's operator must start on an empty cluster, not find these 200 too.
-        await delete_namespace(admin, ns)
+        await delete_namespace(admin, ns, cleanup_timeout)
         await admin.close()
 
 
@@ -366,6 +379,12 @@ def main() -> int:
     )
     parser.add_argument("--operator-only", action="store_true", help="skip the ceilings")
     parser.add_argument("--keep", help="control plane dir to use and keep (default: temp)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for all Reconciled, and for each namespace deletion",
+    )
     parser.add_argument("--py-spy", help="sample the operator with py-spy into this file")
     parser.add_argument(
         "--profile", help="run the operator under cProfile into this file (skips the ceiling)"
@@ -391,14 +410,26 @@ def main() -> int:
             if not skip_ceiling:
                 row["load_ceiling"], c0 = load(), cp_cpu(cp)
                 row["indep"], row["applies"] = asyncio.run(
-                    independent_ceiling(cp, args.count, args.concurrency, args.threads)
+                    independent_ceiling(
+                        cp, args.count, args.concurrency, args.threads, args.timeout
+                    )
                 )
                 row["cp_cpu_ceiling"] = cp_cpu(cp) - c0
             row["load_operator"], c0 = load(), cp_cpu(cp)
             log = Path(tmp.name) / "operator.log"
             spy = f"{args.py_spy}.{n + 1}" if args.py_spy else None
+            last = n == args.rounds - 1
             row["op"] = asyncio.run(
-                operator_run(cp, args.count, args.concurrency, log, args.profile, spy)
+                operator_run(
+                    cp,
+                    args.count,
+                    args.concurrency,
+                    log,
+                    args.profile,
+                    spy,
+                    timeout=args.timeout,
+                    cleanup_timeout=0 if last else args.timeout,
+                )
             )
             row["cp_cpu_operator"] = cp_cpu(cp) - c0
             row["load_end"] = load()
@@ -435,6 +466,9 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], version: str
         )
         if "project" in row:
             print(f"|   | project-client ceiling: {row['project']:.1f} s | | | | | | |")
+    if n != 200:
+        print(f"\nno verdict: the targets are for 200 servers; {n} is reported only")
+        return 0
     verdict = "met" if ok else "NOT met"
     print(f"\ntargets (<= 60 s, >= 50 % of the independent ceiling, <= 300 MB): {verdict}")
     return 0 if ok else 1
