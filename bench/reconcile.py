@@ -63,6 +63,7 @@ from mcp_operator.api.validation import parse_server
 from mcp_operator.kube.client import (
     Credentials,
     KubeClient,
+    TransportError,
     load_credentials,
     resource_path,
     ssl_context,
@@ -260,6 +261,9 @@ async def operator_run(
     cleanup_timeout: float = 180,
 ) -> dict[str, float]:
     admin = KubeClient(load_credentials(str(cp.admin_kubeconfig)))
+    # The all-Reconciled poll lists every MCPServer: at 1,000 on a loaded machine that can
+    # take longer than the default 30 s, so it has its own client with a longer budget.
+    poll = KubeClient(load_credentials(str(cp.admin_kubeconfig)), timeout=120)
     port = free_port()
     argv = [
         sys.executable,
@@ -298,11 +302,20 @@ async def operator_run(
         created = time.monotonic() - t0
         peak = 0.0
         done = 0
+        shown = t0
         while True:
-            items = (await admin.request("GET", f"/apis/{API_VERSION}/namespaces/{ns}/mcpservers"))[
-                "items"
-            ]
-            done = sum(1 for o in items if reconciled(o))
+            try:
+                items = (
+                    await poll.request("GET", f"/apis/{API_VERSION}/namespaces/{ns}/mcpservers")
+                )["items"]
+            except TransportError as exc:  # a LIST of 1,000 under load may time out: poll again
+                print(f"  poll failed after {time.monotonic() - t0:.0f} s: {exc}", flush=True)
+                items = None
+            if items is not None:
+                done = sum(1 for o in items if reconciled(o))
+            if time.monotonic() - shown >= 60:
+                shown = time.monotonic()
+                print(f"  {shown - t0:.0f} s: {done}/{count} Reconciled; {load()}", flush=True)
             rss, _ = proc_stats(proc.pid)
             peak = max(peak, rss)
             if done == count:
@@ -327,6 +340,7 @@ async def operator_run(
         # The next round's operator must start on an empty cluster, not find these 200 too.
         await delete_namespace(admin, ns, cleanup_timeout)
         await admin.close()
+        await poll.close()
 
 
 def start_py_spy(out: str | None, pid: int) -> subprocess.Popen[bytes] | None:
