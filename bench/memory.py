@@ -1,6 +1,6 @@
 """Where the operator's memory goes, per MCPServer.
 
-    .venv/bin/python bench/memory.py [--counts 100 300] [--trace 12] [--interval 10]
+    .venv/bin/python bench/memory.py [--counts 100 300] [--interval 10]
 
 Starts its own control plane, one example MCP server, one heartbeating Node and the fake
 kubelet of ``bench/steady.py`` (pods Running with a routable address, Ready following the
@@ -12,10 +12,10 @@ operator (SIGUSR1) for a memory report:
 - RSS (``/proc``, after a ``gc.collect()``);
 - deep sizes of the parts that grow per server: the child index by kind (and how much of it
   is ``managedFields``), the workers' bodies and status, the health loops, the metric
-  series, asyncio tasks;
-- with ``--trace N`` (tracemalloc with N frames; slows the operator and inflates RSS, so
-  RSS is comparable only between runs without it): the allocations still held, grouped by
-  the innermost frame of the operator's own code (else by package).
+  series, asyncio tasks.
+
+Allocation tracing (tracemalloc) was tried here and dropped: with it, the report did not
+finish within 600 s even at 5 servers on the shared 2 cores.
 
 The difference between two steps divided by the servers added is the cost per server;
 the projection for 1,000 servers is ``RSS(last step) + per-server x (1000 - last count)``.
@@ -43,8 +43,6 @@ from typing import Any
 
 Obj = dict[str, Any]
 REPORT_DIR_ENV = "MCP_MEMORY_DIR"
-TRACE_ENV = "MCP_MEMORY_TRACE"
-OWN = ("mcp_operator",)
 SKIP = (
     type,
     types.ModuleType,
@@ -56,17 +54,6 @@ SKIP = (
     types.GeneratorType,
     asyncio.AbstractEventLoop,
     asyncio.Future,
-)
-PACKAGES = (
-    "kopf",
-    "prometheus_client",
-    "httpx",
-    "httpcore",
-    "aiohttp",
-    "pydantic",
-    "asyncio",
-    "json",
-    "ssl",
 )
 
 
@@ -167,47 +154,13 @@ def memory_report() -> Obj:
     return report
 
 
-def _where(frames: list[Any]) -> str:
-    """The innermost frame of the operator's own code, else the innermost package frame."""
-    for frame in reversed(frames):  # tracemalloc lists the oldest frame first
-        if any(f"/{p}/" in frame.filename for p in OWN):
-            tail = frame.filename.split("/mcp_operator/", 1)[1]
-            return f"mcp_operator/{tail}:{frame.lineno}"
-    for frame in reversed(frames):
-        for pkg in PACKAGES:
-            if f"/{pkg}/" in frame.filename:
-                return f"[{pkg}]"
-    return "[other]"
-
-
-def trace_report(top: int = 30) -> list[tuple[str, int, int]]:
-    import tracemalloc
-
-    if not tracemalloc.is_tracing():
-        return []
-    snapshot = tracemalloc.take_snapshot()
-    sizes: Counter[str] = Counter()
-    counts: Counter[str] = Counter()
-    for trace in snapshot.traces:
-        key = _where(list(trace.traceback))
-        sizes[key] += trace.size
-        counts[key] += 1
-    return [(k, v, counts[k]) for k, v in sizes.most_common(top)]
-
-
 def child(argv: list[str]) -> int:
     """Run the operator, answering SIGUSR1 with a report (label read from ``request``)."""
     out = Path(os.environ[REPORT_DIR_ENV])
-    frames = int(os.environ.get(TRACE_ENV) or 0)
-    if frames:
-        import tracemalloc
-
-        tracemalloc.start(frames)
 
     def dump(*_: Any) -> None:
         label = (out / "request").read_text().strip()
         report = memory_report()
-        report["trace"] = trace_report()
         (out / f"{label}.tmp").write_text(json.dumps(report, default=str))
         (out / f"{label}.tmp").rename(out / f"{label}.json")
 
@@ -269,7 +222,6 @@ async def scenario(cp: Any, args: argparse.Namespace, workdir: Path) -> list[Obj
         "KUBECONFIG": str(cp.operator_kubeconfig),
         "PYTHONUNBUFFERED": "1",
         REPORT_DIR_ENV: str(reports),
-        TRACE_ENV: str(args.trace),
     }
     argv = [sys.executable, __file__, "--operator-child", "run", "--all-namespaces"]
     argv += ["--metrics-port", str(metrics_port), "--liveness-port", str(live_port)]
@@ -351,12 +303,10 @@ def _mb(n: float) -> str:
 def table(results: list[Obj], args: argparse.Namespace, version: str) -> list[str]:
     """Per step, and per server between the first and the last step."""
     first, last = results[0], results[-1]
-    trace = f"{args.trace} frames" if args.trace else "off"
     added = max(1, last["count"] - first["count"])
     rows = [
         f"memory: {', '.join(str(r['count']) for r in results)} MCPServers "
         f"({2 + args.backup_replicas} pods each), health interval {args.interval} s, "
-        f"tracemalloc {trace}, "
         f"kube-apiserver {version}",
         "",
         "| part | " + " | ".join(f"{r['count']} servers" for r in results) + " | per server |",
@@ -397,12 +347,6 @@ def table(results: list[Obj], args: argparse.Namespace, version: str) -> list[st
         ),
         f"asyncio tasks at {last['count']}: {last['tasks']}",
     ]
-    if last.get("trace"):
-        before = {k: v for k, v, _ in first.get("trace") or []}
-        rows += ["", f"tracemalloc at {last['count']} (held, by innermost own frame):"]
-        for key, size, n in last["trace"][:25]:
-            per = (size - before.get(key, 0)) / added
-            rows.append(f"  {size / 1e6:7.1f} MB {n:>9} blocks  {per / 1e3:6.1f} kB/server  {key}")
     growth = Counter(dict(last["types"])) - Counter(dict(first["types"]))
     rows += ["", "object types grown per server (count):"]
     rows += [f"  {t}: {n / added:.0f}" for t, n in growth.most_common(15)]
@@ -417,7 +361,6 @@ def main() -> int:
     parser.add_argument("--counts", type=int, nargs="+", default=[100, 300])
     parser.add_argument("--backup-replicas", type=int, default=2)
     parser.add_argument("--interval", type=int, default=10)
-    parser.add_argument("--trace", type=int, default=0, help="tracemalloc frames (0: off)")
     parser.add_argument("--settle", type=float, default=30.0)
     parser.add_argument("--settle-timeout", type=float, default=600.0)
     parser.add_argument("--out", help="results file (default: print only)")
