@@ -298,6 +298,7 @@ class Operator:
     def _new(self) -> HealthLoop:
         loop = HealthLoop(FakePorts(self.world), Doubt(), prober=fake_prober(self.world))
         loop.slots = _Slots()  # type: ignore[assignment]
+        loop.write_behind = False  # no event loop here: every write is awaited in the round
         loop.metrics = lambda out: None  # type: ignore[method-assign]  # global registry
         loop.client = lambda ca: None  # type: ignore[assignment,method-assign,return-value]
         return loop

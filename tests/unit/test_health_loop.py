@@ -5,6 +5,7 @@ checking invariants (see ``health_sim`` for the world)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -12,6 +13,7 @@ import random
 import time
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from mcp_operator.api.models import MCPServer
 from mcp_operator.health import extension
@@ -514,3 +516,37 @@ def test_rounds_of_many_servers_are_spread_over_the_interval_not_bunched() -> No
     assert phases == [extension.phase(("ns", f"server-{n}"), 2.0) for n in range(1000)]
     buckets = Counter(int(p / 0.2) for p in phases)  # ten slices of the interval
     assert len(buckets) == 10 and max(buckets.values()) < 2 * 100, buckets
+
+
+async def test_a_routine_status_write_stuck_in_the_api_queue_does_not_stop_probing() -> None:
+    """At 1,000 servers a routine write waits minutes for the worker's lock and the API
+    queue; the loop must keep probing meanwhile, and write the latest state once after."""
+    world, op = started()
+    loop = op.loop
+    loop.write_behind = True
+    release = asyncio.Event()
+    routine: list[bool] = []
+    write = loop.ports.write_status
+    probes: list[str] = []
+    prober = loop.prober
+
+    async def queued(urgent: bool) -> None:
+        if not urgent:
+            routine.append(urgent)
+            await release.wait()
+        await write(urgent)
+
+    async def counted(*args: Any) -> Any:
+        probes.append("probe")
+        return await prober(*args)
+
+    loop.ports.write_status = queued  # type: ignore[method-assign]
+    loop.prober = counted
+    for _ in range(5):
+        await asyncio.wait_for(loop.round(world.spec), timeout=5)
+        world.now += timedelta(seconds=1)
+    assert len(probes) == 5 * len(world.pods)  # every round probed every pod
+    assert len(routine) == 1  # one write in flight, the others folded into one due
+    release.set()
+    await asyncio.wait_for(loop._routine_write, timeout=5)  # type: ignore[arg-type]
+    assert len(routine) == 2 and world.persisted == world.memory_state
