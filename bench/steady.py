@@ -70,7 +70,7 @@ from mcp_devcluster.nodeagent.kubeapi import KubeClient as SyncClient
 from mcp_devcluster.nodeagent.node import NodeHeartbeat
 from mcp_devcluster.stack import free_port, install_crd, install_operator_rbac, server_manifest
 from mcp_operator.api.models import API_VERSION
-from mcp_operator.kube.client import KubeClient, load_credentials
+from mcp_operator.kube.client import KubeClient, TransportError, load_credentials
 from mcp_operator.render.meta import HEALTH_GATE, MANAGED_BY
 
 Obj = dict[str, Any]
@@ -262,9 +262,12 @@ async def wait_ready(admin: KubeClient, count: int, timeout: float) -> tuple[int
     t0 = time.monotonic()
     ready = 0
     while time.monotonic() - t0 < timeout:
-        items = (await admin.request("GET", f"/apis/{API_VERSION}/namespaces/{NS}/mcpservers"))[
-            "items"
-        ]
+        try:
+            listed = await admin.request("GET", f"/apis/{API_VERSION}/namespaces/{NS}/mcpservers")
+        except TransportError:  # a LIST of 1,000 servers on a loaded API server: retry
+            await asyncio.sleep(5)
+            continue
+        items = listed["items"]
         ready = sum(
             1
             for o in items
