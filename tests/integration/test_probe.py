@@ -881,3 +881,58 @@ async def test_an_untrusted_certificate_keeps_the_pod_serving(
     assert result.detail.startswith("TLS certificate not trusted"), result.detail
     expected = "unable to get local issuer" if fault == "other-ca" else "Hostname mismatch"
     assert expected in result.detail, result.detail
+
+
+async def _raw_server(replies: list[bytes | None]) -> tuple[asyncio.Server, int]:
+    """Answers the n-th request on a connection with ``replies[n]`` (None: never answers)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for reply in replies:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            if reply is None:
+                await asyncio.sleep(3600)
+            writer.write(reply)
+            await writer.drain()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _json_reply(body: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+    return head.encode() + b"\r\n\r\n" + body
+
+
+async def test_a_kept_alive_connection_that_times_out_is_closed_not_leaked() -> None:
+    """A pod that froze after a good probe: the timed-out connection must be closed (a
+    frozen or deleted pod may never close it), not left open outside the pool."""
+    ok = _json_reply(
+        json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "result": {"supportedVersions": ["2026-07-28"]}}
+        ).encode()
+    )
+    server, port = await _raw_server([ok, None])
+    target = ProbeTarget(f"http://127.0.0.1:{port}/mcp")
+    try:
+        async with probe_module.client_for(None) as http:
+            assert (await probe(http, target, FAST)).outcome is Outcome.HEALTHY
+            [[conn]] = http.idle.values()
+            result = await probe(http, target, FAST)
+            assert result.outcome is Outcome.UNHEALTHY and "timeout" in result.detail, result
+            assert conn.writer.is_closing() and not http.idle
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("size", [b"-5", b"0x10", b"ffffffffff"], ids=["negative", "0x", "huge"])
+async def test_a_malformed_chunk_size_is_the_pods_fault_not_the_probes(size: bytes) -> None:
+    reply = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: application/json"
+    server, port = await _raw_server([reply + b"\r\n\r\n" + size + b"\r\n" + b"x" * 70000])
+    try:
+        async with probe_module.client_for(None) as http:
+            result = await probe(http, ProbeTarget(f"http://127.0.0.1:{port}/mcp"), FAST)
+        assert result.outcome is Outcome.UNHEALTHY, result
+    finally:
+        server.close()

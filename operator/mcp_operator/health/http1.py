@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -32,6 +33,8 @@ __all__ = ["ProbeClient", "ProtocolError", "Response", "insecure_context"]
 _HEAD_LIMIT: Final = 64 * 1024
 _USER_AGENT: Final = "mcp-operator-probe"
 _NO_BODY: Final = frozenset({204, 304})
+_CHUNK_SIZE: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
+_DIGITS: Final = re.compile(r"[0-9]{1,15}")
 
 
 class ProtocolError(Exception):
@@ -146,20 +149,24 @@ class Response:
 
 
 async def _dechunk(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """Chunks as they come, in pieces of at most 64 KiB: a pod announcing a huge chunk is
+    cut off by the caller's size cap, not buffered whole first."""
     while True:
         line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError as exc:
-            raise ProtocolError("malformed chunk size") from exc
-        if size == 0:
+        digits = line.split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(digits):
+            raise ProtocolError("malformed chunk size")
+        left = int(digits, 16)
+        if left == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
                 pass
             return
-        data = await reader.readexactly(size)
+        while left:
+            piece = await reader.readexactly(min(left, 65536))
+            left -= len(piece)
+            yield piece
         if await reader.readexactly(2) != b"\r\n":
             raise ProtocolError("malformed chunk end")
-        yield data
 
 
 def _parse_head(raw: bytes, method: str) -> tuple[int, dict[str, str], str, int, bool]:
@@ -167,7 +174,7 @@ def _parse_head(raw: bytes, method: str) -> tuple[int, dict[str, str], str, int,
     lines = raw.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
+    if not version.startswith("HTTP/1.") or not _DIGITS.fullmatch(code):
         raise ProtocolError("not an HTTP/1.x status line")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -186,7 +193,7 @@ def _parse_head(raw: bytes, method: str) -> tuple[int, dict[str, str], str, int,
         return status, headers, "chunked", 0, keep
     length = headers.get("content-length")
     if length is not None:
-        if not length.strip().isdigit():
+        if not _DIGITS.fullmatch(length.strip()):
             raise ProtocolError("malformed Content-Length")
         return status, headers, "length", int(length), keep
     return status, headers, "close", 0, False
@@ -241,6 +248,9 @@ class ProbeClient:
                 return await self._exchange(conn, request)
             except _Stale:
                 conn.close()
+            except BaseException:  # a timeout, a cancel, a bad reply: never back to the pool
+                conn.close()
+                raise
         conn = await self._open(request.origin)
         try:
             return await self._exchange(conn, request)
@@ -272,13 +282,16 @@ class ProbeClient:
     def _reuse(self, origin: _Origin) -> _Connection | None:
         now = self.clock()
         pool = self.idle.get(origin, [])
-        while pool:
+        found = None
+        while pool and found is None:
             conn = pool.pop()
             if self._fresh(conn, now):
-                return conn
-            conn.close()
-        self.idle.pop(origin, None)
-        return None
+                found = conn
+            else:
+                conn.close()
+        if not pool:
+            self.idle.pop(origin, None)
+        return found
 
     def _fresh(self, conn: _Connection, now: float) -> bool:
         young = now - conn.opened < self.max_age_s and now - conn.used < self.max_idle_s

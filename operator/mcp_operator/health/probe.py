@@ -365,7 +365,8 @@ class _Exchange:
                     "DELETE", self.target.url, headers, sni=self.target.sni_hostname
                 ) as response:
                     await _read_capped(response)
-        except (TimeoutError, OSError, ProtocolError, _Verdict) as exc:
+        except (TimeoutError, OSError, ProtocolError, _Verdict, ValueError) as exc:
+            # ValueError: a session id the server sent that cannot be a header (not ASCII).
             self.cleanup_note = f"; session DELETE failed: {type(exc).__name__}"
             return
         if response.status not in (200, 202, 204, 404, 405):
@@ -455,7 +456,13 @@ async def _lines(response: Response) -> AsyncIterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     async for chunk in response.chunks():
-        text = pending + decoder.decode(chunk)
+        new = decoder.decode(chunk)
+        if not _LINE_END.search(new) and not pending.endswith("\r"):
+            pending += new  # no line ends yet: nothing to split (bounded below)
+            if len(pending) > _MAX_BODY_BYTES:
+                raise _Verdict(Outcome.UNHEALTHY, "event stream line exceeds 1 MiB")
+            continue
+        text = pending + new
         held = "\r" if text.endswith("\r") else ""
         parts = _LINE_END.split(text[: len(text) - len(held)])
         pending = parts.pop() + held
