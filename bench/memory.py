@@ -34,7 +34,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import types
 from collections import Counter
@@ -198,7 +197,7 @@ def indexed(metrics_text: str) -> dict[str, float]:
 async def scenario(cp: Any, args: argparse.Namespace, workdir: Path) -> list[Obj]:
     import httpx
     from reconcile import bounded, create_namespace
-    from steady import NS, fake_kubelet, manifest
+    from steady import NS, fake_kubelet, manifest, teardown
 
     from mcp_devcluster.nodeagent.ipam import DEV_POD_RANGE, ensure_local_range
     from mcp_devcluster.nodeagent.kubeapi import KubeClient as SyncClient
@@ -282,17 +281,7 @@ async def scenario(cp: Any, args: argparse.Namespace, workdir: Path) -> list[Obj
                 results.append(report)
         return results
     finally:
-        stop.set()
-        node.stop()
-        if kubelet is not None:
-            kubelet.cancel()
-        await admin.close()
-        for proc in (op, server):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        await teardown(stop, node, kubelet, admin, (op, server))
         logs.close()
 
 
@@ -366,21 +355,10 @@ def main() -> int:
     parser.add_argument("--out", help="results file (default: print only)")
     parser.add_argument("--json", help="also save the raw reports here")
     args = parser.parse_args()
-    from mcp_devcluster.controlplane import ControlPlane, tools_bin_dir
-    from mcp_devcluster.stack import install_crd, install_operator_rbac
+    from steady import bench_control_plane
 
-    tmp = tempfile.TemporaryDirectory(prefix="mcp-memory-")
-    cp = ControlPlane(Path(tmp.name) / "cp", die_with_parent=True)
-    try:
-        cp.up(timeout=120)
-        kubectl = str(tools_bin_dir() / "kubectl")
-        install_crd(kubectl, cp.admin_kubeconfig)
-        install_operator_rbac(kubectl, cp.admin_kubeconfig)
-        cp.restart_controller_manager()
-        results = asyncio.run(scenario(cp, args, Path(tmp.name)))
-    finally:
-        cp.down()
-        tmp.cleanup()
+    with bench_control_plane("mcp-memory-") as (cp, workdir):
+        results = asyncio.run(scenario(cp, args, workdir))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     text = "\n".join(table(results, args, cp.version)) + "\n"

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -55,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -409,22 +411,51 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
         rows += ["", "What was written in the window (snapshots before and after):"]
         rows += what_changed(snap0, snap1)
     finally:
-        stop.set()
-        node.stop()
-        if kubelet is not None:
-            kubelet.cancel()
-        await admin.close()
-        for proc in (op, server):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        await teardown(stop, node, kubelet, admin, (op, server))
         server_log.close()
         op_log.close()
     if args.listener == "replay":  # the counters are printed when the listener exits
         rows.insert(3, replay_counters(server_log_path))
     return rows
+
+
+async def teardown(
+    stop: asyncio.Event,
+    node: NodeHeartbeat,
+    kubelet: asyncio.Task[None] | None,
+    admin: KubeClient,
+    procs: tuple[subprocess.Popen[bytes], ...],
+) -> None:
+    """Stop the fake kubelet, the Node's heartbeat, the client and the processes."""
+    stop.set()
+    node.stop()
+    if kubelet is not None:
+        kubelet.cancel()
+    await admin.close()
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextlib.contextmanager
+def bench_control_plane(prefix: str) -> Iterator[tuple[ControlPlane, Path]]:
+    """A control plane in a temp dir with the CRD and the operator's RBAC installed (no node
+    agent); taken down and removed on exit."""
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    cp = ControlPlane(Path(tmp.name) / "cp", die_with_parent=True)
+    try:
+        cp.up(timeout=120)
+        kubectl = str(tools_bin_dir() / "kubectl")
+        install_crd(kubectl, cp.admin_kubeconfig)
+        install_operator_rbac(kubectl, cp.admin_kubeconfig)
+        cp.restart_controller_manager()
+        yield cp, Path(tmp.name)
+    finally:
+        cp.down()
+        tmp.cleanup()
 
 
 def main() -> int:
@@ -443,18 +474,8 @@ def main() -> int:
         help="what answers the probes (module doc): replay (default) or sdk",
     )
     args = parser.parse_args()
-    tmp = tempfile.TemporaryDirectory(prefix="mcp-steady-")
-    cp = ControlPlane(Path(tmp.name) / "cp", die_with_parent=True)
-    try:
-        cp.up(timeout=120)
-        kubectl = str(tools_bin_dir() / "kubectl")
-        install_crd(kubectl, cp.admin_kubeconfig)
-        install_operator_rbac(kubectl, cp.admin_kubeconfig)
-        cp.restart_controller_manager()
-        rows = asyncio.run(scenario(cp, args, Path(tmp.name)))
-    finally:
-        cp.down()
-        tmp.cleanup()
+    with bench_control_plane("mcp-steady-") as (cp, workdir):
+        rows = asyncio.run(scenario(cp, args, workdir))
     text = "\n".join(rows) + "\n"
     print("\n" + text)
     out = Path(args.out or Path(__file__).parent / "results" / f"steady-{args.count}.txt")
