@@ -18,6 +18,7 @@ is the pod's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import ssl
@@ -244,24 +245,24 @@ class ProbeClient:
     async def _send(self, request: _Request) -> Response:
         conn = self._reuse(request.origin)
         if conn is not None:
-            try:
+            with contextlib.suppress(_Stale):  # sent again, once, on a fresh connection
                 return await self._exchange(conn, request)
-            except _Stale:
-                conn.close()
-            except BaseException:  # a timeout, a cancel, a bad reply: never back to the pool
-                conn.close()
-                raise
-        conn = await self._open(request.origin)
         try:
-            return await self._exchange(conn, request)
+            return await self._exchange(await self._open(request.origin), request)
         except _Stale as exc:
-            conn.close()
             raise ProtocolError("the server closed the connection without a reply") from exc
+
+    async def _exchange(self, conn: _Connection, request: _Request) -> Response:
+        """One request and its reply's head; on any failure (a timeout, a cancel, a bad
+        reply) the connection is closed, never left open outside the pool."""
+        try:
+            return await self._request(conn, request)
         except BaseException:
             conn.close()
             raise
 
-    async def _exchange(self, conn: _Connection, request: _Request) -> Response:
+    @staticmethod
+    async def _request(conn: _Connection, request: _Request) -> Response:
         try:
             conn.writer.write(request.head + request.body)
             await conn.writer.drain()
@@ -314,9 +315,11 @@ class ProbeClient:
         """Close connections too old or idle to reuse (those of pods that are gone)."""
         now = self.clock()
         for origin, pool in list(self.idle.items()):
-            keep = [conn for conn in pool if self._fresh(conn, now)]
+            keep = []
             for conn in pool:
-                if conn not in keep:
+                if self._fresh(conn, now):
+                    keep.append(conn)
+                else:
                     conn.close()
             if keep:
                 self.idle[origin] = keep
