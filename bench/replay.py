@@ -236,7 +236,7 @@ async def record() -> Recording:
             target = probe.ProbeTarget(url=f"http://127.0.0.1:{front_port}/mcp")
             result = await probe.probe(client, target)
         finally:
-            await client.aclose()
+            client.close_idle()
             front.close()
     finally:
         server.terminate()

@@ -333,10 +333,6 @@ class ProbeClient:
                 conn.close()
         self.idle.clear()
 
-    async def aclose(self) -> None:
-        """As :meth:`close_idle`, for callers written for an async client's interface."""
-        self.close_idle()
-
     async def __aenter__(self) -> ProbeClient:
         return self
 
