@@ -1,14 +1,15 @@
 """Steady state at scale: what the operator costs once nothing changes.
 
     .venv/bin/python bench/steady.py [--count 1000] [--backup-replicas 2] [--window 60]
-                                     [--listener replay|sdk]
+                                     [--wave 100] [--listener replay|sdk]
 
 Starts its own control plane, one listener on 0.0.0.0:PORT (so it answers on every local
-address), and the operator. Creates COUNT MCPServers
-(primary 2 pods, hot backup BACKUP_REPLICAS pods, default health interval 2 s, every pod
-on PORT). **No node agent** (too heavy for thousands of pods on 2 cores): the bench registers
-one heartbeating Node (kube-scheduler binds every pod to it) and plays the kubelet's part by
-writing each bound pod's status itself -- Running, Ready, and a distinct podIP 10.244.x.y --
+address), and the operator. Creates COUNT MCPServers, WAVE at a time, each wave once the
+ones before are Ready (primary 2 pods, hot backup BACKUP_REPLICAS pods, default health
+interval 2 s, every pod on PORT). **No node agent** (too heavy for thousands of pods on 2
+cores): the bench registers one heartbeating Node (kube-scheduler binds every pod to it) and
+plays the kubelet's part (pods from a filtered list+watch) by writing each bound pod's
+status itself -- Running, Ready, and a distinct podIP 10.244.x.y --
 so the operator's probes reach the listener through a real TCP connect per pod address.
 Pods are written once; the operator's gate patches are its own.
 
@@ -72,8 +73,9 @@ from mcp_devcluster.nodeagent.kubeapi import KubeClient as SyncClient
 from mcp_devcluster.nodeagent.node import NodeHeartbeat
 from mcp_devcluster.stack import free_port, install_crd, install_operator_rbac, server_manifest
 from mcp_operator.api.models import API_VERSION
-from mcp_operator.kube.client import KubeClient, TransportError, load_credentials
-from mcp_operator.render.meta import HEALTH_GATE, MANAGED_BY
+from mcp_operator.kube.client import ApiError, KubeClient, TransportError, load_credentials
+from mcp_operator.kube.informer import Informer
+from mcp_operator.render.meta import HEALTH_GATE
 
 Obj = dict[str, Any]
 NS = "steady"
@@ -102,57 +104,96 @@ def _conditions(pod: Obj) -> dict[str, str]:
     return {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or []}
 
 
-async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[str]) -> None:
-    """The kubelet's part: every new pod gets Running and a loopback address, once; a pod's
-    Ready follows its readiness gate (the operator's probe verdict), written on change."""
-    path = f"/api/v1/namespaces/{NS}/pods"
-    done: set[str] = set()
-    while not stop.is_set():
-        pods = await admin.request(
-            "GET", path, params={"labelSelector": f"app.kubernetes.io/managed-by={MANAGED_BY}"}
-        )
+class KubeletSink:
+    """The fake kubelet's view of the pods: the operator's own :class:`Informer` (list, then
+    watch, filtered by the API server) feeds it, and it keeps the latest body of each pod
+    still to be looked at. Listing all pods every 2 s instead cost the API server a
+    multi-megabyte LIST per 2 s at 4,000 pods, which starved the settling control plane."""
 
-        async def one(pod: Obj) -> None:
-            if not (pod.get("spec") or {}).get("nodeName"):
-                return  # not scheduled yet: a kubelet only runs pods bound to its node
-            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            status: Obj = {}
-            if not (pod.get("status") or {}).get("podIP"):
-                ip = address(len(done))
-                done.add(pod["metadata"]["uid"])
-                status = {
-                    "phase": "Running",
-                    "podIP": ip,
-                    "podIPs": [{"ip": ip}],
-                    "hostIP": "127.0.0.1",
-                    "startTime": now,
-                }
-                base = ("Initialized", "ContainersReady", "PodScheduled")
-                conditions = [
-                    {"type": t, "status": "True", "lastTransitionTime": now} for t in base
-                ]
-            else:
-                conditions = []
-            have = _conditions(pod)
-            ready = "True" if have.get(HEALTH_GATE) == "True" else "False"
-            if have.get("Ready") != ready:
-                conditions.append({"type": "Ready", "status": ready, "lastTransitionTime": now})
-            if not status and not conditions:
-                return
-            status["conditions"] = conditions
+    def __init__(self) -> None:
+        self.pending: dict[str, Obj] = {}
+        self.wake = asyncio.Event()
+
+    def observe_child(self, kind: str, body: Obj, deleted: bool) -> None:
+        name = body["metadata"]["name"]
+        if deleted:
+            self.pending.pop(name, None)
+        else:
+            self.pending[name] = body
+            self.wake.set()
+
+    def sync_children(self, kind: str, namespace: str | None, bodies: list[Obj]) -> None:
+        for body in bodies:
+            self.observe_child(kind, body, deleted=False)
+
+
+def kubelet_status(pod: Obj, ip: str | None) -> Obj | None:
+    """The status patch a kubelet would write for ``pod`` (``ip`` when it has none yet):
+    Running with an address, once; Ready following the readiness gate. None: nothing to do."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    status: Obj = {}
+    conditions: list[Obj] = []
+    if ip is not None:
+        status = {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "hostIP": "127.0.0.1",
+            "startTime": now,
+        }
+        base = ("Initialized", "ContainersReady", "PodScheduled")
+        conditions = [{"type": t, "status": "True", "lastTransitionTime": now} for t in base]
+    have = _conditions(pod)
+    ready = "True" if have.get(HEALTH_GATE) == "True" else "False"
+    if have.get("Ready") != ready:
+        conditions.append({"type": "Ready", "status": ready, "lastTransitionTime": now})
+    if not status and not conditions:
+        return None
+    status["conditions"] = conditions
+    return status
+
+
+async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[str]) -> None:
+    """The kubelet's part: every bound pod gets Running and a distinct address, once; a
+    pod's Ready follows its readiness gate (the operator's probe verdict), written on change.
+    Pods come from a filtered list+watch; 16 writers patch them."""
+    sink = KubeletSink()
+    informer = Informer(admin, "v1", "Pod", NS, sink)
+    watching = asyncio.create_task(informer.run())
+    addresses: dict[str, str] = {}
+
+    async def one(pod: Obj) -> None:
+        if not (pod.get("spec") or {}).get("nodeName"):
+            return  # not scheduled yet: a kubelet only runs pods bound to its node
+        uid = pod["metadata"]["uid"]
+        new_ip = None
+        if not (pod.get("status") or {}).get("podIP") and uid not in addresses:
+            new_ip = addresses[uid] = address(len(addresses))
+        status = kubelet_status(pod, new_ip)
+        if status is None:
+            return
+        name = pod["metadata"]["name"]
+        with contextlib.suppress(ApiError):  # deleted meanwhile
             await admin.patch(
                 "v1",
                 "Pod",
                 NS,
-                pod["metadata"]["name"],
+                name,
                 {"status": status},
                 subresource="status",
                 content_type="application/strategic-merge-patch+json",
             )
             written["pods"] += 1
 
-        await bounded(20, [one(p) for p in pods.get("items") or []])
-        await asyncio.sleep(2)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sink.wake.wait(), 1.0)
+            sink.wake.clear()
+            batch, sink.pending = list(sink.pending.values()), {}
+            await bounded(16, [one(p) for p in batch])
+    finally:
+        watching.cancel()
 
 
 def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -260,6 +301,26 @@ def what_changed(before: dict[str, dict[str, Obj]], after: dict[str, dict[str, O
     return rows
 
 
+async def create_in_waves(
+    admin: KubeClient, args: argparse.Namespace, port: int
+) -> tuple[int, float]:
+    """Creates the servers ``--wave`` at a time, each wave once the ones before are Ready
+    (a fleet grows; 4,000 pods created at once kept the kcm busy past 14 minutes on 2
+    cores). Returns how many are Ready and the time since the first create."""
+    t0 = time.monotonic()
+    ready = 0
+    for first in range(0, args.count, args.wave):
+        last = min(args.count, first + args.wave)
+        names = [f"s{i:04d}" for i in range(first, last)]
+        await bounded(20, [admin.create(manifest(n, port, args.backup_replicas)) for n in names])
+        left = args.settle_timeout - (time.monotonic() - t0)
+        ready, _ = await wait_ready(admin, last, max(0.0, left))
+        print(f"  wave to {last}: {ready} Ready at {time.monotonic() - t0:.0f}s", flush=True)
+        if ready < last:
+            break
+    return ready, time.monotonic() - t0
+
+
 async def wait_ready(admin: KubeClient, count: int, timeout: float) -> tuple[int, float]:
     t0 = time.monotonic()
     ready = 0
@@ -343,16 +404,7 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
     try:
         await create_namespace(admin, NS)
         kubelet = asyncio.create_task(fake_kubelet(admin, stop, written))
-        t0 = time.monotonic()
-        await bounded(
-            20,
-            [
-                admin.create(manifest(f"s{i:04d}", port, args.backup_replicas))
-                for i in range(args.count)
-            ],
-        )
-        print(f"  {args.count} created in {time.monotonic() - t0:.1f}s")
-        ready, took = await wait_ready(admin, args.count, args.settle_timeout)
+        ready, took = await create_in_waves(admin, args, port)
         print(f"  {ready}/{args.count} Ready after {took:.0f}s; {written['pods']} pod writes")
         if ready < args.count:
             one = await admin.request(
@@ -464,6 +516,7 @@ def main() -> int:
     parser.add_argument("--backup-replicas", type=int, default=2, help="0: no backup tier")
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--wave", type=int, default=100, help="servers created at a time")
     parser.add_argument("--settle-timeout", type=float, default=900.0)
     parser.add_argument("--out", help="results file (default bench/results/steady-COUNT.txt)")
     parser.add_argument("--profile", help="run the operator under cProfile into this file")
