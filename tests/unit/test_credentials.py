@@ -13,6 +13,7 @@ import yaml
 from mcp_operator.kube.auth import (
     CredentialsError,
     FileToken,
+    LoaderToken,
     credentials_from_kubeconfig,
     credentials_in_cluster,
 )
@@ -97,6 +98,42 @@ def test_kubeconfig_exec_plugin(tmp_path: Path) -> None:
     creds = credentials_from_kubeconfig(str(kubeconfig(tmp_path / "kc", user)))
     assert creds.token == "exec-token"
     assert creds.server == "https://127.0.0.1:6443"
+
+
+def test_an_expiring_exec_token_is_renewed_at_most_once_a_second(tmp_path: Path) -> None:
+    """The loader's refresh hook re-runs an expired exec plugin; the operator asks for the
+    token on every API request, so the hook runs at most once a second (and at once after
+    a 401), not per request."""
+    plugin = tmp_path / "plugin.py"
+    runs = tmp_path / "runs"
+    plugin.write_text(
+        "import json, pathlib\n"
+        f"runs = pathlib.Path({str(runs)!r})\n"
+        "n = len(runs.read_text()) if runs.exists() else 0\n"
+        "runs.write_text('x' * (n + 1))\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1',\n"
+        "    'kind': 'ExecCredential', 'status': {'token': f'exec-{n}',\n"
+        "    'expirationTimestamp': '2000-01-01T00:00:00Z'}}))\n"
+    )
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": sys.executable,
+            "args": [str(plugin)],
+        }
+    }
+    now = [0.0]
+    tokens = LoaderToken(str(kubeconfig(tmp_path / "kc", user)), None, clock=lambda: now[0])
+    first = tokens.current()
+    assert first is not None and first.startswith("exec-")
+    ran = len(runs.read_text())
+    assert [tokens.current() for _ in range(50)] == [first] * 50
+    assert len(runs.read_text()) == ran  # no plugin run per request
+    now[0] += 1.5
+    second = tokens.current()
+    assert second != first and len(runs.read_text()) > ran  # expired: renewed
+    tokens.invalidate()  # a 401
+    assert tokens.current() not in (first, second)
 
 
 def test_missing_kubeconfig_is_one_line(tmp_path: Path) -> None:
