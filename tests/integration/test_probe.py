@@ -626,6 +626,26 @@ async def test_custom_headers_are_sent_and_stay_out_of_repr() -> None:
     assert TOKEN not in repr(target)
 
 
+async def test_user_headers_cannot_break_the_requests_framing() -> None:
+    """User headers are merged by name (the probe's own win), framing headers are the
+    client's alone, and the path is percent-encoded: the server reads one well-formed
+    request (h11 refuses duplicate Content-Length values and raw spaces in a target)."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return _discover_ok(request)
+
+    headers = {"content-length": "999", "Transfer-Encoding": "chunked", "accept": "text/plain"}
+    target = ProbeTarget("http://pod:8080/mcp v2/x?q=a b", headers=headers)
+    assert (await _scripted(handle, target)).outcome is Outcome.HEALTHY
+    [request] = seen
+    assert request.headers.get_list("content-length") == [str(len(request.content))]
+    assert "transfer-encoding" not in request.headers
+    assert request.headers.get_list("accept") == ["application/json, text/event-stream"]
+    assert request.url.raw_path == b"/mcp%20v2/x?q=a%20b"
+
+
 async def test_handshake_only_supported_list_falls_back_to_legacy() -> None:
     log: list[str] = []
     legacy = _legacy_handler(log)
@@ -922,6 +942,28 @@ async def test_a_kept_alive_connection_that_times_out_is_closed_not_leaked() -> 
             result = await probe(http, target, FAST)
             assert result.outcome is Outcome.UNHEALTHY and "timeout" in result.detail, result
             assert conn.writer.is_closing() and not http.idle
+    finally:
+        server.close()
+
+
+async def test_an_idle_connection_holding_unsolicited_bytes_is_not_reused() -> None:
+    """A server may write a 408 before its idle close: those bytes are not the next
+    probe's reply. The connection is dropped and the probe goes out on a fresh one."""
+    ok = _json_reply(
+        json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "result": {"supportedVersions": ["2026-07-28"]}}
+        ).encode()
+    )
+    late = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n"
+    server, port = await _raw_server([ok + late, ok])
+    target = ProbeTarget(f"http://127.0.0.1:{port}/mcp")
+    try:
+        async with probe_module.client_for(None) as http:
+            assert (await probe(http, target, FAST)).outcome is Outcome.HEALTHY
+            await asyncio.sleep(0.05)
+            result = await probe(http, target, FAST)
+            assert result.outcome is Outcome.HEALTHY, result
+            assert http.opened == 2
     finally:
         server.close()
 

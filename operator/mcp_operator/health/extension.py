@@ -164,6 +164,8 @@ class HealthLoop:
             self.doubt.forget(self.ports.key)
             if self._routine_write is not None:
                 self._routine_write.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._routine_write
             for client in self.clients.values():
                 client.close_idle()
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 __all__ = ["ProbeClient", "ProtocolError", "Response", "insecure_context"]
 
@@ -36,6 +36,10 @@ _USER_AGENT: Final = "mcp-operator-probe"
 _NO_BODY: Final = frozenset({204, 304})
 _CHUNK_SIZE: Final = re.compile(rb"[0-9A-Fa-f]{1,8}")
 _DIGITS: Final = re.compile(r"[0-9]{1,15}")
+_FRAMING: Final = frozenset({"content-length", "transfer-encoding"})
+# RFC 3986 pchar and query characters, plus '%' so that an already escaped path is kept.
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE: Final = _PATH_SAFE + "?"
 
 
 class ProtocolError(Exception):
@@ -83,19 +87,33 @@ def _build(
         raise ValueError("the probe URL needs an http or https scheme and a host")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     origin = _Origin(parts.scheme, parts.hostname, port, sni if parts.scheme == "https" else None)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    given = {name.lower() for name in headers}
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    target += f"?{quote(parts.query, safe=_QUERY_SAFE)}" if parts.query else ""
+    given = _one_per_name(headers)
     lines = [f"{method} {target} HTTP/1.1"]
     if "host" not in given:
         lines.append(f"Host: {parts.netloc.rsplit('@', 1)[-1]}")
     if "user-agent" not in given:
         lines.append(f"User-Agent: {_USER_AGENT}")
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines.extend(f"{name}: {value}" for name, value in given.values())
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     if any(c in line for line in lines for c in "\r\n\0"):
         raise ValueError("a probe header contains a line break or NUL")
     return _Request(origin, method, ("\r\n".join(lines) + "\r\n\r\n").encode("ascii"), body)
+
+
+def _one_per_name(headers: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Header lines by lower-case name, the last given winning (the probe's own come after
+    the user's), without the framing headers this client writes itself: a second
+    ``Content-Length`` or a ``Transfer-Encoding`` would make the request ambiguous."""
+    out: dict[str, tuple[str, str]] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in _FRAMING:
+            out.pop(lower, None)
+            out[lower] = (name, value)
+    return out
 
 
 @dataclass
@@ -296,7 +314,11 @@ class ProbeClient:
 
     def _fresh(self, conn: _Connection, now: float) -> bool:
         young = now - conn.opened < self.max_age_s and now - conn.used < self.max_idle_s
-        return young and not conn.reader.at_eof()
+        # Bytes that arrived while idle (a 408 before an idle close) are no reply of ours.
+        # StreamReader has no public count of buffered bytes; _buffer has been there since
+        # 3.4, and without it the check is skipped rather than failing.
+        unsolicited = getattr(conn.reader, "_buffer", b"")
+        return young and not conn.reader.at_eof() and not unsolicited
 
     async def _open(self, origin: _Origin) -> _Connection:
         context = self.context if origin.scheme == "https" else None
