@@ -93,3 +93,37 @@ def test_a_cancelled_waiter_neither_leaks_nor_loses_a_slot() -> None:
             assert slots.in_use == 1
 
     asyncio.run(main())
+
+
+def test_the_oldest_reconcile_is_served_first_so_servers_finish_one_after_another() -> None:
+    """Three servers reconcile at once, each making 3 calls one after another, through one
+    slot that another call holds at first. First come, first served interleaves them
+    (a0 b0 c0 a1 b1 c1 a2 b2 c2: all finish at the end). Oldest reconcile first, a call that
+    comes back finds its place at the front: a finishes 5th, b 6th, and c starts only then."""
+
+    async def main() -> list[str]:
+        slots, order, release = ApiSlots(1), [], asyncio.Event()
+
+        async def hold() -> None:
+            async with slots.slot("other"):
+                await release.wait()
+
+        async def reconcile(name: str) -> None:
+            with slots.reconciling(name):
+                for step in range(3):
+                    async with slots.slot(name):
+                        order.append(f"{name}{step}")
+                        await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(hold())]
+        await asyncio.sleep(0)
+        for name in "abc":
+            tasks.append(asyncio.create_task(reconcile(name)))
+            await asyncio.sleep(0.002)  # a started first, then b, then c
+        release.set()
+        await asyncio.gather(*tasks)
+        assert slots.in_use == 0
+        return order
+
+    order = asyncio.run(main())
+    assert order == ["a0", "b0", "a1", "b1", "a2", "b2", "c0", "c1", "c2"], order

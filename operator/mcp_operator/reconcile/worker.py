@@ -149,7 +149,8 @@ class ServerWorker:
             await asyncio.sleep(0.05)  # coalesce bursts of child events into one pass
             try:
                 async with self.lock:
-                    await self.reconcile()
+                    with self.shared.api_slots.reconciling(self.key):
+                        await self.reconcile()
             except Exception:  # e.g. a status write refused: retry later, never die
                 log.exception("reconcile pass of %s/%s failed", *self.key)
                 self._failures += 1
