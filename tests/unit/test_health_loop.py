@@ -522,6 +522,7 @@ async def test_a_routine_status_write_stuck_in_the_api_queue_does_not_stop_probi
     """At 1,000 servers a routine write waits minutes for the worker's lock and the API
     queue; the loop must keep probing meanwhile, and write the latest state once after."""
     world, op = started()
+    set_tier(world, "backup", "timeout")  # every round has news: the breaker counts
     loop = op.loop
     loop.write_behind = True
     release = asyncio.Event()
@@ -550,3 +551,31 @@ async def test_a_routine_status_write_stuck_in_the_api_queue_does_not_stop_probi
     release.set()
     await asyncio.wait_for(loop._routine_write, timeout=5)  # type: ignore[arg-type]
     assert len(routine) == 2 and world.persisted == world.memory_state
+
+
+def test_a_steady_server_writes_no_status_and_builds_none() -> None:
+    """Rounds with nothing new skip the status write altogether (not only the API call:
+    building the status to compare was ~8 % of the operator's CPU); a failed write is
+    tried again by the next round, which has nothing new either."""
+    world, op = started()
+    calls: list[bool] = []
+    write = op.loop.ports.write_status
+
+    async def counted(urgent: bool) -> None:
+        calls.append(urgent)
+        await write(urgent)
+
+    op.loop.ports.write_status = counted  # type: ignore[method-assign]
+    op.settle(10)
+    assert calls == []
+    world.health[world.tier_pods("primary")[0]] = "refused"
+    world.faults = Faults(status_write=True)
+    op.round()  # the gate and the count change; the write fails
+    written = world.persisted
+    world.faults = Faults()
+    op.round()
+    assert len(calls) >= 2 and world.persisted != written
+    assert world.persisted == world.memory_state
+    calls.clear()
+    op.settle(5)
+    assert calls == []

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mcp_operator import metrics
 from mcp_operator.api.models import FailoverStatus, MCPServer, MCPServerStatus, TierStatus
@@ -47,6 +47,7 @@ from mcp_operator.health.round import (
     run_round,
 )
 from mcp_operator.kube.client import ApiError
+from mcp_operator.reconcile.conditions import Want
 from mcp_operator.reconcile.worker import PAUSE_ANNOTATION, ServerWorker, Shared
 from mcp_operator.render.meta import (
     HEALTH_GATE,
@@ -109,6 +110,15 @@ class ProbeSettingsError(Exception):
 
 # -- the loop ---------------------------------------------------------------------------
 
+
+class _Persisted(NamedTuple):
+    """The part of a round's output that its status write carries."""
+
+    state: HealthState
+    conditions: tuple[Want, ...]
+    no_healthy_tier: bool
+
+
 ProbeFn = Callable[
     [ProbeClient, probe.ProbeTarget, probe.ProbeSettings], Awaitable[probe.ProbeResult]
 ]
@@ -133,7 +143,11 @@ class HealthLoop:
         """Routine status writes run beside the loop (see :meth:`persist`); off in the
         simulation, which drives rounds without an event loop."""
         self._routine_write: asyncio.Task[None] | None = None
-        self._routine_due = False
+        self._routine_due: _Persisted | None = None
+        self._persisted: _Persisted | None = None
+        """What the last successful status write carried from this loop: a round that
+        would write the same again skips building the status (a model copy, a dump and a
+        compare per round, ~8 % of the operator's CPU at 300 steady servers)."""
         self._probe_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def run(self) -> None:
@@ -329,33 +343,40 @@ class HealthLoop:
         and then in the queue of routine API calls, which at 1,000 servers reconciling is
         minutes long: awaited here, it stopped the loop's probing (a 1,000-server run made
         2,068 probes in 12 minutes, and no pod passed its gate)."""
+        wanted = _Persisted(out.state, out.conditions, out.no_healthy_tier)
+        if not urgent and before == out.state and wanted == self._persisted:
+            return  # the status already says all of it (most rounds of a steady fleet)
         self.ports.set_state(out.state, out)
         if not urgent and self.write_behind:
-            self._write_routine()
+            self._write_routine(wanted)
             return
         try:
             await self.ports.write_status(urgent)
         except Exception:
             self.ports.set_state(before, out)
+            self._persisted = None
             raise
+        self._persisted = wanted
         for event in out.events:
             self.ports.post_event(event)
 
-    def _write_routine(self) -> None:
+    def _write_routine(self, wanted: _Persisted) -> None:
         """One write at a time, of the latest state (the worker writes only what changed):
         rounds that finish while one is in flight leave one more to follow it."""
-        self._routine_due = True
+        self._routine_due = wanted
         if self._routine_write is None or self._routine_write.done():
             self._routine_write = asyncio.create_task(self._write_routine_states())
 
     async def _write_routine_states(self) -> None:
-        while self._routine_due:
-            self._routine_due = False
+        while self._routine_due is not None:
+            wanted, self._routine_due = self._routine_due, None
             try:
                 await self.ports.write_status(False)
             except Exception as exc:  # the next round's state brings it back
                 log.warning("%s/%s: status write failed: %s", *self.ports.key, exc)
+                self._persisted = None
                 return
+            self._persisted = wanted
 
     def announce_doubt(self, doubt: str | None) -> None:
         if (doubt is not None) == self.doubting:
