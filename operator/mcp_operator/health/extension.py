@@ -639,6 +639,7 @@ class WorkerPorts:
     """The real ports: the worker's status and index, the API client, kopf events."""
 
     worker: ServerWorker
+    _state: tuple[MCPServerStatus, HealthState] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -652,7 +653,12 @@ class WorkerPorts:
         return annotations.get(PAUSE_ANNOTATION) == "disabled"
 
     def state(self) -> HealthState:
-        return state_of(self.worker.status)
+        """Read back from the status once per status object (the worker replaces it on
+        every change, never edits it in place), not once per round."""
+        status = self.worker.status
+        if self._state is None or self._state[0] is not status:
+            self._state = (status, state_of(status))
+        return self._state[1]
 
     def pods(self) -> list[Obj]:
         return self.worker.shared.index.pods(self.worker.key)

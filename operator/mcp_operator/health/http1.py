@@ -82,6 +82,18 @@ def _build(
 ) -> _Request:
     """The request's bytes; ``ValueError`` for a URL or header the probe cannot send (a
     non-ASCII token, a CR/LF in a value: never sent, and never quoted in the error)."""
+    origin, head = _head(method, url, tuple(headers.items()), len(body), sni)
+    return _Request(origin, method, head, body)
+
+
+@functools.lru_cache(maxsize=16384)
+def _head(
+    method: str, url: str, header_items: tuple[tuple[str, str], ...], length: int, sni: str | None
+) -> tuple[_Origin, bytes]:
+    """A request head, built once per pod and request: each pod gets the same probe every
+    round, and building it (URL parsing, header merging, encoding) was ~7 % of the
+    operator's CPU at 300 servers. 16,384 heads cover 4 requests for each of 4,000 pods."""
+    headers = dict(header_items)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("the probe URL needs an http or https scheme and a host")
@@ -96,11 +108,11 @@ def _build(
     if "user-agent" not in given:
         lines.append(f"User-Agent: {_USER_AGENT}")
     lines.extend(f"{name}: {value}" for name, value in given.values())
-    if body or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
+    if length or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {length}")
     if any(c in line for line in lines for c in "\r\n\0"):
         raise ValueError("a probe header contains a line break or NUL")
-    return _Request(origin, method, ("\r\n".join(lines) + "\r\n\r\n").encode("ascii"), body)
+    return origin, ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 def _one_per_name(headers: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import enum
+import functools
 import itertools
 import json
 import re
@@ -264,12 +265,9 @@ class _Exchange:
         """One discover round: ``""`` = healthy, a version = retry at it, ``None`` = legacy."""
         self.step = "server/discover"
         request_id = next(self.ids)
-        body = {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "method": "server/discover",
-            "params": {"_meta": self._envelope(version)},
-        }
+        body = _discover_body(
+            request_id, version, self.settings.client_name, self.settings.client_version
+        )
         headers = {"MCP-Protocol-Version": version, "Mcp-Method": "server/discover"}
         reply = await self._post(body, headers, request_id)
         stray = reply.headers.get("mcp-session-id")
@@ -293,16 +291,6 @@ class _Exchange:
                 "modern",
             )
         return None
-
-    def _envelope(self, version: str) -> dict[str, Any]:
-        return {
-            _META_PROTOCOL_VERSION: version,
-            _META_CLIENT_CAPABILITIES: {},
-            _META_CLIENT_INFO: {
-                "name": self.settings.client_name,
-                "version": self.settings.client_version,
-            },
-        }
 
     # -- legacy ------------------------------------------------------------------------
 
@@ -389,16 +377,17 @@ class _Exchange:
         return min(self.settings.step_timeout_s, remaining)
 
     async def _post(
-        self, body: Mapping[str, Any], headers: Mapping[str, str], request_id: int | None
+        self, body: Mapping[str, Any] | bytes, headers: Mapping[str, str], request_id: int | None
     ) -> _Reply:
-        """POST one JSON-RPC message; parse a JSON or SSE reply; bounded in time and size."""
+        """POST one JSON-RPC message (or its encoding); parse a JSON or SSE reply; bounded
+        in time and size."""
         timeout = self._step_timeout()
         async with asyncio.timeout(timeout):
             async with self.client.stream(
                 "POST",
                 self.target.url,
                 {**self._base_headers(), **headers},
-                json.dumps(body).encode(),
+                body if isinstance(body, bytes) else json.dumps(body).encode(),
                 sni=self.target.sni_hostname,
             ) as response:
                 is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
@@ -407,6 +396,24 @@ class _Exchange:
                 else:
                     messages = _json_messages(await _read_capped(response))
         return _reply(response.status, response.headers, messages, request_id)
+
+
+@functools.lru_cache(maxsize=64)
+def _discover_body(request_id: int, version: str, client_name: str, client_version: str) -> bytes:
+    """The ``server/discover`` request, encoded once: every modern probe sends the same
+    bytes (request id 1, or 2 after a version retry)."""
+    meta = {
+        _META_PROTOCOL_VERSION: version,
+        _META_CLIENT_CAPABILITIES: {},
+        _META_CLIENT_INFO: {"name": client_name, "version": client_version},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "server/discover",
+        "params": {"_meta": meta},
+    }
+    return json.dumps(body).encode()
 
 
 def _reply(

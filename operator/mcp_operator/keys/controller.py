@@ -49,6 +49,7 @@ ROTATE_ANNOTATION = f"{GROUP}/rotate-keys"
 REVOKE_ANNOTATION = f"{GROUP}/revoke-kid"
 POLL_SECONDS = 10.0  # tampering with the Secret/ConfigMap is noticed within this
 TICK_SECONDS = 0.5  # cheap in-memory checks (annotations, deadlines) run this often
+IDLE_SECONDS = 2.0  # auth off: turning it on is noticed within this (1,000 idle loops wake less)
 PENDING_RECHECK_SECONDS = 1.0
 
 
@@ -119,6 +120,7 @@ class KeysLoop:
 
     async def run(self) -> None:
         while True:
+            server = None
             try:
                 server = self._server()
                 if server is not None and self._due(server):
@@ -126,7 +128,7 @@ class KeysLoop:
                     self.failures = 0
             except Exception as exc:  # never die; the message names no key material
                 await self._report_failure(exc)
-            await asyncio.sleep(TICK_SECONDS)
+            await asyncio.sleep(TICK_SECONDS if server is not None else IDLE_SECONDS)
 
     async def _report_failure(self, exc: Exception) -> None:
         """Back off exponentially and say why in KeysReady (e.g. RBAC refused a write)."""
