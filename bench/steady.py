@@ -167,13 +167,13 @@ async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[
             return  # not scheduled yet: a kubelet only runs pods bound to its node
         uid = pod["metadata"]["uid"]
         new_ip = None
-        if not (pod.get("status") or {}).get("podIP") and uid not in addresses:
-            new_ip = addresses[uid] = address(len(addresses))
+        if not (pod.get("status") or {}).get("podIP"):
+            new_ip = addresses.setdefault(uid, address(len(addresses)))
         status = kubelet_status(pod, new_ip)
         if status is None:
             return
         name = pod["metadata"]["name"]
-        with contextlib.suppress(ApiError):  # deleted meanwhile
+        try:
             await admin.patch(
                 "v1",
                 "Pod",
@@ -184,6 +184,11 @@ async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[
                 content_type="application/strategic-merge-patch+json",
             )
             written["pods"] += 1
+        except ApiError as exc:
+            if exc.status != 404:  # a busy API server (429, 5xx): try again next pass
+                sink.observe_child("Pod", pod, deleted=False)
+        except TransportError:
+            sink.observe_child("Pod", pod, deleted=False)
 
     try:
         while not stop.is_set():
@@ -192,6 +197,7 @@ async def fake_kubelet(admin: KubeClient, stop: asyncio.Event, written: Counter[
             sink.wake.clear()
             batch, sink.pending = list(sink.pending.values()), {}
             await bounded(16, [one(p) for p in batch])
+            await asyncio.sleep(0.2)  # a refused patch is retried, not in a hot loop
     finally:
         watching.cancel()
 

@@ -646,6 +646,22 @@ async def test_user_headers_cannot_break_the_requests_framing() -> None:
     assert request.url.raw_path == b"/mcp%20v2/x?q=a%20b"
 
 
+async def test_the_cached_request_head_keeps_no_token_or_session_id() -> None:
+    """Heads are cached per pod; a rotated token or a new session id is sent as it is and
+    never becomes a cache entry of its own (nor stays in memory after it changed)."""
+    from mcp_operator.health.http1 import _build, _head
+
+    _head.cache_clear()
+    for token in ("one", "two", "three"):
+        headers = {"Authorization": f"Bearer {token}", "Mcp-Session-Id": f"s-{token}"}
+        request = _build("POST", "http://pod:8080/mcp", headers, b"{}", None)
+        assert f"Bearer {token}".encode() in request.head
+        assert f"Mcp-Session-Id: s-{token}".encode() in request.head
+        assert request.head.endswith(b"\r\n\r\n") and request.head.count(b"\r\n\r\n") == 1
+    info = _head.cache_info()
+    assert (info.currsize, info.hits) == (1, 2)
+
+
 async def test_handshake_only_supported_list_falls_back_to_legacy() -> None:
     log: list[str] = []
     legacy = _legacy_handler(log)

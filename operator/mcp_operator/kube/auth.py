@@ -104,8 +104,8 @@ class LoaderToken:
     def invalidate(self) -> None:
         # On failure keep the old one: the request fails visibly and is retried.
         with self._lock, contextlib.suppress(CredentialsError):
+            self._checked = float("-inf")  # the hook runs next time even if this fails
             self._config = _load_kubeconfig(self.kubeconfig, self.context)
-            self._checked = float("-inf")
 
 
 @dataclass(frozen=True)
