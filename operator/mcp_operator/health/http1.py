@@ -91,9 +91,8 @@ def _build(
     origin, head = _head(method, url, tuple(stable.items()), len(body), sni)
     if volatile:
         lines = [f"{name}: {value}" for name, value in _one_per_name(volatile).values()]
-        if any(c in line for line in lines for c in "\r\n\0"):
-            raise ValueError("a probe header contains a line break or NUL")
-        head = head[:-2] + "".join(f"{line}\r\n" for line in lines).encode("ascii") + b"\r\n"
+        head = head[:-2] + "".join(f"{line}\r\n" for line in _sendable(lines)).encode("ascii")
+        head += b"\r\n"
     return _Request(origin, method, head, body)
 
 
@@ -123,9 +122,14 @@ def _head(
     lines.extend(f"{name}: {value}" for name, value in given.values())
     if length or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {length}")
+    return origin, ("\r\n".join(_sendable(lines)) + "\r\n\r\n").encode("ascii")
+
+
+def _sendable(lines: list[str]) -> list[str]:
+    """``lines``, unless one would split or end the head (a CR, LF or NUL in a value)."""
     if any(c in line for line in lines for c in "\r\n\0"):
         raise ValueError("a probe header contains a line break or NUL")
-    return origin, ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    return lines
 
 
 def _one_per_name(headers: Mapping[str, str]) -> dict[str, tuple[str, str]]:

@@ -32,7 +32,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Hashable, Iterator
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
 
 __all__ = ["ApiSlots"]
 
@@ -134,11 +134,11 @@ class ApiSlots:
         return None
 
 
-class _Waiter(NamedTuple):
+@dataclass(order=True)
+class _Waiter:
+    """Ordered by (place, arrival); keys and futures are never compared."""
+
     place: float
     arrival: int
-    key: Hashable
-    future: asyncio.Future[None]
-
-    def __lt__(self, other: tuple[Any, ...]) -> bool:  # never compares keys or futures
-        return (self.place, self.arrival) < (other[0], other[1])
+    key: Hashable = field(compare=False)
+    future: asyncio.Future[None] = field(compare=False)
