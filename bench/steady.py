@@ -232,6 +232,20 @@ def lateness_buckets(text: str) -> dict[float, float]:
     }
 
 
+def gc_share(before: str, after: str, elapsed: float) -> str:
+    """The window's collector time per generation, in cores (``mcp_operator_gc_seconds``)."""
+
+    def seconds(text: str) -> dict[str, float]:
+        samples = metric_samples(text, "mcp_operator_gc_seconds_total")
+        return {labels["generation"]: value for labels, value in samples}
+
+    s0, s1 = seconds(before), seconds(after)
+    return (
+        " / ".join(f"{(s1.get(g, 0.0) - s0.get(g, 0.0)) / elapsed:.3f}" for g in ("0", "1", "2"))
+        + " cores"
+    )
+
+
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """Upper bound of the bucket holding quantile ``q`` of the window's observations."""
     delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
@@ -456,6 +470,8 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             "|---|---|---|",
             f"| operator CPU | {(cpu1 - cpu0) / elapsed:.2f} cores | <= 1 core |",
             f"| operator RSS (now / peak) | {rss:.0f} / {peak:.0f} MB | <= 500 MB |",
+            f"| of which in the garbage collector (gen 0 / 1 / 2) | "
+            f"{gc_share(m0, m1, elapsed)} | |",
             f"| listener CPU ({args.listener}; not the operator's) | "
             f"{(listener1 - listener0) / elapsed:.2f} cores | |",
             f"| probe rounds in window | {rounds:.0f} ({rounds / elapsed:.0f}/s) | "

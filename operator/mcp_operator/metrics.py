@@ -95,6 +95,13 @@ PROBE_ROUND_LATENESS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
 )
 
+GC_SECONDS = Counter(
+    f"{PREFIX}_gc_seconds_total",
+    "Time the event loop stood still in Python's cyclic garbage collector, by generation "
+    "(2 is a full collection: it walks every object the operator holds).",
+    ["generation"],
+)
+
 CACHE_READY = Gauge(
     f"{PREFIX}_cache_ready",
     "1 when the server's cache answers an authenticated PING (readiness of NAME-cache).",

@@ -24,6 +24,7 @@ LABELS: dict[str, str] = {
     "direction": "`primary_to_backup`, `backup_to_primary`",
     "type": "a condition type of docs/conditions.md",
     "status": "`True`, `False`, `Unknown`",
+    "generation": "the garbage collector's generation: `0`, `1`, `2`",
     "kind": "child kinds (`Deployment`, `Service`, ...); key rotations: `initial`, "
     "`scheduled`, `manual`, `algorithm`, `emergency`",
 }

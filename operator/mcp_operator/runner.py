@@ -32,7 +32,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
-from mcp_operator import metrics
+from mcp_operator import gcpause, metrics
 from mcp_operator.api.models import GROUP
 from mcp_operator.handlers import EventsOnlyDiffBase, register
 from mcp_operator.health.extension import install as install_health
@@ -458,6 +458,8 @@ def run_operator(opts: RunOptions) -> int:
     # kopf logs every handler call per object at INFO; our own workers log what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     raise_open_files_limit()
+    gcpause.measure()
+    gcpause.tune()
     if opts.metrics_port:
         start_http_server(opts.metrics_port)
     opts.kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG") or None

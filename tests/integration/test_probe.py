@@ -345,13 +345,14 @@ async def test_dead_port_is_unhealthy_and_refused(client: ProbeClient) -> None:
 
 
 async def test_probes_reuse_a_connection_for_seconds_not_longer(spawn: Spawn) -> None:
-    """Every 2 s for 10 s on one connection; then a fresh one, so a pod that stops accepting
+    """Every 2 s for 30 s on one connection; then a fresh one, so a pod that stops accepting
     new connections is seen within one connection age. (A legacy probe's SSE replies end
     the connection they came on: the probe stops reading at its reply.)"""
     server = spawn()
     now = [0.0]
     async with ProbeClient(clock=lambda: now[0]) as http:
-        for _ in range(5):
+        assert http.max_age_s == 30.0
+        for _ in range(15):
             assert (await probe(http, ProbeTarget(server.url))).outcome is Outcome.HEALTHY
             now[0] += 2.0
         assert http.opened == 1

@@ -149,6 +149,9 @@ class HealthLoop:
         would write the same again skips building the status (a model copy, a dump and a
         compare per round, ~8 % of the operator's CPU at 300 steady servers)."""
         self._probe_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # Per pod: the pod object, spec and token its target was built from (see targets()).
+        self._targets: dict[str, tuple[Obj, MCPServer, str | None, probe.ProbeTarget]] = {}
+        self._probe_settings: tuple[MCPServer, probe.ProbeSettings] | None = None
 
     async def run(self) -> None:
         try:
@@ -237,27 +240,15 @@ class HealthLoop:
     # -- probing ------------------------------------------------------------------------
 
     async def probe_pods(self, server: MCPServer, pods: list[Obj]) -> dict[str, probe.ProbeResult]:
-        health = server.spec.health
-        settings = probe.ProbeSettings(
-            step_timeout_s=float(health.timeout_seconds),
-            budget_s=float(health.timeout_seconds) * 2,
-            cleanup_timeout_s=0.5,
-        )
+        settings = self.probe_settings(server)
         # spec.auth on: the keys loop mints the probe's token; else the referenced Secret.
         token = self.ports.minted_token() or await self.secret_value(
-            health.bearer_token_secret_ref, "bearer token"
+            server.spec.health.bearer_token_secret_ref, "bearer token"
         )
-        ca = await self.secret_value(health.ca_secret_ref, "CA bundle")
+        ca = await self.secret_value(server.spec.health.ca_secret_ref, "CA bundle")
         client = self.client(ca)
 
-        async def one(pod: Obj) -> tuple[str, probe.ProbeResult]:
-            target = probe.ProbeTarget(
-                url=pod_url(pod, server),
-                host_header=health.host_header,
-                bearer_token=token,
-                headers=dict(health.headers),
-                sni_hostname=(health.host_header or "").split(":")[0] or None,
-            )
+        async def one(pod: Obj, target: probe.ProbeTarget) -> tuple[str, probe.ProbeResult]:
             # The slot is taken before the probe's clock starts: waiting for a slot is
             # never counted against the pod.
             async with self.slots:
@@ -265,7 +256,36 @@ class HealthLoop:
             self.count_probe(pod, result)
             return _uid(pod), result
 
-        return dict(await gather(*(one(p) for p in pods)))
+        targets = self.targets(server, pods, token)
+        return dict(await gather(*(one(p, t) for p, t in zip(pods, targets, strict=True))))
+
+    def probe_settings(self, server: MCPServer) -> probe.ProbeSettings:
+        """Built once per spec, like :meth:`settings`."""
+        if self._probe_settings is None or self._probe_settings[0] is not server:
+            timeout = float(server.spec.health.timeout_seconds)
+            built = probe.ProbeSettings(
+                step_timeout_s=timeout, budget_s=timeout * 2, cleanup_timeout_s=0.5
+            )
+            self._probe_settings = (server, built)
+        return self._probe_settings[1]
+
+    def targets(
+        self, server: MCPServer, pods: list[Obj], token: str | None
+    ) -> list[probe.ProbeTarget]:
+        """Each pod's probe target, rebuilt only when the pod object (a new version from
+        the watch), the spec or the token changed: the same ones every round otherwise.
+        Entries of pods no longer listed are dropped."""
+        kept: dict[str, tuple[Obj, MCPServer, str | None, probe.ProbeTarget]] = {}
+        out = []
+        for pod in pods:
+            uid = _uid(pod)
+            hit = self._targets.get(uid)
+            if hit is None or hit[0] is not pod or hit[1] is not server or hit[2] != token:
+                hit = (pod, server, token, _target(pod, server, token))
+            kept[uid] = hit
+            out.append(hit[3])
+        self._targets = kept
+        return out
 
     async def secret_value(self, ref: Any, what: str) -> str | None:
         """A Secret key's value, cached for a minute; a missing one is the operator's own
@@ -482,6 +502,17 @@ def probeable(pod: Obj) -> bool:
         status.get("phase") == "Running"
         and bool(status.get("podIP"))
         and not pod["metadata"].get("deletionTimestamp")
+    )
+
+
+def _target(pod: Obj, server: MCPServer, token: str | None) -> probe.ProbeTarget:
+    health = server.spec.health
+    return probe.ProbeTarget(
+        url=pod_url(pod, server),
+        host_header=health.host_header,
+        bearer_token=token,
+        headers=dict(health.headers),
+        sni_hostname=(health.host_header or "").split(":")[0] or None,
     )
 
 
