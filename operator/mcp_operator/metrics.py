@@ -142,6 +142,14 @@ def forget(namespace: str, server: str) -> None:
                 metric.remove(*labels)
 
 
+def forget_all() -> None:
+    """Drop every per-server series at once (the operator stops managing all of them:
+    shutdown or a lost lease). One pass, where :func:`forget` per server would scan
+    every series once per server: ~30 million label comparisons at 1,000 servers."""
+    for metric in PER_SERVER:
+        metric.clear()
+
+
 # Signing keys (spec.auth). Key ids are not labels: they are unbounded over time.
 SIGNING_KEY_AGE = Gauge(
     f"{PREFIX}_signing_key_age_seconds",

@@ -214,8 +214,13 @@ class ChildIndex:
         return list(self._pods.get(owner, {}).values())
 
     def forget(self, owner: Key) -> None:
-        for kind, namespace, name in [k for k, o in self._where.items() if o == owner]:
-            self._remove(kind, namespace, name)
+        """Drop an owner's entries: found through its own tables (children live in the
+        owner's namespace), never by scanning the whole index once per owner."""
+        namespace = owner[0]
+        keys = [(kind, namespace, name) for kind, name in self._children.get(owner, {})]
+        keys += [("Pod", namespace, name) for name in self._pods.get(owner, {})]
+        for kind, ns, name in keys:
+            self._remove(kind, ns, name)
         self._children.pop(owner, None)
         self._pods.pop(owner, None)
 

@@ -113,19 +113,23 @@ class Supervisor:
         uids = [(i.get("metadata") or {}).get("uid") for i in found.get("items") or []]
         return uid in uids
 
-    def _stop(self, key: Key) -> None:
+    def _stop(self, key: Key, *, one: bool = True) -> None:
         tasks = self._tasks.pop(key, [])
         self.workers.pop(key, None)
         self.shared.index.forget(key)
-        metrics.forget(*key)
+        if one:
+            metrics.forget(*key)
         for task in tasks:
             task.cancel()
 
     async def stop_all(self) -> None:
+        """Stop every worker (shutdown, or the lease lost): linear in the servers, since
+        it stands between a graceful exit and the lease's release."""
         tasks = [task for group in self._tasks.values() for task in group]
         tasks += list(self._background)
         for key in list(self._tasks):
-            self._stop(key)
+            self._stop(key, one=False)
+        metrics.forget_all()
         for task in tasks:
             task.cancel()
         for task in tasks:
