@@ -30,7 +30,11 @@ The listener (``--listener``; the results header names it):
   (bench/results/steady-500-unsettled-2026-11-30.txt) -- it measured the listener.
 
 Once every server is Ready (or after --settle-timeout), it waits --settle seconds, stops the
-fake kubelet, then measures for --window seconds:
+fake kubelet, then measures for --window seconds. With ``--own-core`` the operator runs
+alone on one CPU from the settle on, and the control plane, listener and bench on the
+others: as on a cluster, where the operator's pod does not share a node's CPU with the
+kube-apiserver; the 1-core target is then a hard limit, and lateness shows whether it fits.
+It measures:
 
 - operator CPU (cores, from /proc utime+stime) and RSS (current and peak); the listener's CPU;
 - probe-round lateness p50/p99 (``mcp_operator_probe_round_lateness_seconds``, the
@@ -431,6 +435,7 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
                 "GET", f"/apis/{API_VERSION}/namespaces/{NS}/mcpservers/s0000"
             )
             print(f"  s0000: {(one.get('status') or {}).get('conditions')}")
+        pinned = give_own_core(op.pid) if args.own_core else "shared by every process"
         await asyncio.sleep(args.settle)
         # The fake kubelet lists every pod every 2 s: stopped for the window, which measures
         # the operator alone (nothing changes any more; a real kubelet would write nothing).
@@ -464,6 +469,7 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             f"steady state: {args.count} MCPServers, {pods} pods ({ready} Ready), "
             f"interval 2 s, window {elapsed:.0f} s, kube-apiserver {cp.version}",
             f"load average at window start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}",
+            f"CPUs: {pinned}",
             f"listener: {LISTENERS[args.listener]}",
             "",
             "| measure | value | target |",
@@ -491,6 +497,41 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
     if args.listener == "replay":  # the counters are printed when the listener exits
         rows.insert(3, replay_counters(server_log_path))
     return rows
+
+
+def give_own_core(operator: int) -> str:
+    """Pin the operator to the last CPU and everything else this bench started (control
+    plane, listener, the bench itself) to the others: the operator gets a core of its own,
+    as on a worker node in a cluster, where it does not share CPU with the kube-apiserver."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "shared (one CPU)"
+    own, rest = {cpus[-1]}, set(cpus[:-1])
+    tree = descendants(os.getpid())
+    for pid in tree:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError):
+                os.sched_setaffinity(int(task.name), own if pid == operator else rest)
+    return (
+        f"the operator alone on CPU {cpus[-1]} from the settle on; the other "
+        f"{len(tree) - 1} processes of the bench (control plane, listener, bench) on CPU "
+        f"{','.join(map(str, sorted(rest)))}"
+    )
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
 
 
 async def teardown(
@@ -542,6 +583,11 @@ def main() -> int:
     parser.add_argument("--settle-timeout", type=float, default=900.0)
     parser.add_argument("--out", help="results file (default bench/results/steady-COUNT.txt)")
     parser.add_argument("--profile", help="run the operator under cProfile into this file")
+    parser.add_argument(
+        "--own-core",
+        action="store_true",
+        help="from the settle on, the operator alone on one CPU, all else on the others",
+    )
     parser.add_argument(
         "--listener",
         choices=sorted(LISTENERS),
