@@ -7,7 +7,7 @@ Starts one listener on 127.0.0.1 -- the example MCP server (``sdk``, the officia
 default) or ``bench/replay.py``'s replay of its recorded reply (``replay``) -- and times, in
 the same run, the same ``server/discover`` exchange made by:
 
-- the operator's ``probe.probe`` as it runs (connections kept alive for 10 s);
+- the operator's ``probe.probe`` as it runs (connections kept alive, ``max_age_s`` 30 s);
 - the operator's ``probe.probe`` on a new connection every time (``max_age_s=0``);
 - httpx with a new connection per request (the prober's transport before 2026-12-01);
 - ``http.client`` from the standard library, new connection and kept alive (independent

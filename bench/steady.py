@@ -425,6 +425,7 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
     )
     node.register()
     node.start()
+    hogs: list[subprocess.Popen[bytes]] = []
     try:
         await create_namespace(admin, NS)
         kubelet = asyncio.create_task(fake_kubelet(admin, stop, written))
@@ -436,6 +437,9 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
             )
             print(f"  s0000: {(one.get('status') or {}).get('conditions')}")
         pinned = give_own_core(op.pid) if args.own_core else "shared by every process"
+        hogs += start_hogs(args.hogs, op.pid)
+        if hogs:
+            pinned += f"; {len(hogs)} busy-loop processes share the operator's CPU with it"
         await asyncio.sleep(args.settle)
         # The fake kubelet lists every pod every 2 s: stopped for the window, which measures
         # the operator alone (nothing changes any more; a real kubelet would write nothing).
@@ -491,7 +495,7 @@ async def scenario(cp: ControlPlane, args: argparse.Namespace, workdir: Path) ->
         rows += ["", "What was written in the window (snapshots before and after):"]
         rows += what_changed(snap0, snap1)
     finally:
-        await teardown(stop, node, kubelet, admin, (op, server))
+        await teardown(stop, node, kubelet, admin, (op, server, *hogs))
         server_log.close()
         op_log.close()
     if args.listener == "replay":  # the counters are printed when the listener exits
@@ -517,6 +521,18 @@ def give_own_core(operator: int) -> str:
         f"{len(tree) - 1} processes of the bench (control plane, listener, bench) on CPU "
         f"{','.join(map(str, sorted(rest)))}"
     )
+
+
+def start_hogs(count: int, operator: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` busy loops on the operator's CPUs: an operator short of CPU (a node
+    whose other pods burst, a CPU limit), with the rest of the bench untouched."""
+    cpus = os.sched_getaffinity(operator)
+    hogs = []
+    for _ in range(count):
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        os.sched_setaffinity(hog.pid, cpus)
+        hogs.append(hog)
+    return hogs
 
 
 def descendants(root: int) -> list[int]:
@@ -587,6 +603,13 @@ def main() -> int:
         "--own-core",
         action="store_true",
         help="from the settle on, the operator alone on one CPU, all else on the others",
+    )
+    parser.add_argument(
+        "--hogs",
+        type=int,
+        default=0,
+        help="busy loops started on the operator's CPU for the settle and window "
+        "(with --own-core: an operator short of CPU)",
     )
     parser.add_argument(
         "--listener",

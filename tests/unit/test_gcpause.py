@@ -34,3 +34,22 @@ def test_tune_sets_the_thresholds_and_leaves_collection_on() -> None:
         assert gc.isenabled()
     finally:
         gc.set_threshold(*saved)
+
+
+def test_a_collection_during_a_scrape_does_not_deadlock_the_scraper() -> None:
+    """A scrape holds the metric's lock while it copies the children (an allocation, which
+    can start a collection in the same thread): the callback must not take that lock."""
+    import threading
+
+    done = threading.Event()
+
+    def scrape_that_collects() -> None:
+        with metrics.GC_SECONDS._lock:
+            gcpause._on_gc("start", {"generation": 0})
+            gcpause._on_gc("stop", {"generation": 0})
+        done.set()
+
+    thread = threading.Thread(target=scrape_that_collects, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    assert done.is_set()
