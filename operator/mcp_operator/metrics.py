@@ -102,6 +102,13 @@ GC_SECONDS = Counter(
     ["generation"],
 )
 
+PROBE_INTERVAL_STRETCH = Gauge(
+    f"{PREFIX}_probe_interval_stretch",
+    "How much every server's probe interval is stretched because rounds ran late (1: not "
+    "at all; at most 4): the operator is short of CPU and probes less often rather than "
+    "timing out on its own lag. Detection and failover slow by the same factor.",
+)
+
 CACHE_READY = Gauge(
     f"{PREFIX}_cache_ready",
     "1 when the server's cache answers an authenticated PING (readiness of NAME-cache).",

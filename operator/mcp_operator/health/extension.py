@@ -31,6 +31,7 @@ from mcp_operator.health import breaker, failover, probe
 from mcp_operator.health.doubt import Doubt, RoundReport
 from mcp_operator.health.gate import GateSettings, GateState
 from mcp_operator.health.http1 import ProbeClient
+from mcp_operator.health.pace import Pacer
 from mcp_operator.health.round import (
     TIERS,
     Event,
@@ -73,8 +74,10 @@ LATE_ROUND = "this probe round ran late (the operator's event loop stalled)"
 
 
 def install(shared: Shared) -> None:
-    doubt = Doubt()
-    shared.companions.append(lambda worker: HealthLoop(WorkerPorts(worker), doubt).run())
+    doubt, pacer = Doubt(), Pacer()
+    shared.companions.append(
+        lambda worker: HealthLoop(WorkerPorts(worker), doubt, pacer=pacer).run()
+    )
 
 
 # -- the I/O the loop needs -------------------------------------------------------------
@@ -127,9 +130,16 @@ ProbeFn = Callable[
 class HealthLoop:
     """Per-object probe rounds every ``spec.health.intervalSeconds``."""
 
-    def __init__(self, ports: Ports, doubt: Doubt, prober: ProbeFn = probe.probe) -> None:
+    def __init__(
+        self,
+        ports: Ports,
+        doubt: Doubt,
+        prober: ProbeFn = probe.probe,
+        pacer: Pacer | None = None,
+    ) -> None:
         self.ports = ports
         self.doubt = doubt
+        self.pacer = pacer or Pacer()
         self.prober = prober
         self.memory: dict[str, GateState] = {}
         self.last_server: MCPServer | None = None
@@ -171,11 +181,12 @@ class HealthLoop:
                     await asyncio.sleep(max(0.0, next_start - time.monotonic()))
                 late = max(0.0, time.monotonic() - next_start)
                 metrics.PROBE_ROUND_LATENESS.observe(late)
+                self.pacer.observe(late, time.monotonic())
                 try:
                     await self.round(server, late)
                 except Exception:
                     log.exception("health round of %s/%s failed", *self.ports.key)
-                next_start = max(next_start + interval, time.monotonic())
+                next_start = max(next_start + interval * self.pacer.stretch, time.monotonic())
                 await asyncio.sleep(max(0.05, next_start - time.monotonic()))
         finally:
             self.doubt.forget(self.ports.key)
