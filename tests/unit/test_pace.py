@@ -8,8 +8,12 @@ time out on its own lag, and fleet-wide doubt freezes every gate."""
 from __future__ import annotations
 
 import heapq
+import logging
 
-from mcp_operator.health.pace import Pace, PaceSettings, observe
+import pytest
+
+from mcp_operator import metrics
+from mcp_operator.health.pace import Pace, Pacer, PaceSettings, observe
 
 INTERVAL = 2.0
 
@@ -71,3 +75,28 @@ def test_a_passing_stall_is_not_a_stretch() -> None:
     for i in range(500):
         pace = observe(pace, 2.0 if i in (100, 101, 102) else 0.0, i * 0.04, settings)
     assert pace.stretch == 1.0
+
+
+def test_a_small_fleet_on_a_busy_node_is_never_stretched() -> None:
+    """20 servers whose rounds are all late because something else holds the CPU: their
+    own rounds are not the load, and stretching would only slow their failover."""
+    settings = PaceSettings()
+    pace = Pace()
+    for i in range(2000):  # 10 rounds/s for 200 s, every one 1 s late
+        pace = observe(pace, 1.0, i * 0.1, settings)
+    assert pace.stretch == 1.0
+
+
+def test_the_pacer_reports_its_stretch_and_why(caplog: pytest.LogCaptureFixture) -> None:
+    pacer = Pacer()
+    with caplog.at_level(logging.INFO, logger="mcp_operator.health.pace"):
+        for i in range(601):  # 60 rounds/s, all late, for 10 s
+            pacer.observe(1.0, i / 60)
+    assert pacer.stretch == 1.25
+    assert metrics.PROBE_INTERVAL_STRETCH._value.get() == 1.25
+    assert "stretched x1.25" in caplog.text and "short of CPU" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mcp_operator.health.pace"):
+        for i in range(601, 3000):
+            pacer.observe(0.0, i / 60)
+    assert pacer.stretch == 1.0 and "on time again" in caplog.text

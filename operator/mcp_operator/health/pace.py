@@ -19,9 +19,12 @@ Pure: no clock of its own (``now`` is passed in); the loop feeds every round's l
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from mcp_operator import metrics
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Pace", "PaceSettings", "Pacer", "observe"]
 
@@ -34,6 +37,10 @@ class PaceSettings:
     grow: float = 1.25
     shrink: float = 0.9
     max_stretch: float = 4.0
+    min_rounds: int = 250
+    """A window with fewer rounds (under ~50 servers at 2 s) never stretches: a small
+    fleet's own rounds cost too little CPU to be why they are late (a busy node is), and
+    probing less often would only slow its failover."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ def observe(pace: Pace, late_s: float, now: float, settings: PaceSettings) -> Pa
         return pace
     share = pace.late / pace.rounds
     stretch = pace.stretch
-    if share > settings.late_share:
+    if share > settings.late_share and pace.rounds >= settings.min_rounds:
         stretch = min(settings.max_stretch, stretch * settings.grow)
     elif share <= settings.late_share / 2:
         stretch = max(1.0, stretch * settings.shrink)
@@ -75,7 +82,19 @@ class Pacer:
         return self.pace.stretch
 
     def observe(self, late_s: float, now: float) -> None:
-        before = self.pace.stretch
-        self.pace = observe(self.pace, late_s, now, self.settings)
-        if self.pace.stretch != before:
-            metrics.PROBE_INTERVAL_STRETCH.set(self.pace.stretch)
+        before = self.pace
+        self.pace = observe(before, late_s, now, self.settings)
+        if self.pace.stretch == before.stretch:
+            return
+        metrics.PROBE_INTERVAL_STRETCH.set(self.pace.stretch)
+        if self.pace.stretch > before.stretch:
+            log.warning(
+                "%d of %d probe rounds started over %.1fs late: the operator is short of CPU; "
+                "every probe interval is now stretched x%.2f (detection slows as much)",
+                before.late + int(late_s > self.settings.late_s),
+                before.rounds + 1,
+                self.settings.late_s,
+                self.pace.stretch,
+            )
+        elif self.pace.stretch == 1.0:
+            log.info("probe rounds are on time again: probe intervals as specified")
