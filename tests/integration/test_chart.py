@@ -293,7 +293,11 @@ def test_operator_rules_pass_promtool_and_read_only_known_metrics(tmp_path: Path
     rule = operator_rule("metrics.prometheusRule.labels.release=prom")
     assert rule["metadata"]["labels"]["release"] == "prom"
     rules = rule["spec"]["groups"][0]["rules"]
-    assert [r["alert"] for r in rules] == ["MCPOperatorDown", "MCPOperatorReconcileErrors"]
+    assert [r["alert"] for r in rules] == [
+        "MCPOperatorDown",
+        "MCPOperatorReconcileErrors",
+        "MCPOperatorProbesPaced",
+    ]
     runbooks = (ROOT / "docs" / "runbooks.md").read_text().lower()
     for r in rules:
         assert not unknown(r["expr"]), r

@@ -76,6 +76,7 @@ class Pacer:
     def __init__(self, settings: PaceSettings | None = None) -> None:
         self.settings = settings or PaceSettings()
         self.pace = Pace()
+        metrics.PROBE_INTERVAL_STRETCH.set(1.0)
 
     @property
     def stretch(self) -> float:
