@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import logging
 import random
@@ -615,3 +616,39 @@ def test_a_pod_keeps_its_probe_target_until_the_pod_or_the_spec_changes() -> Non
     world.spec = server(health={"headers": {"X-Tenant": "a"}})
     fourth = one_round()
     assert not any(fourth[u] is third[u] for u in fourth)
+
+
+async def test_the_loop_runs_its_rounds_at_the_stretched_interval() -> None:
+    """The real run loop (its own clock): a fleet paced x3 probes every 3 s, not 1 s, and
+    each server's rounds land on its own slots of that grid."""
+    from mcp_operator.health.pace import Pace, Pacer
+
+    starts: dict[float, list[float]] = {1.0: [], 3.0: []}
+    loops = []
+    for stretch, seen in starts.items():
+        _, op = started()  # interval 1 s
+        pacer = Pacer()
+        pacer.pace = Pace(stretch)
+        loop = extension.HealthLoop(op.loop.ports, op.loop.doubt, op.loop.prober, pacer=pacer)
+        loop.slots = op.loop.slots
+        original = loop.round
+
+        async def counted(server: MCPServer, late_s: float = 0.0, *, _o=original, _s=seen) -> Any:
+            _s.append(time.monotonic())
+            return await _o(server, late_s)
+
+        loop.round = counted  # type: ignore[method-assign]
+        loops.append(asyncio.create_task(loop.run()))
+    await asyncio.sleep(7.5)
+    for task in loops:
+        task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    gaps = {s: [b - a for a, b in itertools.pairwise(t)] for s, t in starts.items()}
+    assert gaps[1.0] and all(0.9 < g < 1.3 for g in gaps[1.0]), gaps
+    assert gaps[3.0] and all(2.9 < g < 3.3 for g in gaps[3.0]), gaps
+    key = ("ns", "s")
+    expected_offset = extension.phase(key, 3.0)
+    assert all(
+        abs((t - expected_offset) % 3.0) < 0.3 or (t - expected_offset) % 3.0 > 2.7
+        for t in starts[3.0]
+    ), starts

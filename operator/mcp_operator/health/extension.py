@@ -31,7 +31,7 @@ from mcp_operator.health import breaker, failover, probe
 from mcp_operator.health.doubt import Doubt, RoundReport
 from mcp_operator.health.gate import GateSettings, GateState
 from mcp_operator.health.http1 import ProbeClient
-from mcp_operator.health.pace import Pacer
+from mcp_operator.health.pace import Pacer, next_slot
 from mcp_operator.health.round import (
     TIERS,
     Event,
@@ -165,28 +165,27 @@ class HealthLoop:
 
     async def run(self) -> None:
         try:
-            next_start = time.monotonic()
-            phased = False
+            next_start: float | None = None
             while True:
                 server = self.ports.server() or self.last_server
                 if server is None or self.ports.paused():
                     await asyncio.sleep(1.0)
-                    next_start = time.monotonic()
+                    next_start = None
                     continue
                 self.last_server = server
-                interval = float(server.spec.health.interval_seconds)
-                if not phased:
-                    phased = True
-                    next_start += phase(self.ports.key, interval)
+                period = float(server.spec.health.interval_seconds) * self.pacer.stretch
+                if next_start is None:
+                    next_start = self.slot(time.monotonic(), period)
                     await asyncio.sleep(max(0.0, next_start - time.monotonic()))
                 late = max(0.0, time.monotonic() - next_start)
                 metrics.PROBE_ROUND_LATENESS.observe(late)
-                self.pacer.observe(late, time.monotonic())
+                self.pacer.observe(self.ports.key, late, time.monotonic())
                 try:
                     await self.round(server, late)
                 except Exception:
                     log.exception("health round of %s/%s failed", *self.ports.key)
-                next_start = max(next_start + interval * self.pacer.stretch, time.monotonic())
+                period = float(server.spec.health.interval_seconds) * self.pacer.stretch
+                next_start = self.slot(max(next_start + period / 2, time.monotonic()), period)
                 await asyncio.sleep(max(0.05, next_start - time.monotonic()))
         finally:
             self.doubt.forget(self.ports.key)
@@ -196,6 +195,11 @@ class HealthLoop:
                     await self._routine_write
             for client in self.clients.values():
                 client.close_idle()
+
+    def slot(self, after: float, period: float) -> float:
+        """The server's next round: on its own phase of a grid of ``period`` (the spec's
+        interval, stretched by the pacer), so the fleet's rounds stay spread out."""
+        return next_slot(after, phase(self.ports.key, period), period)
 
     async def round(self, server: MCPServer, late_s: float = 0.0) -> RoundOutput:
         """Probe, decide (pure), act. Returns the round's output (for tests)."""
