@@ -147,7 +147,7 @@ class HealthLoop:
         self.tokens: dict[tuple[str, str], tuple[float, str | None]] = {}
         self.clients: dict[str | None, ProbeClient] = {}
         self.doubting = False
-        self._settings: tuple[MCPServer, RoundSettings] | None = None
+        self._settings: tuple[MCPServer, RoundSettings, probe.ProbeSettings] | None = None
         self._published: dict[str, tuple[int, ...]] = {}
         self.write_behind = True
         """Routine status writes run beside the loop (see :meth:`persist`); off in the
@@ -161,7 +161,6 @@ class HealthLoop:
         self._probe_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # Per pod: the pod object, spec and token its target was built from (see targets()).
         self._targets: dict[str, tuple[Obj, MCPServer, str | None, probe.ProbeTarget]] = {}
-        self._probe_settings: tuple[MCPServer, probe.ProbeSettings] | None = None
 
     async def run(self) -> None:
         try:
@@ -248,9 +247,20 @@ class HealthLoop:
 
     def settings(self, server: MCPServer) -> RoundSettings:
         """Built once per spec (the round runs every second; the spec rarely changes)."""
+        return self._per_spec(server)[1]
+
+    def probe_settings(self, server: MCPServer) -> probe.ProbeSettings:
+        """Built once per spec, like :meth:`settings`."""
+        return self._per_spec(server)[2]
+
+    def _per_spec(self, server: MCPServer) -> tuple[MCPServer, RoundSettings, probe.ProbeSettings]:
         if self._settings is None or self._settings[0] is not server:
-            self._settings = (server, round_settings(server))
-        return self._settings[1]
+            timeout = float(server.spec.health.timeout_seconds)
+            built = probe.ProbeSettings(
+                step_timeout_s=timeout, budget_s=timeout * 2, cleanup_timeout_s=0.5
+            )
+            self._settings = (server, round_settings(server), built)
+        return self._settings
 
     # -- probing ------------------------------------------------------------------------
 
@@ -273,16 +283,6 @@ class HealthLoop:
 
         targets = self.targets(server, pods, token)
         return dict(await gather(*(one(p, t) for p, t in zip(pods, targets, strict=True))))
-
-    def probe_settings(self, server: MCPServer) -> probe.ProbeSettings:
-        """Built once per spec, like :meth:`settings`."""
-        if self._probe_settings is None or self._probe_settings[0] is not server:
-            timeout = float(server.spec.health.timeout_seconds)
-            built = probe.ProbeSettings(
-                step_timeout_s=timeout, budget_s=timeout * 2, cleanup_timeout_s=0.5
-            )
-            self._probe_settings = (server, built)
-        return self._probe_settings[1]
 
     def targets(
         self, server: MCPServer, pods: list[Obj], token: str | None

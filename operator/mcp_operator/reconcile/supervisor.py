@@ -113,11 +113,11 @@ class Supervisor:
         uids = [(i.get("metadata") or {}).get("uid") for i in found.get("items") or []]
         return uid in uids
 
-    def _stop(self, key: Key, *, one: bool = True) -> None:
+    def _stop(self, key: Key, *, forget_metrics: bool = True) -> None:
         tasks = self._tasks.pop(key, [])
         self.workers.pop(key, None)
         self.shared.index.forget(key)
-        if one:
+        if forget_metrics:
             metrics.forget(*key)
         for task in tasks:
             task.cancel()
@@ -128,7 +128,7 @@ class Supervisor:
         tasks = [task for group in self._tasks.values() for task in group]
         tasks += list(self._background)
         for key in list(self._tasks):
-            self._stop(key, one=False)
+            self._stop(key, forget_metrics=False)
         metrics.forget_all()
         for task in tasks:
             task.cancel()
